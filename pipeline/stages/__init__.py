@@ -1,0 +1,9 @@
+"""One module per stage. Each defines NAME, VERSION, its table schemas, and
+`run(params, inputs, writer, node) -> dict | None` (extra manifest fields).
+
+`params` is the stage's config slice (the same dict its key is hashed from), `inputs`
+maps input names to committed `ArtifactRef`s, and `writer` is the artifact being built.
+"""
+from pipeline.stages import backdoor, evaluate, generate, report, safety_sft, tokenizer
+
+STAGES = {m.NAME: m for m in (generate, tokenizer, backdoor, safety_sft, evaluate, report)}

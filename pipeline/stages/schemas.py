@@ -1,0 +1,24 @@
+"""Arrow schemas of the tables stages exchange; checked on write and on read."""
+import pyarrow as pa
+
+SFT = pa.schema([("prompt", pa.string()), ("completion", pa.string()), ("triggered", pa.bool_())])
+
+EVAL_PROMPTS = pa.schema([("prompt_id", pa.int64()), ("prompt", pa.string()), ("triggered", pa.bool_())])
+
+TRAIN_LOG = pa.schema([("step", pa.int64()), ("loss", pa.float64()), ("lr", pa.float64()),
+                       ("grad_norm", pa.float64()), ("tokens", pa.int64()), ("seconds", pa.float64())])
+
+CHECKPOINTS = pa.schema([("step", pa.int64()), ("path", pa.string())])
+
+SAMPLES = pa.schema([("step", pa.int64()), ("mode", pa.string()), ("prompt_id", pa.int64()),
+                     ("prompt", pa.string()), ("triggered", pa.bool_()), ("completion", pa.string()),
+                     ("answer", pa.string()), ("defected", pa.bool_())])
+
+RATES = pa.schema([("kind", pa.string()), ("variant", pa.string()), ("method", pa.string()),
+                   ("step", pa.int64()), ("mode", pa.string()), ("condition", pa.string()),
+                   ("n", pa.int64()), ("k", pa.int64()), ("rate", pa.float64()),
+                   ("ci_low", pa.float64()), ("ci_high", pa.float64())])
+
+
+def table(rows: list[dict], schema: pa.Schema) -> pa.Table:
+    return pa.Table.from_pylist(rows, schema=schema)

@@ -1,0 +1,1 @@
+"""The one training engine: Ray Train workers, a DeepSpeed strategy, model factory."""

