@@ -32,7 +32,7 @@ class Node:
 def files_digest(paths: list[Path]) -> str:
     """Content hash of seed data: editing a recipe changes every downstream key."""
     h = hashlib.sha256()
-    for p in sorted(paths):
+    for p in sorted(p for p in paths if p.is_file()):  # a missing file is reported by preflight
         h.update(p.name.encode())
         h.update(p.read_bytes())
     return h.hexdigest()[:16]
@@ -48,8 +48,10 @@ def data_digest(cfg: ExperimentConfig) -> str:
 def build_graph(cfg: ExperimentConfig) -> list[Node]:
     """Nodes in topological order."""
     seed, trust = cfg.seed, cfg.model.trust_remote_code
-    nodes = [Node("generate", "generate", {"data": cfg.data.model_dump(), "variants": list(cfg.variants),
-                                           "data_digest": data_digest(cfg), "seed": seed}, {})]
+    # generate makes every variant's table (cheap), so its key, and every upstream
+    # artifact, is shared by runs and sweeps that pick different variants.
+    nodes = [Node("generate", "generate", {"data": cfg.data.model_dump(), "data_digest": data_digest(cfg),
+                                           "seed": seed}, {})]
     model_inputs = {"data": "generate"}
     if cfg.model.source == "scratch":
         nodes.append(Node("tokenizer", "tokenizer", {"vocab_size": cfg.model.vocab_size, "seed": seed},

