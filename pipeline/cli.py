@@ -44,7 +44,7 @@ def cmd_run(args) -> int:
     try:
         from pipeline import progress
         board = progress.start_board()
-        record = run_graph(cfg, store, run_name, ProgressDisplay(board))
+        record = run_graph(cfg, store, run_name, ProgressDisplay(), board)
         _publish_report(store, record)
     finally:
         ray.shutdown()
@@ -73,14 +73,12 @@ def cmd_status(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from pipeline.artifacts import ArtifactRef
     from pipeline.stages import report, schemas
-    _, record = _load_run(args)
+    store, record = _load_run(args)
     node = record["nodes"].get("report", {})
     if node.get("state") not in ("done", "cached"):
         raise InputError(f"run {args.run}: report stage is {node.get('state', 'missing')}, nothing to report")
-    store_root = record["report"].rsplit("/report/", 1)[0]
-    ref = ArtifactRef(store_root, "report", node["key"])
+    ref = store.ref("report", node["key"])
     metrics = ref.read_table("metrics", schemas.RATES).to_pylist()
     if args.format == "json":
         print(json.dumps([{k: r[k] for k in report.METRIC_COLUMNS} for r in metrics], indent=1))

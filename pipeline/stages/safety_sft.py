@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pipeline.config import SafetySFTConfig
 from pipeline.stages import schemas
-from pipeline.stages.backdoor import training_summary, write_log
+from pipeline.stages.training import training_summary, write_log
 from pipeline.train.loop import fit_sft
 
 NAME, VERSION = "safety_sft", "1"

@@ -1,0 +1,16 @@
+"""What the training stages (backdoor, safety_sft) record from a Train run."""
+from __future__ import annotations
+
+from pipeline.stages import schemas
+from pipeline.train.loop import LOG_COLUMNS
+
+
+def write_log(writer, summary: dict) -> None:
+    rows = [{k: r[k] for k in LOG_COLUMNS} for r in summary["log"]]
+    writer.write_table("train_log", schemas.table(rows, schemas.TRAIN_LOG), schemas.TRAIN_LOG)
+
+
+def training_summary(summary: dict) -> dict:
+    log = summary["log"]
+    return {"parameters": summary["parameters"], "world_size": summary["world_size"], "phases": summary["phases"],
+            "final_loss": log[-1]["loss"], "tokens_per_second": sum(r["tokens"] for r in log) / log[-1]["seconds"]}
