@@ -27,7 +27,7 @@ class ProgressDisplay:
         self.t0 = time.time()
 
     def _line(self, name: str, st, prog: dict) -> str:
-        elapsed = (st.ended or time.time()) - st.since
+        elapsed = st.seconds if st.seconds is not None else (st.ended or time.time()) - st.since
         line = f" {SYMBOL.get(st.state, '?')} {name:<24} {st.state:<8} {elapsed:7.1f}s"
         if st.state == "running" and prog.get(name, (0, 0, ""))[1]:
             done, total, note = prog[name]

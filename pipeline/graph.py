@@ -105,6 +105,7 @@ class NodeState:
     since: float = field(default_factory=time.time)
     error: str = ""
     ended: float | None = None  # set when the node finished or failed
+    seconds: float | None = None  # the stage's own wall time, from its manifest (done, cached)
 
 
 def root_cause(err: BaseException) -> BaseException:
@@ -133,9 +134,9 @@ def run_graph(cfg: ExperimentConfig, store: ArtifactStore, run_name: str, displa
         for name, st in states.items():
             entry = record["nodes"][name]
             entry["state"], entry["error"] = st.state, st.error
-            if st.state in ("done", "cached"):
+            if st.state in ("done", "cached") and "seconds" not in entry:
                 m = store.ref(by_name[name].stage, by_name[name].key).manifest()
-                entry["seconds"] = m["seconds"]
+                entry["seconds"] = st.seconds = m["seconds"]
                 entry["rows"] = {t: v["rows"] for t, v in m["tables"].items()}
         store.write_run(run_name, record)
 
