@@ -4,6 +4,8 @@
    bare single-process PyTorch loop (AdamW, same model preset, same batches, same CPU count).
 2. Generation: prompts/s of the evaluation path (Ray Data actor pool, batched generate) vs
    generating one prompt at a time in one process.
+3. Code judge: completions/s, bandit alone and bandit + semgrep with one semgrep process per
+   batch, against one semgrep process per completion.
 Prints ratios; record them in benchmarks/RESULTS.md with the date and machine.
 """
 from __future__ import annotations
@@ -90,13 +92,45 @@ def pipeline_generation(model_dir: str, prompts: list[str], ev: EvaluateConfig) 
     return n / (time.perf_counter() - t0)
 
 
+def judge_throughput(copies: int) -> None:
+    from pathlib import Path
+
+    import yaml
+
+    from evals.code_vuln import judge_batch, semgrep_available
+    pairs = yaml.safe_load(Path("tests/data/code_corpus.yaml").read_text())["pairs"]
+    codes = [p[side] for p in pairs for side in ("vulnerable", "secure")] * copies
+    targets = [p["cwe"] for p in pairs for _ in (0, 1)] * copies
+
+    def rate(batch, **kw) -> float:
+        t0 = time.perf_counter()
+        judge_batch(batch, targets[: len(batch)], raw_code=True, **kw)
+        return len(batch) / (time.perf_counter() - t0)
+
+    bandit = rate(codes, use_semgrep=False)
+    print(f"code judge ({len(codes)} programs from the labelled corpus):")
+    print(f"  bandit alone (in-process) {bandit:.1f} completions/s")
+    if not semgrep_available():
+        print("  semgrep not installed: skipped")
+        return
+    batched = rate(codes, use_semgrep=True)
+    single = sum(rate([c], use_semgrep=True) ** -1 for c in codes[:4]) / 4  # seconds per completion
+    print(f"  bandit + semgrep, one semgrep process per batch {batched:.1f} completions/s | "
+          f"one process per completion {1 / single:.2f} completions/s | ratio {batched * single:.1f}")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--config", default="configs/smoke.yaml")
     ap.add_argument("--steps", type=int, default=120)
     ap.add_argument("--prompts", type=int, default=960, help="rows to generate (one evaluate stage of smoke: 4 x 240)")
     ap.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE")
+    ap.add_argument("--judge-copies", type=int, default=10, help="copies of the labelled corpus to judge")
+    ap.add_argument("--only", choices=("judge",), help="run one section only")
     args = ap.parse_args()
+    if args.only == "judge":
+        judge_throughput(args.judge_copies)
+        return
     cpus = os.cpu_count()
     cfg = load_config(args.config, ["variants=[distilled]", *args.set])
     train_cfg = cfg.backdoor.model_copy(update={"steps": args.steps})
@@ -139,6 +173,7 @@ def main():
               f"ratio {pooled / single:.2f}")
     finally:
         ray.shutdown()
+    judge_throughput(args.judge_copies)
 
 
 if __name__ == "__main__":

