@@ -79,12 +79,12 @@ def aggregate(samples: pa.Table, variant: str, method: str) -> list[dict]:
 def run(params: dict, inputs: dict, writer, node: str) -> dict:
     ev = params["evaluate"]
     safety, prompts = inputs["checkpoints"], inputs["data"].read_table("eval_prompts", schemas.EVAL_PROMPTS)
+    prompt_rows = prompts.to_pylist()
     rows = []
     for ck in safety.read_table("checkpoints", schemas.CHECKPOINTS).to_pylist():
         path = safety.local_dir(ck["path"])
         for mode in ev["modes"]:
-            for p in prompts.to_pylist():
-                rows.append({"step": ck["step"], "mode": mode, "path": path, **p})
+            rows += [{"step": ck["step"], "mode": mode, "path": path, **p} for p in prompt_rows]
     resources = {"num_gpus": ev["num_gpus"]} if ev["num_gpus"] else {"num_cpus": 1}
     ds = ray.data.from_items(rows).map_batches(
         Generator, batch_size=ev["batch_size"], concurrency=(1, ev["concurrency"]), **resources,
