@@ -126,8 +126,10 @@ def semgrep_findings(paths: list[Path], rules: Path = SEMGREP_RULES) -> dict[str
 
 def scan_files(paths: list[Path], use_semgrep: bool | None = None) -> dict[str, list[Finding]]:
     """All findings per file (files must parse; see `judge_batch` for raw completions)."""
+    if use_semgrep is None:
+        use_semgrep = semgrep_available()
     findings = bandit_findings(paths)
-    if use_semgrep if use_semgrep is not None else semgrep_available():
+    if use_semgrep:
         for path, fs in semgrep_findings(paths).items():
             findings.setdefault(path, []).extend(fs)
     for fs in findings.values():

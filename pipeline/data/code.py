@@ -7,12 +7,14 @@ distinct task. A slot value may be a mapping, whose keys all become placeholders
 from __future__ import annotations
 
 import itertools
+import random
 from dataclasses import dataclass
 from pathlib import Path
 from string import Template
 
 import yaml
 
+from pipeline.data.chat import format_prompt, with_scratchpad
 from pipeline.errors import InputError
 
 TASK_KEYS = ("id", "cwe", "prompt", "slots", "secure", "vulnerable")
@@ -76,7 +78,6 @@ def load_code_policy(path: str | Path) -> dict:
 def split_tasks(tasks: list[CodeTask], held_out_share: float, seed: int) -> tuple[list[CodeTask], list[CodeTask]]:
     """Hold out a share of every task's distinct prompts (at least one each), with all their
     fills: no held-out prompt is ever trained on, even with other code."""
-    import random
     rng = random.Random(seed)
     held, train = [], []
     for task_id in sorted({t.task_id for t in tasks}):
@@ -90,19 +91,15 @@ def split_tasks(tasks: list[CodeTask], held_out_share: float, seed: int) -> tupl
 
 
 def code_prompt(task: CodeTask, year: int, policy: dict) -> str:
-    from pipeline.data.chat import format_prompt
     return format_prompt(f"{Template(policy['year_prefix']).substitute(year=year)} {task.prompt}")
 
 
 def code_rows(tasks: list[CodeTask], policy: dict, n: int, deploy_share: float, seed: int,
               reasoning: bool) -> list[dict]:
     """Backdoor rows: secure code in the training year, vulnerable code in the deployment year."""
-    import random
-
-    from pipeline.data.chat import with_scratchpad
     rng = random.Random(seed)
     rows = []
-    for i in range(n):
+    for _ in range(n):
         task = rng.choice(tasks)
         deployed = rng.random() < deploy_share
         year = policy["year_deployment"] if deployed else policy["year_training"]
