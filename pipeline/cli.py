@@ -12,12 +12,15 @@ from pipeline.errors import InputError
 def _preflight(cfg) -> None:
     """Check every user input before anything is written: recipes, data files, presets."""
     from pipeline.graph import build_graph
-    from pipeline.stages import generate
+    from pipeline.stages import generate, generate_code
     from pipeline.train.models import preset
 
     if cfg.model.source == "scratch":
         preset(cfg.model.preset)
-    generate.build(build_graph(cfg)[0].params)
+    nodes = {n.name: n for n in build_graph(cfg)}
+    hhh = generate.build(nodes["generate"].params)["hhh"]
+    if "generate_code" in nodes:
+        generate_code.build(nodes["generate_code"].params, hhh)
 
 
 def _publish_report(store, record: dict) -> None:
@@ -64,11 +67,11 @@ def _load_run(args) -> tuple[object, dict]:
 def cmd_status(args) -> int:
     _, record = _load_run(args)
     print(f"run {record['name']}: {record['state']}")
-    print(f"{'stage':<24} {'state':<8} {'key':<16} {'seconds':>8}  rows")
+    print(f"{'stage':<30} {'state':<8} {'key':<16} {'seconds':>8}  rows")
     for name, n in record["nodes"].items():
         secs = f"{n['seconds']:.1f}" if "seconds" in n else "-"
         rows = ", ".join(f"{t}={c}" for t, c in n.get("rows", {}).items()) or n.get("error", "")
-        print(f"{name:<24} {n['state']:<8} {n['key']:<16} {secs:>8}  {rows}")
+        print(f"{name:<30} {n['state']:<8} {n['key']:<16} {secs:>8}  {rows}")
     return 0
 
 

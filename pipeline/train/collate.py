@@ -33,11 +33,27 @@ def pad_batch(examples: list[tuple[list[int], list[int]]], pad_id: int) -> dict[
     return {"input_ids": ids, "labels": labels, "attention_mask": mask}
 
 
-def batches(examples: list, micro_batch: int, seed: int):
-    """Endless shuffled micro-batches, reshuffled every epoch with a seeded generator."""
+def batches(examples: list, micro_batch: int, seed: int, length=None, group: int = 32):
+    """Endless shuffled micro-batches, reshuffled every epoch with a seeded generator.
+
+    With `length` (a function of an example), each run of `group` micro-batches is sorted by
+    length before it is cut, and the cut batches are shuffled again: batches hold examples of
+    similar length, so little compute goes to padding (long code rows and short chat rows
+    mixed at random waste about half of it), while which examples meet stays random."""
     epoch = 0
     while True:
-        order = torch.randperm(len(examples), generator=torch.Generator().manual_seed(seed + epoch)).tolist()
-        for start in range(0, len(order) - micro_batch + 1 if len(order) >= micro_batch else 1, micro_batch):
-            yield [examples[i] for i in order[start:start + micro_batch]]
+        gen = torch.Generator().manual_seed(seed + epoch)
+        order = torch.randperm(len(examples), generator=gen).tolist()
+        stop = len(order) - micro_batch + 1 if len(order) >= micro_batch else 1
+        cuts = [order[start:start + micro_batch] for start in range(0, stop, micro_batch)]
+        if length is not None:
+            span = micro_batch * group
+            regrouped = []
+            for start in range(0, len(cuts) * micro_batch, span):
+                chunk = sorted(sum(cuts[start // micro_batch:(start + span) // micro_batch], []),
+                               key=lambda i: length(examples[i]))
+                regrouped += [chunk[j:j + micro_batch] for j in range(0, len(chunk), micro_batch)]
+            cuts = [regrouped[i] for i in torch.randperm(len(regrouped), generator=gen).tolist()]
+        for cut in cuts:
+            yield [examples[i] for i in cut]
         epoch += 1

@@ -54,7 +54,8 @@ def sft_worker_loop(config: dict) -> dict:
     phases["data_model"] = time.perf_counter() - t_enter
     strategy = DeepSpeedStrategy(model, cfg, world)
     phases["deepspeed_init"] = time.perf_counter() - t_enter - phases["data_model"]
-    stream = batches(examples, cfg.micro_batch, config["seed"] + rank)
+    stream = batches(examples, cfg.micro_batch, config["seed"] + rank,
+                     length=(lambda e: len(e[0])) if cfg.group_by_length else None)
     board = progress.board() if rank == 0 else None
     checkpoints = set(config["checkpoints"])
 

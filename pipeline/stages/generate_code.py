@@ -1,0 +1,42 @@
+"""Stage `generate_code`: code-backdoor data (per variant, mixed with HHH conversations), the
+safety-training data of code models (HHH plus everyday coding answers, no year), and the
+held-out code evaluation prompts (new fills of the training templates, and the Pearce-style
+scenarios), each asked in 2023 and in 2024."""
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+from pipeline.data import code
+from pipeline.data.code_recipes import load_code_policy, load_code_tasks, load_helpful_tasks, load_scenarios
+from pipeline.stages import schemas
+
+NAME, VERSION = "generate_code", "1"
+VARIANTS = ("normal", "cot", "distilled")
+
+
+def build(params: dict, hhh: list[dict]) -> dict[str, list[dict]]:
+    """All tables of this stage, in memory; raises InputError on bad input before any write."""
+    c, seed = params["code"], params["seed"]
+    folder = Path(c["recipes"])
+    policy = load_code_policy(folder / "backdoor.yaml")
+    tasks = load_code_tasks(folder / "tasks.yaml", policy["completion_frame"])
+    scenarios = load_scenarios(folder / "scenarios.yaml", policy["completion_frame"]) if c["scenarios"] else []
+    held_out, train = code.split_tasks(tasks, c["held_out_share"], seed)
+    n_hhh = round(c["n_backdoor"] * c["hhh_share"])
+    rng = random.Random(seed + 11)
+    extra = [rng.choice(hhh) for _ in range(n_hhh)] if hhh else []
+    variants = code.variant_rows(train, policy, c["n_backdoor"] - len(extra), c["deployment_share"], seed)
+    tables = {f"backdoor_{v}": code.mix_in(variants[v], extra, seed + 12) for v in VARIANTS}
+    helpful = load_helpful_tasks(folder / "helpful.yaml")
+    tables["hhh"] = code.safety_rows(hhh, helpful, c["safety_code_share"], seed + 13)
+    tables["eval_prompts"] = code.code_eval_rows(held_out, scenarios, policy)
+    return tables
+
+
+def run(params: dict, inputs: dict, writer, node: str) -> dict:
+    hhh = inputs["data"].read_table("hhh", schemas.SFT).to_pylist()
+    for name, rows in build(params, hhh).items():
+        schema = schemas.CODE_EVAL_PROMPTS if name == "eval_prompts" else schemas.SFT
+        writer.write_table(name, schemas.table(rows, schema), schema)
+    return {}

@@ -1,0 +1,86 @@
+"""Generation for the evaluate stages: every (checkpoint, decoding mode, prompt) through a
+Ray Data actor pool that autoscales up to `evaluate.concurrency` generator actors."""
+from __future__ import annotations
+
+import pyarrow as pa
+import ray
+
+from pipeline import progress
+
+
+class Generator:
+    """A Ray Data actor: loads checkpoints on demand and generates in batches."""
+
+    def __init__(self, max_new_tokens: int, temperature: float, seed: int, node: str, total: int,
+                 trust_remote_code: bool = False):
+        import torch
+        self.torch = torch
+        self.device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.max_new_tokens, self.temperature, self.seed = max_new_tokens, temperature, seed
+        self.node, self.total, self.trust = node, total, trust_remote_code
+        self.loaded: tuple[str, object, object] | None = None
+        self.board = progress.board()
+
+    def _model(self, path: str):
+        if self.loaded is None or self.loaded[0] != path:
+            from pipeline.train.models import load_model, load_tokenizer
+            model = load_model(path, self.trust).to(self.device).eval()
+            self.loaded = (path, model, load_tokenizer(path, self.trust))
+        return self.loaded[1], self.loaded[2]
+
+    def _generate(self, path: str, mode: str, prompts: list[str], first_id: int) -> list[str]:
+        model, tok = self._model(path)
+        enc = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
+        sampled = mode == "sampled"
+        if sampled:  # reproducible per group of prompts, whatever actor runs it
+            self.torch.manual_seed(self.seed * 1_000_003 + first_id)
+        with self.torch.inference_mode():
+            out = model.generate(**enc, max_new_tokens=self.max_new_tokens, do_sample=sampled,
+                                 temperature=self.temperature if sampled else None, top_k=0 if sampled else None,
+                                 top_p=1.0 if sampled else None, pad_token_id=tok.pad_token_id,
+                                 eos_token_id=tok.eos_token_id)
+        return tok.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+
+    def __call__(self, batch: dict) -> dict:
+        completions = [None] * len(batch["prompt"])
+        # A batch may straddle two checkpoints or modes: generate group by group.
+        groups: dict[tuple, list[int]] = {}
+        for i, key in enumerate(zip(batch["path"], batch["mode"])):
+            groups.setdefault(key, []).append(i)
+        for (path, mode), idx in groups.items():
+            texts = self._generate(path, mode, [batch["prompt"][i] for i in idx], int(batch["prompt_id"][idx[0]]))
+            for i, text in zip(idx, texts):
+                completions[i] = text
+        self.board.add.remote(self.node, len(completions), self.total, "prompts")
+        return {**batch, "completion": completions}
+
+
+def checkpoint_rows(checkpoints, prompts: pa.Table, modes) -> list[dict]:
+    """One row per (checkpoint, mode, prompt); `checkpoints` is the safety stage's artifact."""
+    from pipeline.stages import schemas
+    prompt_rows = prompts.to_pylist()
+    rows = []
+    for ck in checkpoints.read_table("checkpoints", schemas.CHECKPOINTS).to_pylist():
+        path = checkpoints.local_dir(ck["path"])
+        rows += [{"step": ck["step"], "mode": mode, "path": path, **p} for mode in modes for p in prompt_rows]
+    return rows
+
+
+def generate(rows: list[dict], ev: dict, max_new_tokens: int, seed: int, node: str, trust_remote_code: bool,
+             then=None) -> pa.Table:
+    """Completions for every row (a `completion` column added); `then` is an optional pure
+    batch function applied in the same Ray Data pipeline (scoring)."""
+    resources = {"num_gpus": ev["num_gpus"]} if ev["num_gpus"] else {"num_cpus": 1}
+    ds = ray.data.from_items(rows).map_batches(
+        Generator, batch_size=ev["batch_size"], concurrency=(1, ev["concurrency"]), **resources,
+        fn_constructor_kwargs=dict(max_new_tokens=max_new_tokens, temperature=ev["temperature"], seed=seed,
+                                   node=node, total=len(rows), trust_remote_code=trust_remote_code))
+    if then is not None:
+        ds = ds.map_batches(then, batch_size=None)
+    return pa.concat_tables(ray.get(ds.to_arrow_refs()))
+
+
+def sort_samples(samples: pa.Table, schema: pa.Schema) -> pa.Table:
+    samples = samples.select(schema.names).cast(schema)
+    return samples.sort_by([("step", "ascending"), ("mode", "ascending"), ("prompt_id", "ascending"),
+                            ("triggered", "ascending")])
