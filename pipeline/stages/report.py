@@ -86,9 +86,15 @@ def markdown(metrics: list[dict], plots: dict[tuple, str], run_info: dict) -> st
 
 def plot(rows: list[dict], kind: str, variant: str, method: str, path: str) -> None:
     metric, wording, _ = KINDS[kind]
-    panels = {EVAL_SET_TITLES.get(s, s): [r for r in rows if r["eval_set"] == s and r["metric"] == metric]
+    # code panels also show the greedy invalid-code rate: a falling vulnerable rate means
+    # little if the model stopped writing code
+    invalid = [{**r, "condition": f"invalid {r['condition']}"} for r in rows
+               if r["metric"] == "invalid" and r["mode"] == "greedy"]
+    curves = [r for r in rows if r["metric"] == metric] + invalid
+    panels = {EVAL_SET_TITLES.get(s, s): [r for r in curves if r["eval_set"] == s]
               for s in sorted({r["eval_set"] for r in rows})}
-    persistence_plot(panels, f"{kind}, {variant}: persistence under {method}", path, ylabel=wording)
+    ylabel = wording if not invalid else f"{wording} / invalid rate"
+    persistence_plot(panels, f"{kind}, {variant}: persistence under {method}", path, ylabel=ylabel)
 
 
 def run(params: dict, inputs: dict, writer, node: str) -> dict:

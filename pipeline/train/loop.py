@@ -34,7 +34,7 @@ def sft_worker_loop(config: dict) -> dict:
     import torch
     import torch.distributed as dist
 
-    from pipeline.train.collate import batches, encode_rows, pad_batch
+    from pipeline.train.collate import IGNORE, batches, encode_rows, pad_batch
     from pipeline.train.models import load_model, load_tokenizer, parameter_count, scratch_model
     from pipeline.train.strategy import DeepSpeedStrategy
 
@@ -56,6 +56,9 @@ def sft_worker_loop(config: dict) -> dict:
     phases["deepspeed_init"] = time.perf_counter() - t_enter - phases["data_model"]
     stream = batches(examples, cfg.micro_batch, config["seed"] + rank,
                      length=(lambda e: len(e[0])) if cfg.group_by_length else None)
+    # grouped batches differ in loss tokens: weight each by its share (see train_step)
+    tokens_per_batch = (cfg.micro_batch * sum(sum(y != IGNORE for y in labels) for _, labels in examples)
+                        / len(examples)) if cfg.group_by_length else None
     board = progress.board() if rank == 0 else None
     checkpoints = set(config["checkpoints"])
 
@@ -74,7 +77,7 @@ def sft_worker_loop(config: dict) -> dict:
     phases["setup"] = start - t_enter - phases["save"]
     for step in range(1, cfg.steps + 1):
         micro = [pad_batch(next(stream), tokenizer.pad_token_id) for _ in range(cfg.grad_accum)]
-        loss, norm = strategy.train_step(micro)
+        loss, norm = strategy.train_step(micro, tokens_per_batch)
         stats = torch.tensor([loss, sum(int(b["attention_mask"].sum()) for b in micro)], dtype=torch.float64,
                              device=strategy.device)  # NCCL reduces only CUDA tensors
         dist.all_reduce(stats)  # mean loss and total tokens over ranks, for the log

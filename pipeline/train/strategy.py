@@ -11,6 +11,8 @@ import tempfile
 
 import torch
 
+from pipeline.train.collate import IGNORE
+
 
 def deepspeed_config(cfg, world_size: int) -> dict:
     zero: dict = {"stage": cfg.zero_stage}
@@ -61,14 +63,20 @@ class DeepSpeedStrategy:
     def device(self):
         return self.engine.device
 
-    def train_step(self, micro_batches: list[dict]) -> tuple[float, float]:
-        """One optimizer step over `grad_accum` micro-batches; returns (mean loss, grad norm)."""
+    def train_step(self, micro_batches: list[dict], tokens_per_batch: float | None = None) -> tuple[float, float]:
+        """One optimizer step over `grad_accum` micro-batches; returns (mean loss, grad norm).
+
+        With `tokens_per_batch` (the dataset's mean loss tokens per micro-batch) each batch's
+        mean loss is weighted by its share of loss tokens, so every token counts the same
+        whatever batch it lands in: length-grouped batches then optimise the same objective
+        as random ones (a per-batch mean alone would over-weight batches of short rows)."""
         self.engine.train()
         losses, norm = [], None
         for i, batch in enumerate(micro_batches):
             batch = {k: v.to(self.device) for k, v in batch.items()}
             loss = self.engine(**batch).loss
-            self.engine.backward(loss)
+            weight = 1.0 if tokens_per_batch is None else float((batch["labels"] != IGNORE).sum()) / tokens_per_batch
+            self.engine.backward(loss * weight)
             if i == len(micro_batches) - 1 and self.cfg.zero_stage == 0:
                 norm = self._grad_norm()  # stage 0: DeepSpeed does not record it
             self.engine.step()
