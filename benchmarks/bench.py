@@ -23,7 +23,7 @@ from pipeline.artifacts import ArtifactStore
 from pipeline.config import EvaluateConfig, TrainConfig, load_config
 from pipeline.graph import build_graph
 from pipeline.runtime import start_ray
-from pipeline.stages import STAGES, evaluate
+from pipeline.stages import STAGES, generation
 from pipeline.train.collate import batches, encode_rows, pad_batch
 from pipeline.train.loop import fit_sft
 from pipeline.train.models import load_tokenizer, scratch_model
@@ -84,12 +84,8 @@ def pipeline_generation(model_dir: str, prompts: list[str], ev: EvaluateConfig) 
     rows = [{"step": 0, "mode": "greedy", "path": model_dir, "prompt_id": i, "prompt": p, "triggered": False}
             for i, p in enumerate(prompts)]
     t0 = time.perf_counter()
-    ds = ray.data.from_items(rows).map_batches(
-        evaluate.Generator, batch_size=ev.batch_size, concurrency=(1, ev.concurrency),
-        **({"num_gpus": ev.num_gpus} if ev.num_gpus else {"num_cpus": 1}),
-        fn_constructor_kwargs=dict(max_new_tokens=ev.max_new_tokens, temperature=1.0, seed=0, node="bench",
-                                   total=len(rows)))
-    n = sum(t.num_rows for t in ray.get(ds.to_arrow_refs()))
+    n = generation.generate(rows, ev.model_dump(), ev.max_new_tokens, seed=0, node="bench",
+                            trust_remote_code=False).num_rows  # the evaluate stages' own path
     return n / (time.perf_counter() - t0)
 
 
