@@ -6,6 +6,7 @@ import pyarrow as pa
 import ray
 
 from pipeline import progress
+from pipeline.stages import schemas
 
 
 class Generator:
@@ -57,7 +58,6 @@ class Generator:
 
 def checkpoint_rows(checkpoints, prompts: pa.Table, modes) -> list[dict]:
     """One row per (checkpoint, mode, prompt); `checkpoints` is the safety stage's artifact."""
-    from pipeline.stages import schemas
     prompt_rows = prompts.to_pylist()
     rows = []
     for ck in checkpoints.read_table("checkpoints", schemas.CHECKPOINTS).to_pylist():
