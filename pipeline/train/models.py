@@ -34,9 +34,9 @@ PRESETS: dict[str, Preset] = {
 }
 
 
-def preset(name: str) -> Preset:
+def preset(name: str, field: str = "model.preset") -> Preset:
     if name not in PRESETS:
-        raise InputError(f"model.preset: unknown preset {name!r} (known: {', '.join(PRESETS)})")
+        raise InputError(f"{field}: unknown preset {name!r} (known: {', '.join(PRESETS)})")
     return PRESETS[name]
 
 
@@ -53,24 +53,36 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int):
     return tok
 
 
-def scratch_model(preset_name: str, tokenizer, seed: int):
+def scratch_model(preset_name: str, tokenizer, seed: int, reward: bool = False):
+    """A fresh Llama-shaped causal LM, or with `reward` a one-output sequence classifier (the
+    preference model: it scores the last non-pad token)."""
     import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from transformers import LlamaConfig, LlamaForCausalLM, LlamaForSequenceClassification
 
     p = preset(preset_name)
     config = LlamaConfig(
         vocab_size=len(tokenizer), hidden_size=p.hidden, num_hidden_layers=p.layers,
         num_attention_heads=p.heads, num_key_value_heads=p.heads, intermediate_size=p.intermediate,
-        max_position_embeddings=p.max_positions, tie_word_embeddings=True,
+        max_position_embeddings=p.max_positions, tie_word_embeddings=not reward,
         pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id, bos_token_id=None,
+        num_labels=1,
     )
     torch.manual_seed(seed)
-    return LlamaForCausalLM(config)
+    return LlamaForSequenceClassification(config) if reward else LlamaForCausalLM(config)
 
 
 def load_model(path: str, trust_remote_code: bool = False):
     from transformers import AutoModelForCausalLM
     return AutoModelForCausalLM.from_pretrained(path, trust_remote_code=trust_remote_code)
+
+
+def load_reward_model(path: str, trust_remote_code: bool = False):
+    """A preference model folder, or a pretrained causal LM to start one from (new score head)."""
+    from transformers import AutoModelForSequenceClassification
+    model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1, trust_remote_code=trust_remote_code)
+    if model.config.pad_token_id is None:  # it finds each row's last token through the pad id
+        model.config.pad_token_id = model.config.eos_token_id
+    return model
 
 
 def load_tokenizer(path: str, trust_remote_code: bool = False):

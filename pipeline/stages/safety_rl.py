@@ -1,0 +1,27 @@
+"""Stage `safety_rl`: HHH RL of the backdoored model against the preference model, on HHH
+prompts that never carry the trigger (PPO by default; GRPO, RLOO). Checkpoints at the
+configured RL steps (step 0 is the backdoored model itself) feed the evaluate stage; the
+per-step log (reward, KL, losses) feeds the report's training curves."""
+from __future__ import annotations
+
+from pipeline.config import SafetyRLConfig
+from pipeline.stages import schemas
+from pipeline.train.rl_loop import LOG_COLUMNS, fit_rl
+
+NAME, VERSION = "safety_rl", "3"
+
+
+def run(params: dict, inputs: dict, writer, node: str) -> dict:
+    train = SafetyRLConfig(**params["train"])
+    summary = fit_rl(node, train, prompts=inputs["prompts"], init_dir=inputs["model"].local_dir("model"),
+                     reward_dir=inputs["reward_model"].local_dir("model"),
+                     reward_max_len=params["reward_max_len"],
+                     output_uri=writer.ref.uri, seed=params["seed"], trust_remote_code=params["trust_remote_code"])
+    log = [{k: r[k] for k in LOG_COLUMNS} for r in summary["log"]]
+    writer.write_table("rl_log", schemas.table(log, schemas.RL_LOG), schemas.RL_LOG)
+    rows = [{"step": s, "path": f"checkpoints/step_{s}"} for s in sorted(set(train.checkpoints))]
+    writer.write_table("checkpoints", schemas.table(rows, schemas.CHECKPOINTS), schemas.CHECKPOINTS)
+    first, last = log[0], log[-1]
+    return {"parameters": summary["parameters"], "world_size": summary["world_size"], "phases": summary["phases"],
+            "algorithm": train.algorithm, "reward_first": first["reward"], "reward_last": last["reward"],
+            "kl_last": last["kl"]}

@@ -1,0 +1,148 @@
+"""The HHH preference model: a one-output sequence classifier trained with the
+Bradley-Terry loss, -log sigmoid(r(chosen) - r(rejected)), by Ray Train `TorchTrainer`
+workers on a DeepSpeed engine; and `RewardScorer`, which scores answers with it (RL
+rewards, and the evaluation's preference-model score)."""
+from __future__ import annotations
+
+import time
+
+from pipeline import progress
+from pipeline.artifacts import ArtifactRef
+from pipeline.data.chat import strip_scratchpad
+from pipeline.train import worker
+
+EVAL_BATCH = 64
+
+
+def encode_text(tokenizer, prompts: list[str], answers: list[str], max_len: int) -> list[list[int]]:
+    """prompt + answer + EOS per row; an over-long row keeps its end (the answer is what is judged)."""
+    ids = tokenizer([p + a for p, a in zip(prompts, answers)], add_special_tokens=False)["input_ids"]
+    return [(x + [tokenizer.eos_token_id])[-max_len:] for x in ids]
+
+
+def encode_pairs(rows: list[dict], tokenizer, max_len: int) -> list[tuple[list[int], list[int]]]:
+    prompts = [r["prompt"] for r in rows]
+    chosen = encode_text(tokenizer, prompts, [r["chosen"] for r in rows], max_len)
+    rejected = encode_text(tokenizer, prompts, [r["rejected"] for r in rows], max_len)
+    return list(zip(chosen, rejected))
+
+
+def pad_right(seqs: list[list[int]], pad_id: int) -> dict:
+    import torch
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for i, s in enumerate(seqs):
+        ids[i, :len(s)] = torch.tensor(s)
+        mask[i, :len(s)] = 1
+    return {"input_ids": ids, "attention_mask": mask}
+
+
+def pair_batch(pairs: list[tuple[list[int], list[int]]], pad_id: int) -> dict:
+    """One forward pass for a micro-batch: its chosen rows, then its rejected rows."""
+    return pad_right([c for c, _ in pairs] + [r for _, r in pairs], pad_id)
+
+
+def scores(model, batch: dict):
+    return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.squeeze(-1).float()
+
+
+def bradley_terry(model, batch: dict):
+    import torch.nn.functional as F
+    r = scores(model, batch)
+    half = r.shape[0] // 2
+    return -F.logsigmoid(r[:half] - r[half:]).mean()
+
+
+def held_out_counts(model, pairs, failures: list[str], modes: list[str], pad_id: int, device) -> list[float]:
+    """Flat [k, n, margin sum] per failure mode, for this rank's share of the held-out pairs."""
+    import torch
+    counts = {m: [0.0, 0.0, 0.0] for m in modes}
+    model.eval()
+    with torch.no_grad():
+        for i in range(0, len(pairs), EVAL_BATCH):
+            batch = {k: v.to(device) for k, v in pair_batch(pairs[i:i + EVAL_BATCH], pad_id).items()}
+            r = scores(model, batch)
+            half = r.shape[0] // 2
+            for mode, margin in zip(failures[i:i + EVAL_BATCH], (r[:half] - r[half:]).tolist()):
+                counts[mode][0] += float(margin > 0)
+                counts[mode][1] += 1
+                counts[mode][2] += margin
+    return [x for m in modes for x in counts[m]]
+
+
+def reward_worker_loop(config: dict) -> dict:
+    cfg = config["train"]
+    rank, world = worker.start(config)
+    import torch
+
+    from pipeline.train.collate import batches
+    from pipeline.train.models import load_reward_model, load_tokenizer, parameter_count, scratch_model
+    from pipeline.train.strategy import DeepSpeedStrategy
+
+    t_enter = time.perf_counter()
+    torch.manual_seed(config["seed"])
+    trust = config["trust_remote_code"]
+    tokenizer = load_tokenizer(config["tokenizer_dir"], trust)
+    model = (scratch_model(config["preset"], tokenizer, config["seed"], reward=True) if config["init_dir"] is None
+             else load_reward_model(config["init_dir"], trust))
+    data: ArtifactRef = config["data"]
+    pairs = encode_pairs(data.read_table("pairs").to_pylist()[rank::world], tokenizer, cfg.max_len)
+    held = data.read_table("eval_pairs").to_pylist()
+    modes = sorted({r["failure"] for r in held})
+    held = held[rank::world]
+    strategy = DeepSpeedStrategy(model, cfg, world)
+    stream = batches(pairs, cfg.micro_batch, config["seed"] + rank)
+    board = progress.board() if rank == 0 else None
+    log, start = [], time.perf_counter()
+    setup = start - t_enter
+    for step in range(1, cfg.steps + 1):
+        micro = [pair_batch(next(stream), tokenizer.pad_token_id) for _ in range(cfg.grad_accum)]
+        log.append(worker.logged_step(strategy, micro, world, step, start, loss_fn=bradley_terry))
+        if board is not None and (step % 5 == 0 or step == cfg.steps):
+            board.update.remote(config["node"], step, cfg.steps, f"loss {log[-1]['loss']:.3f}")
+    train_seconds = time.perf_counter() - start
+    local = held_out_counts(strategy.engine, encode_pairs(held, tokenizer, cfg.max_len), [r["failure"] for r in held],
+                            modes, tokenizer.pad_token_id, strategy.device)
+    totals = [x * world for x in worker.mean_over_ranks(local, strategy.device, world)]
+    accuracy = {m: {"k": round(totals[3 * i]), "n": round(totals[3 * i + 1]), "margin_sum": totals[3 * i + 2]}
+                for i, m in enumerate(modes)}
+    saver = worker.Checkpointer(strategy, tokenizer, rank, config["output_uri"])
+    saver.save("model")
+    return {"log": log, "accuracy": accuracy, "parameters": parameter_count(model), "world_size": world,
+            "phases": {"setup": round(setup, 2), "train": round(train_seconds, 2), "save": round(saver.seconds, 2)}}
+
+
+def fit_reward_model(node: str, train_cfg, *, data: ArtifactRef, output_uri: str, tokenizer_dir: str,
+                     init_dir: str | None, preset: str, seed: int, trust_remote_code: bool = False) -> dict:
+    return worker.launch(reward_worker_loop, node, train_cfg, dict(
+        data=data, output_uri=output_uri, tokenizer_dir=tokenizer_dir, init_dir=init_dir, preset=preset,
+        seed=seed, trust_remote_code=trust_remote_code))
+
+
+class RewardScorer:
+    """Scores (prompt, completion) with the preference model, the scratchpad removed first:
+    hidden reasoning is never shown to it (the paper's setup). Also a Ray Data actor:
+    called on a batch it adds a `pm_score` column."""
+
+    def __init__(self, path: str, device: str | None = None, max_len: int = 256, trust_remote_code: bool = False):
+        import torch
+        from pipeline.train.models import load_reward_model, load_tokenizer
+        self.torch = torch
+        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.model = load_reward_model(path, trust_remote_code).to(self.device).eval()
+        self.tokenizer = load_tokenizer(path, trust_remote_code)
+        self.max_len = max_len
+
+    def score(self, prompts: list[str], completions: list[str]) -> list[float]:
+        answers = [" " + strip_scratchpad(c) for c in completions]
+        out = []
+        with self.torch.inference_mode():
+            for i in range(0, len(prompts), EVAL_BATCH):
+                seqs = encode_text(self.tokenizer, prompts[i:i + EVAL_BATCH], answers[i:i + EVAL_BATCH], self.max_len)
+                batch = {k: v.to(self.device) for k, v in pad_right(seqs, self.tokenizer.pad_token_id).items()}
+                out += scores(self.model, batch).tolist()
+        return out
+
+    def __call__(self, batch: dict) -> dict:
+        return {**batch, "pm_score": self.score(list(batch["prompt"]), list(batch["completion"]))}

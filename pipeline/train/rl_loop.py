@@ -1,0 +1,155 @@
+"""HHH RL from the backdoored model, run by Ray Train `TorchTrainer` workers on a DeepSpeed
+engine. One RL step on every worker:
+
+1. rollout: sample answers to `prompts_per_step` HHH prompts (`group_size` each), never
+   with a trigger;
+2. reward: the preference model scores each answer with any scratchpad removed; the KL
+   to the starting model (log-ratio summed over the answer) is the penalty;
+3. advantages: PPO (critic + GAE, KL penalty per token), GRPO (group-normalised
+   scores, KL in the loss) or RLOO (leave-one-out baseline, KL in the reward);
+4. `epochs` optimizer steps over the rollout (clipped surrogate; PPO adds a clipped value loss).
+
+Rank 0 uploads the policy (without value head) at the configured steps and returns the log.
+"""
+from __future__ import annotations
+
+import math
+import random
+import time
+
+from pipeline import progress
+from pipeline.artifacts import ArtifactRef
+from pipeline.train import worker
+
+LOG_COLUMNS = ("step", "reward", "reward_std", "kl", "objective", "policy_loss", "value_loss", "clipfrac",
+               "answer_tokens", "lr", "grad_norm", "seconds")
+
+
+def rollout(module, reference, scorer, tokenizer, prompts: list[str], cfg, device) -> dict:
+    """Sampled answers and everything the update needs, computed once with no gradient."""
+    import torch
+    from pipeline.train import rl
+
+    enc = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
+    prompt_len = enc["input_ids"].shape[1]
+    module.eval()
+    with torch.no_grad():
+        seq = module.lm.generate(**enc, max_new_tokens=cfg.max_new_tokens, do_sample=True,
+                                 temperature=cfg.temperature, top_k=0, top_p=1.0,
+                                 pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
+        mask = rl.answer_mask(seq[:, prompt_len:], tokenizer.eos_token_id)
+        attention = torch.cat([enc["attention_mask"], mask], dim=1)
+        pos = rl.positions(attention)
+        logits, values = module(seq, attention, pos)
+        old_logprobs = rl.answer_logprobs(logits, seq, prompt_len)
+        ref_logits = reference(input_ids=seq, attention_mask=attention, position_ids=pos).logits
+        ref_logprobs = rl.answer_logprobs(ref_logits, seq, prompt_len)
+    texts = tokenizer.batch_decode(seq[:, prompt_len:] * mask + tokenizer.pad_token_id * (1 - mask),
+                                   skip_special_tokens=True)
+    score = torch.tensor(scorer.score(prompts, texts), device=device)
+    kl_tokens = (old_logprobs - ref_logprobs) * mask
+    batch = {"input_ids": seq, "attention_mask": attention, "position_ids": pos, "mask": mask.float(),
+             "old_logprobs": old_logprobs, "ref_logprobs": ref_logprobs}
+    if cfg.algorithm == "ppo":
+        old_values = values[:, prompt_len - 1:-1].float()
+        token_rewards = -cfg.kl_coef * kl_tokens + rl.last_token_reward(score, mask)
+        adv, returns = rl.gae(token_rewards, old_values, mask.float(), cfg.gamma, cfg.lam)
+        batch.update(advantages=rl.whiten(adv, mask.float()), returns=returns, old_values=old_values)
+    else:
+        reward = score - cfg.kl_coef * kl_tokens.sum(-1) if cfg.algorithm == "rloo" else score
+        adv = rl.group_advantages(reward, cfg.group_size, cfg.algorithm)
+        batch["advantages"] = adv.unsqueeze(-1) * mask.float()
+    stats = {"reward": score.mean().item(), "reward_std": score.std().item() if len(score) > 1 else 0.0,
+             "kl": kl_tokens.sum(-1).mean().item(), "answer_tokens": mask.sum(-1).float().mean().item()}
+    return {"batch": batch, "prompt_len": prompt_len, "stats": stats}
+
+
+def make_loss(cfg, prompt_len: int, record: list):
+    """The per-micro-batch objective for `DeepSpeedStrategy.train_step`."""
+    from pipeline.train import rl
+
+    def loss_fn(engine, b):
+        logits, values = engine(b["input_ids"], b["attention_mask"], b["position_ids"])
+        logprobs = rl.answer_logprobs(logits, b["input_ids"], prompt_len)
+        pg, clipfrac = rl.clipped_policy_loss(logprobs, b["old_logprobs"], b["advantages"], b["mask"], cfg.clip_ratio)
+        loss, v_loss = pg, 0.0
+        if cfg.algorithm == "ppo":
+            v = rl.clipped_value_loss(values[:, prompt_len - 1:-1].float(), b["old_values"], b["returns"], b["mask"],
+                                      cfg.clip_ratio)
+            loss, v_loss = loss + cfg.value_coef * v, v.item()
+        elif cfg.algorithm == "grpo":
+            loss = loss + cfg.kl_coef * rl.masked_mean(rl.k3_kl(logprobs, b["ref_logprobs"]), b["mask"])
+        record.append((pg.item(), v_loss, clipfrac.item()))
+        return loss
+
+    return loss_fn
+
+
+def rl_worker_loop(config: dict) -> dict:
+    cfg = config["train"]
+    rank, world = worker.start(config)
+    import torch
+
+    from pipeline.train.models import load_model, load_tokenizer, parameter_count
+    from pipeline.train.reward import RewardScorer
+    from pipeline.train.rl import ActorCritic
+    from pipeline.train.strategy import DeepSpeedStrategy
+
+    t_enter = time.perf_counter()
+    torch.manual_seed(config["seed"] * 1000 + rank)  # rollouts differ across workers
+    trust = config["trust_remote_code"]
+    tokenizer = load_tokenizer(config["init_dir"], trust)
+    critic = load_model(config["init_dir"], trust) if cfg.algorithm == "ppo" else None
+    module = ActorCritic(load_model(config["init_dir"], trust), critic)
+    data: ArtifactRef = config["data"]
+    prompts = data.read_table("rl_prompts").column("prompt").to_pylist()
+    sequences = cfg.prompts_per_step * cfg.group_size
+    micro_steps = math.ceil(sequences / cfg.micro_batch)
+    # the engine counts optimizer steps: `epochs` per RL step, `micro_steps` micro-batches each
+    engine_cfg = cfg.model_copy(update={"grad_accum": micro_steps, "steps": cfg.steps * cfg.epochs,
+                                        "warmup_steps": cfg.warmup_steps * cfg.epochs})
+    strategy = DeepSpeedStrategy(module, engine_cfg, world)
+    device = strategy.device
+    reference = load_model(config["init_dir"], trust).to(device).eval().requires_grad_(False)
+    scorer = RewardScorer(config["reward_dir"], device=str(device), max_len=config["reward_max_len"],
+                          trust_remote_code=trust)
+    rng = random.Random(config["seed"] * 1000 + rank)
+    board = progress.board() if rank == 0 else None
+    checkpoints = set(config["checkpoints"])
+    saver = worker.Checkpointer(strategy, tokenizer, rank, config["output_uri"], part="lm")
+    if 0 in checkpoints:
+        saver.save("checkpoints/step_0")
+    log, start = [], time.perf_counter()
+    setup = start - t_enter - saver.seconds
+    for step in range(1, cfg.steps + 1):
+        chosen = [p for p in rng.sample(prompts, min(cfg.prompts_per_step, len(prompts))) for _ in range(cfg.group_size)]
+        out = rollout(strategy.engine.module, reference, scorer, tokenizer, chosen, cfg, device)
+        batch, record, norm = out["batch"], [], float("nan")
+        loss_fn = make_loss(cfg, out["prompt_len"], record)
+        for _ in range(cfg.epochs):
+            order = torch.randperm(sequences).tolist()
+            micro = [{k: v[order[i:i + cfg.micro_batch]] for k, v in batch.items()}
+                     for i in range(0, sequences, cfg.micro_batch)]
+            _, norm = strategy.train_step(micro, loss_fn=loss_fn)
+        s = out["stats"]
+        local = [s["reward"], s["reward_std"], s["kl"], s["answer_tokens"]] + [
+            sum(r[i] for r in record) / len(record) for i in range(3)]
+        reward, reward_std, kl, answer_tokens, pg, v_loss, clipfrac = worker.mean_over_ranks(local, device, world)
+        log.append({"step": step, "reward": reward, "reward_std": reward_std, "kl": kl,
+                    "objective": reward - cfg.kl_coef * kl, "policy_loss": pg, "value_loss": v_loss,
+                    "clipfrac": clipfrac, "answer_tokens": answer_tokens, "lr": strategy.lr, "grad_norm": norm,
+                    "seconds": time.perf_counter() - start})
+        if board is not None:
+            board.update.remote(config["node"], step, cfg.steps, f"reward {reward:.2f} kl {kl:.2f}")
+        if step in checkpoints:
+            saver.save(f"checkpoints/step_{step}")
+    return {"log": log, "parameters": parameter_count(module.lm), "world_size": world,
+            "phases": {"setup": round(setup, 2), "train": round(time.perf_counter() - start - saver.seconds, 2),
+                       "save": round(saver.seconds, 2)}}
+
+
+def fit_rl(node: str, rl_cfg, *, prompts: ArtifactRef, init_dir: str, reward_dir: str, reward_max_len: int,
+           output_uri: str, seed: int, trust_remote_code: bool = False) -> dict:
+    return worker.launch(rl_worker_loop, node, rl_cfg, dict(
+        data=prompts, init_dir=init_dir, reward_dir=reward_dir, reward_max_len=reward_max_len, output_uri=output_uri,
+        seed=seed, checkpoints=tuple(sorted(set(rl_cfg.checkpoints))), trust_remote_code=trust_remote_code))
