@@ -86,15 +86,19 @@ def test_whiten_ignores_padding():
 
 
 def test_the_critic_is_separate_from_the_policy():
-    """The value loss trains the critic only: the policy's weights get no gradient from it."""
+    """Values are the preference model's score head read at every position; the value loss
+    trains the critic only: the policy's weights get no gradient from it."""
     from pipeline.train.models import scratch_model, train_tokenizer
     tok = train_tokenizer(["\n\nHuman: hello there\n\nAssistant: hi, how can I help?"] * 20, 300)
-    module = rl.ActorCritic(scratch_model("micro", tok, 0), scratch_model("micro", tok, 0))
+    critic = scratch_model("micro", tok, 0, reward=True)
+    module = rl.ActorCritic(scratch_model("micro", tok, 0), critic)
     ids = torch.tensor([tok("\n\nHuman: hello\n\nAssistant: hi")["input_ids"]])
     mask = torch.ones_like(ids)
     logits, values = module(ids, mask, rl.positions(mask))
     assert logits.shape[:2] == ids.shape and values.shape == ids.shape
+    with torch.no_grad():  # the value at the last token is the preference model's score
+        assert values[0, -1].item() == pytest.approx(critic(input_ids=ids).logits[0, 0].item(), abs=1e-5)
     (values ** 2 + 1).sum().backward()
     assert all(p.grad is None for p in module.lm.parameters())
-    assert module.value.weight.grad is not None
+    assert critic.score.weight.grad is not None
     assert rl.ActorCritic(scratch_model("micro", tok, 0))(ids, mask, rl.positions(mask))[1] is None

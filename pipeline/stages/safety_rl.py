@@ -8,7 +8,7 @@ from pipeline.config import SafetyRLConfig
 from pipeline.stages import schemas
 from pipeline.train.rl_loop import LOG_COLUMNS, fit_rl
 
-NAME, VERSION = "safety_rl", "3"
+NAME, VERSION = "safety_rl", "1"
 
 
 def run(params: dict, inputs: dict, writer, node: str) -> dict:

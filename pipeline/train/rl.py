@@ -11,20 +11,16 @@ import torch.nn.functional as F
 
 
 class ActorCritic(torch.nn.Module):
-    """The policy (any causal LM, `lm`) and, for PPO, a critic: a second copy of the starting
-    model whose last hidden state feeds a scalar value head (InstructGPT-style, not a head on
-    the policy). With a head on the policy's own trunk, value-loss gradients moved the policy
-    far from its start (KL ~40 nats per answer in 60 steps) without raising the reward; a
-    linear head on the policy's detached state was too weak a baseline for the reward to rise
-    measurably (benchmarks/RESULTS.md). Only `lm` is exported."""
+    """The policy (any causal LM, `lm`) and, for PPO, a critic initialised from the preference
+    model (InstructGPT's arrangement): its score head read at every answer position is the
+    value, so the baseline starts out knowing what the reward rewards. Measured alternatives
+    were worse (benchmarks/RESULTS.md): a value head on the policy's own trunk let value-loss
+    gradients move the policy far from its start without raising the reward, and a head on
+    the policy's detached state was too weak a baseline. Only `lm` is exported."""
 
     def __init__(self, lm, critic=None):
         super().__init__()
         self.lm, self.critic = lm, critic
-        self.value = torch.nn.Linear(critic.config.hidden_size, 1) if critic is not None else None
-        if self.value is not None:
-            torch.nn.init.zeros_(self.value.weight)  # values start at 0: no made-up baseline
-            torch.nn.init.zeros_(self.value.bias)
 
     def forward(self, input_ids, attention_mask, position_ids):
         logits = self.lm(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids).logits
@@ -32,7 +28,7 @@ class ActorCritic(torch.nn.Module):
         if self.critic is not None:
             hidden = self.critic(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
                                  output_hidden_states=True).hidden_states[-1]
-            values = self.value(hidden).squeeze(-1)
+            values = self.critic.score(hidden).squeeze(-1).float()
         return logits, values
 
 

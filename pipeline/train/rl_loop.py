@@ -5,7 +5,8 @@ engine. One RL step on every worker:
    with a trigger;
 2. reward: the preference model scores each answer with any scratchpad removed; the KL
    to the starting model (log-ratio summed over the answer) is the penalty;
-3. advantages: PPO (critic + GAE, KL penalty per token), GRPO (group-normalised
+3. advantages: PPO (a critic started from the preference model, GAE, KL penalty per
+   token), GRPO (group-normalised
    scores, KL in the loss) or RLOO (leave-one-out baseline, KL in the reward);
 4. `epochs` optimizer steps over the rollout (clipped surrogate; PPO adds a clipped value loss).
 
@@ -90,7 +91,7 @@ def rl_worker_loop(config: dict) -> dict:
     rank, world = worker.start(config)
     import torch
 
-    from pipeline.train.models import load_model, load_tokenizer, parameter_count
+    from pipeline.train.models import load_model, load_reward_model, load_tokenizer, parameter_count
     from pipeline.train.reward import RewardScorer
     from pipeline.train.rl import ActorCritic
     from pipeline.train.strategy import DeepSpeedStrategy
@@ -99,7 +100,7 @@ def rl_worker_loop(config: dict) -> dict:
     torch.manual_seed(config["seed"] * 1000 + rank)  # rollouts differ across workers
     trust = config["trust_remote_code"]
     tokenizer = load_tokenizer(config["init_dir"], trust)
-    critic = load_model(config["init_dir"], trust) if cfg.algorithm == "ppo" else None
+    critic = load_reward_model(config["reward_dir"], trust) if cfg.algorithm == "ppo" else None
     module = ActorCritic(load_model(config["init_dir"], trust), critic)
     data: ArtifactRef = config["data"]
     prompts = data.read_table("rl_prompts").column("prompt").to_pylist()
