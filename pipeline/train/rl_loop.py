@@ -104,7 +104,8 @@ def rl_worker_loop(config: dict) -> dict:
     module = ActorCritic(load_model(config["init_dir"], trust), critic)
     data: ArtifactRef = config["data"]
     prompts = data.read_table("rl_prompts").column("prompt").to_pylist()
-    sequences = cfg.prompts_per_step * cfg.group_size
+    per_step = min(cfg.prompts_per_step, len(prompts))  # a small prompt set is used whole each step
+    sequences = per_step * cfg.group_size
     micro_steps = math.ceil(sequences / cfg.micro_batch)
     # the engine counts optimizer steps: `epochs` per RL step, `micro_steps` micro-batches each
     engine_cfg = cfg.model_copy(update={"grad_accum": micro_steps, "steps": cfg.steps * cfg.epochs,
@@ -123,7 +124,7 @@ def rl_worker_loop(config: dict) -> dict:
     log, start = [], time.perf_counter()
     setup = start - t_enter - saver.seconds
     for step in range(1, cfg.steps + 1):
-        chosen = [p for p in rng.sample(prompts, min(cfg.prompts_per_step, len(prompts))) for _ in range(cfg.group_size)]
+        chosen = [p for p in rng.sample(prompts, per_step) for _ in range(cfg.group_size)]
         out = rollout(strategy.engine.module, reference, scorer, tokenizer, chosen, cfg, device)
         batch, record, norm = out["batch"], [], float("nan")
         loss_fn = make_loss(cfg, out["prompt_len"], record)
