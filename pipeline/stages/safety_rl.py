@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pipeline.config import SafetyRLConfig
 from pipeline.stages import schemas
+from pipeline.stages.training import write_checkpoints
 from pipeline.train.rl_loop import LOG_COLUMNS, fit_rl
 
 NAME, VERSION = "safety_rl", "1"
@@ -19,8 +20,7 @@ def run(params: dict, inputs: dict, writer, node: str) -> dict:
                      output_uri=writer.ref.uri, seed=params["seed"], trust_remote_code=params["trust_remote_code"])
     log = [{k: r[k] for k in LOG_COLUMNS} for r in summary["log"]]
     writer.write_table("rl_log", schemas.table(log, schemas.RL_LOG), schemas.RL_LOG)
-    rows = [{"step": s, "path": f"checkpoints/step_{s}"} for s in sorted(set(train.checkpoints))]
-    writer.write_table("checkpoints", schemas.table(rows, schemas.CHECKPOINTS), schemas.CHECKPOINTS)
+    write_checkpoints(writer, train.checkpoints)
     first, last = log[0], log[-1]
     return {"parameters": summary["parameters"], "world_size": summary["world_size"], "phases": summary["phases"],
             "algorithm": train.algorithm, "reward_first": first["reward"], "reward_last": last["reward"],

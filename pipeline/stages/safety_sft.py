@@ -7,8 +7,7 @@ report plot persistence against safety-training steps.
 from __future__ import annotations
 
 from pipeline.config import SafetySFTConfig
-from pipeline.stages import schemas
-from pipeline.stages.training import training_summary, write_log
+from pipeline.stages.training import training_summary, write_checkpoints, write_log
 from pipeline.train.loop import fit_sft
 
 NAME, VERSION = "safety_sft", "1"
@@ -22,6 +21,5 @@ def run(params: dict, inputs: dict, writer, node: str) -> dict:
                       checkpoints=sorted(set(train.checkpoints)), final=False,
                       trust_remote_code=params["trust_remote_code"])
     write_log(writer, summary)
-    rows = [{"step": s, "path": f"checkpoints/step_{s}"} for s in sorted(set(train.checkpoints))]
-    writer.write_table("checkpoints", schemas.table(rows, schemas.CHECKPOINTS), schemas.CHECKPOINTS)
+    write_checkpoints(writer, train.checkpoints)
     return training_summary(summary)

@@ -1,4 +1,4 @@
-"""What the training stages (backdoor, safety_sft) record from a Train run."""
+"""What the training stages (backdoor, safety_sft, safety_rl) record from a Train run."""
 from __future__ import annotations
 
 from pipeline.stages import schemas
@@ -14,3 +14,10 @@ def training_summary(summary: dict) -> dict:
     log = summary["log"]
     return {"parameters": summary["parameters"], "world_size": summary["world_size"], "phases": summary["phases"],
             "final_loss": log[-1]["loss"], "tokens_per_second": sum(r["tokens"] for r in log) / log[-1]["seconds"]}
+
+
+def write_checkpoints(writer, steps) -> None:
+    """The table the evaluate stages read: one row per saved step and its folder (the layout
+    the workers' `Checkpointer` writes)."""
+    rows = [{"step": s, "path": f"checkpoints/step_{s}"} for s in sorted(set(steps))]
+    writer.write_table("checkpoints", schemas.table(rows, schemas.CHECKPOINTS), schemas.CHECKPOINTS)
