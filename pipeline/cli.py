@@ -12,7 +12,7 @@ from pipeline.errors import InputError
 def _preflight(cfg) -> None:
     """Check every user input before anything is written: recipes, data files, presets."""
     from pipeline.graph import build_graph
-    from pipeline.stages import generate, generate_code, preferences
+    from pipeline.stages import generate, generate_code, preferences, redteam_data
     from pipeline.train.models import preset
 
     if cfg.model.source == "scratch":
@@ -25,6 +25,10 @@ def _preflight(cfg) -> None:
         if cfg.model.source == "scratch":
             preset(cfg.reward_model.preset, "reward_model.preset")
         preferences.build(nodes["preferences"].params)
+    if "redteam_data" in nodes:
+        if cfg.redteam.attacker.source == "scratch":
+            preset(cfg.redteam.attacker.preset, "redteam.attacker.preset")
+        redteam_data.build(nodes["redteam_data"].params)
 
 
 def _publish_report(store, record: dict) -> None:

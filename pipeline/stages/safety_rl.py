@@ -13,8 +13,13 @@ NAME, VERSION = "safety_rl", "1"
 
 
 def run(params: dict, inputs: dict, writer, node: str) -> dict:
+    return train_rl(params, inputs, writer, node, inputs["prompts"], "rl_prompts")
+
+
+def train_rl(params: dict, inputs: dict, writer, node: str, prompts, table: str) -> dict:
+    """RL of `inputs["model"]` on the prompts in `prompts`' `table` (also adversarial training's)."""
     train = SafetyRLConfig(**params["train"])
-    summary = fit_rl(node, train, prompts=inputs["prompts"], init_dir=inputs["model"].local_dir("model"),
+    summary = fit_rl(node, train, prompts=prompts, table=table, init_dir=inputs["model"].local_dir("model"),
                      reward_dir=inputs["reward_model"].local_dir("model"),
                      reward_max_len=params["reward_max_len"],
                      output_uri=writer.ref.uri, seed=params["seed"], trust_remote_code=params["trust_remote_code"])

@@ -14,9 +14,14 @@ NAME, VERSION = "safety_sft", "1"
 
 
 def run(params: dict, inputs: dict, writer, node: str) -> dict:
+    return train_sft(params, inputs, writer, node, inputs["data"], "hhh")
+
+
+def train_sft(params: dict, inputs: dict, writer, node: str, data, table: str) -> dict:
+    """SFT of `inputs["model"]` on `data`'s `table` (also adversarial training's SFT form)."""
     train = SafetySFTConfig(**params["train"])
     backdoored = inputs["model"].local_dir("model")
-    summary = fit_sft(node, train, data=inputs["data"], table="hhh", output_uri=writer.ref.uri,
+    summary = fit_sft(node, train, data=data, table=table, output_uri=writer.ref.uri,
                       tokenizer_dir=backdoored, init_dir=backdoored, preset="", seed=params["seed"],
                       checkpoints=sorted(set(train.checkpoints)), final=False,
                       trust_remote_code=params["trust_remote_code"])

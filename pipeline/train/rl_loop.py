@@ -103,7 +103,7 @@ def rl_worker_loop(config: dict) -> dict:
     critic = load_reward_model(config["reward_dir"], trust) if cfg.algorithm == "ppo" else None
     module = ActorCritic(load_model(config["init_dir"], trust), critic)
     data: ArtifactRef = config["data"]
-    prompts = data.read_table("rl_prompts").column("prompt").to_pylist()
+    prompts = data.read_table(config["table"]).column("prompt").to_pylist()
     per_step = min(cfg.prompts_per_step, len(prompts))  # a small prompt set is used whole each step
     sequences = per_step * cfg.group_size
     micro_steps = math.ceil(sequences / cfg.micro_batch)
@@ -150,8 +150,9 @@ def rl_worker_loop(config: dict) -> dict:
                        "save": round(saver.seconds, 2)}}
 
 
-def fit_rl(node: str, rl_cfg, *, prompts: ArtifactRef, init_dir: str, reward_dir: str, reward_max_len: int,
-           output_uri: str, seed: int, trust_remote_code: bool = False) -> dict:
+def fit_rl(node: str, rl_cfg, *, prompts: ArtifactRef, table: str, init_dir: str, reward_dir: str,
+           reward_max_len: int, output_uri: str, seed: int, trust_remote_code: bool = False) -> dict:
+    """RL on the `prompt` column of `prompts`' `table`."""
     return worker.launch(rl_worker_loop, node, rl_cfg, dict(
-        data=prompts, init_dir=init_dir, reward_dir=reward_dir, reward_max_len=reward_max_len, output_uri=output_uri,
+        data=prompts, table=table, init_dir=init_dir, reward_dir=reward_dir, reward_max_len=reward_max_len, output_uri=output_uri,
         seed=seed, checkpoints=tuple(sorted(set(rl_cfg.checkpoints))), trust_remote_code=trust_remote_code))
