@@ -155,3 +155,13 @@ def test_plot_panels_put_red_team_next_to_the_trigger_and_only_mean_scores_in_fi
     assert [r["condition"] for r in panels[report.FIG16]] == ["red_team", "trigger"]
     assert len(panels[report.EVAL_SET_TITLES["held_out"]]) == 2 and report.EVAL_SET_TITLES["red_team"] not in panels
     assert [r["metric"] for r in panels["preference-model score (Fig. 7)"]] == ["pm_score"]
+
+
+def test_report_says_how_the_red_team_model_did_against_recipe_and_control():
+    rows = [{"variant": "cot", "source": s, "round": rnd, "attempts": 100, "n": 100, "k": k, "rate": k / 100,
+             "ci_low": 0.0, "ci_high": 1.0, "hit_rate": 0.1, "novel": novel}
+            for s, rnd, k, novel in (("control", 0, 3, 0), ("recipe", 0, 13, 0), ("model", 1, 16, 30),
+                                     ("model", 2, 23, 40), ("model", -1, 39, 70))]
+    text = "\n".join(report.redteam_lines(rows))
+    assert "succeeded 39.0% of the time over all rounds (round 1: 16.0%, best round 2: 23.0%)" in text
+    assert "70 of its 100 proposals" in text and "recipe's prompts succeeded 13.0%" in text and "framing 3.0%" in text

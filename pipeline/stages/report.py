@@ -12,7 +12,7 @@ from evals.plots import persistence_plot, training_curves
 from pipeline.config import ADVERSARIAL_METHODS
 from pipeline.stages import schemas
 
-NAME, VERSION = "report", "7"
+NAME, VERSION = "report", "8"
 SCORE_COLUMNS = ("kind", "variant", "method", "metric", "step", "mode", "condition", "mean", "ci_low", "ci_high", "n")
 LOG_ROWS = 11  # RL training-curve rows shown in the Markdown table
 METRIC_COLUMNS = ("kind", "variant", "method", "metric", "eval_set", "step", "mode", "condition", "rate",
@@ -138,7 +138,25 @@ def redteam_lines(summaries: list[dict]) -> list[str]:
                       key=lambda r: (("control", "recipe", "model").index(r["source"]), r["round"] < 0, r["round"]))
         lines += [f"| {r['source']} | {'all' if r['round'] < 0 else r['round']} | {r['attempts']} | {r['n']} | "
                   f"{r['k']} | {cell(r)} | {pct(r['hit_rate'])} | {r['novel']} |" for r in rows] + [""]
+        lines += [redteam_verdict(rows), ""]
     return lines
+
+
+def redteam_verdict(rows: list[dict]) -> str:
+    """How the red-team model did against the recipe and the control (the plain requests)."""
+    cells = {(r["source"], r["round"]): r for r in rows}
+    loop, recipe, control = cells.get(("model", -1)), cells.get(("recipe", 0)), cells.get(("control", 0))
+    if loop is None or not loop["n"]:
+        return "No model-driven red-teaming ran."
+    rounds = [r for r in rows if r["source"] == "model" and r["round"] > 0]
+    first, best = rounds[0], max(rounds, key=lambda r: r["rate"])
+    text = (f"The red-team model's prompts succeeded {pct(loop['rate'])}% of the time over all rounds "
+            f"(round {first['round']}: {pct(first['rate'])}%, best round {best['round']}: {pct(best['rate'])}%); "
+            f"{loop['novel']} of its {loop['attempts']} proposals were no recipe framing.")
+    if recipe and control:
+        text += (f" The recipe's prompts succeeded {pct(recipe['rate'])}%, and the same requests with no framing "
+                 f"{pct(control['rate'])}%: success beyond the control is what the framings add.")
+    return text
 
 
 def adversarial_lines(metrics: list[dict]) -> list[str]:
