@@ -28,6 +28,8 @@ class Section(BaseModel):
 
 class StorageConfig(Section):
     root: str = Field("artifacts", description="Artifact store: a local path or a URI (s3://, gs://).")
+    shared_filesystem: bool = Field(False, description=(
+        "The local `root` is on a filesystem every node mounts (NFS, Lustre): allow it on a multi-node cluster."))
 
 
 class DataConfig(Section):
@@ -275,7 +277,10 @@ def apply_override(raw: dict, assignment: str) -> None:
         if not isinstance(child, dict):
             raise InputError(f"--set {dotted}: {part} is not a section")
         node = child
-    node[parts[-1]] = yaml.safe_load(value)
+    try:
+        node[parts[-1]] = yaml.safe_load(value)
+    except yaml.YAMLError as err:
+        raise InputError(f"--set {dotted}: value is not valid YAML ({str(err).splitlines()[0]})") from None
 
 
 def _first_error(err: ValidationError) -> str:

@@ -32,6 +32,7 @@ def _assert_clean_failure(result, store, *needles):
     ("redteam.samples=0", "redteam.samples"),
     ("adversarial.share=1.5", "adversarial.share"),
     ("methods=[adversarial]", "code.methods: adversarial training red-teams"),
+    ("variants=[distilled", "--set variants: value is not valid YAML"),
 ])
 def test_bad_input_is_refused_before_anything_runs(tmp_path, override, needle):
     store = tmp_path / "store"
