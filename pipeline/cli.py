@@ -44,7 +44,7 @@ def cmd_run(args) -> int:
     from pipeline.config import load_config
     from pipeline.display import ProgressDisplay
     from pipeline.graph import run_graph
-    from pipeline.runtime import start_ray
+    from pipeline.runtime import check_storage_reaches_every_node, start_ray
 
     cfg = load_config(args.config, args.set or [])
     _preflight(cfg)
@@ -53,6 +53,7 @@ def cmd_run(args) -> int:
     t0 = time.time()
     ray = start_ray(args.num_cpus, args.verbose)
     try:
+        check_storage_reaches_every_node(cfg.storage, ray)
         from pipeline import progress
         board = progress.start_board()
         record = run_graph(cfg, store, run_name, ProgressDisplay(), board)

@@ -17,12 +17,29 @@ def worker_env() -> dict[str, str]:
 def start_ray(num_cpus: int | None = None, verbose: bool = False):
     """Join the cluster in RAY_ADDRESS (`ray job submit`, an explicit cluster), else start a
     local one with `num_cpus` (default: all cores). The caller shuts it down."""
+    import logging
+
     import ray
     runtime_env = {"env_vars": worker_env()}
-    if os.environ.get("RAY_ADDRESS"):
-        ray.init(runtime_env=runtime_env, log_to_driver=verbose)
+    if os.environ.get("RAY_ADDRESS"):  # Ray's "connecting to ..." lines only when asked for
+        # a submitted job has its own runtime env (working dir, env vars): merge ours into it
+        # rather than fail on a variable both name
+        os.environ.setdefault("RAY_OVERRIDE_JOB_RUNTIME_ENV", "1")
+        ray.init(runtime_env=runtime_env, log_to_driver=verbose,
+                 logging_level=logging.INFO if verbose else logging.WARNING)
     else:
         ray.init(num_cpus=num_cpus or os.cpu_count(), runtime_env=runtime_env, log_to_driver=verbose,
                  include_dashboard=False)
     ray.data.DataContext.get_current().enable_progress_bars = verbose
     return ray
+
+
+def check_storage_reaches_every_node(storage, ray) -> None:
+    """Stages run on any node and read each other's artifacts: on more than one node a local
+    path would leave each artifact on the disk of whichever node wrote it."""
+    from pipeline.errors import InputError
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    if len(nodes) > 1 and "://" not in storage.root and not storage.shared_filesystem:
+        raise InputError(f"storage.root: {storage.root!r} is a local path but the Ray cluster has {len(nodes)} nodes; "
+                         "use shared storage (s3://..., gs://...), or set storage.shared_filesystem: true "
+                         "if every node mounts it")
