@@ -1,7 +1,6 @@
 """Red-team recipes, the red-teamer's training rule, and the pure parts of red-teaming and
 adversarial training (which prompts are trained on, evaluated, and how they are mixed in)."""
 import re
-from pathlib import Path
 
 import pyarrow as pa
 import pytest

