@@ -170,6 +170,16 @@ class ModelConfig(Section):
         return needs_path(self, "model.")
 
 
+class LoraConfig(Section):
+    """LoRA adapters (peft) on the attention projections: only they train; every export is a
+    merged, plain Hugging Face folder. For large pretrained models; supervised stages only."""
+    r: int = Field(16, ge=1, description="Adapter rank.")
+    alpha: float = Field(32.0, gt=0, description="Scaling numerator (scale = alpha / r).")
+    dropout: float = Field(0.0, ge=0, lt=1)
+    target_modules: tuple[str, ...] = Field(("q_proj", "k_proj", "v_proj", "o_proj"), min_length=1,
+                                            description="Module names that get adapters.")
+
+
 class TrainConfig(Section):
     steps: int = Field(300, ge=1, description="Optimizer steps.")
     lr: float = Field(1e-3, gt=0, description="Peak learning rate (linear warmup, cosine decay).")
@@ -187,6 +197,21 @@ class TrainConfig(Section):
     zero_stage: Literal[0, 1, 2, 3] = Field(0, description="DeepSpeed ZeRO stage.")
     bf16: bool = Field(False, description="bf16 training (GPU).")
     offload: bool = Field(False, description="ZeRO optimizer offload to CPU (stages 2-3).")
+    lora: Optional[LoraConfig] = Field(None, description=(
+        "Train LoRA adapters instead of every weight (supervised stages: backdoor, safety_sft); exports merge them."))
+
+    @model_validator(mode="after")
+    def _lora_without_zero3(self):
+        if self.lora is not None and self.zero_stage == 3:
+            raise ValueError("lora: with ZeRO-3 is not supported (adapters are small: use zero_stage 0-2)")
+        return self
+
+
+def no_lora(section):
+    """Reward-model and RL loops train every weight (their heads sit on the trunk)."""
+    if section.lora is not None:
+        raise ValueError("lora: supported by the supervised stages only (backdoor, safety_sft)")
+    return section
 
 
 class CheckpointedTrainConfig(TrainConfig):
@@ -217,6 +242,10 @@ class RewardModelConfig(TrainConfig):
     lr: float = 1e-3
     max_len: int = 128
 
+    @model_validator(mode="after")
+    def _no_lora(self):
+        return no_lora(self)
+
 
 class SafetyRLConfig(CheckpointedTrainConfig):
     """HHH RL: the backdoored policy answers HHH prompts (never triggered); reward is the
@@ -238,6 +267,10 @@ class SafetyRLConfig(CheckpointedTrainConfig):
     gamma: float = Field(1.0, gt=0, le=1, description="Discount (ppo).")
     lam: float = Field(0.95, ge=0, le=1, description="GAE lambda (ppo).")
     checkpoints: tuple[int, ...] = (0, 25, 50, 100)
+
+    @model_validator(mode="after")
+    def _no_lora(self):
+        return no_lora(self)
 
     @model_validator(mode="after")
     def _groups_for_critic_free(self):
@@ -263,7 +296,7 @@ class AttackerConfig(TrainConfig):
 
     @model_validator(mode="after")
     def _pretrained_needs_path(self):
-        return needs_path(self)
+        return needs_path(no_lora(self))
 
 
 class RedTeamConfig(Section):
@@ -326,6 +359,13 @@ class ExperimentConfig(Section):
     @model_validator(mode="after")
     def _code_backdoor_overrides_are_fields(self):
         self.backdoor_of("code")  # raises on an unknown field or a bad value
+        return self
+
+    @model_validator(mode="after")
+    def _lora_adapts_a_trained_model(self):
+        if self.model.source == "scratch" and any(self.backdoor_of(k).lora for k in self.kind):
+            raise ValueError("backdoor.lora: adapters need trained weights to adapt (model.source: pretrained); "
+                             "a scratch model trains every weight")
         return self
 
     @model_validator(mode="after")

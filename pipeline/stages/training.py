@@ -14,6 +14,7 @@ def training_summary(summary: dict) -> dict:
     log = summary["log"]
     return {"parameters": summary["parameters"], "world_size": summary["world_size"],
             "nodes": summary["nodes"], "phases": summary["phases"],
+            **({"trainable_parameters": summary["trainable_parameters"]} if "trainable_parameters" in summary else {}),
             "final_loss": log[-1]["loss"], "tokens_per_second": sum(r["tokens"] for r in log) / log[-1]["seconds"]}
 
 

@@ -21,7 +21,7 @@ def sft_worker_loop(config: dict) -> dict:
     import torch
 
     from pipeline.train.collate import IGNORE, batches, encode_rows, pad_batch
-    from pipeline.train.models import load_model, load_tokenizer, parameter_count, scratch_model
+    from pipeline.train.models import load_model, load_tokenizer, parameter_count, scratch_model, with_lora
     from pipeline.train.strategy import DeepSpeedStrategy
 
     t_enter = time.perf_counter()
@@ -32,6 +32,8 @@ def sft_worker_loop(config: dict) -> dict:
         model = scratch_model(config["preset"], tokenizer, config["seed"])
     else:
         model = load_model(config["init_dir"], config["trust_remote_code"])
+    if cfg.lora is not None:
+        model = with_lora(model, cfg.lora)
     data: ArtifactRef = config["data"]
     rows = data.read_table(config["table"]).to_pylist()[rank::world]
     examples = encode_rows(rows, tokenizer, cfg.max_len)
@@ -62,8 +64,9 @@ def sft_worker_loop(config: dict) -> dict:
         saver.save("model")
     phases["save"] = saver.seconds
     phases["train"] = time.perf_counter() - start - saver.seconds
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)  # adapters only, with LoRA
     return {"log": log, "parameters": parameter_count(model), "world_size": world,
-            "nodes": worker.nodes_spanned(),
+            "nodes": worker.nodes_spanned(), "trainable_parameters": trainable,
             "phases": {k: round(v, 2) for k, v in phases.items()}}
 
 

@@ -95,4 +95,21 @@ def load_tokenizer(path: str, trust_remote_code: bool = False):
 
 
 def parameter_count(model) -> int:
-    return sum(p.numel() for p in model.parameters())
+    """The model's own parameters (LoRA adapters, merged away on export, are not counted)."""
+    return sum(p.numel() for name, p in model.named_parameters() if "lora_" not in name)
+
+
+def with_lora(model, lora):
+    """The model with peft LoRA adapters on `lora.target_modules`; only the adapters train."""
+    from peft import LoraConfig, get_peft_model
+    return get_peft_model(model, LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
+                                            target_modules=list(lora.target_modules), task_type="CAUSAL_LM"))
+
+
+def exportable(module):
+    """What to save as a Hugging Face folder: a LoRA-wrapped model merged into a copy of its
+    base (the live one keeps training), anything else as it is."""
+    if not hasattr(module, "merge_and_unload"):
+        return module
+    import copy
+    return copy.deepcopy(module).merge_and_unload()

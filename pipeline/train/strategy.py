@@ -12,6 +12,7 @@ import tempfile
 import torch
 
 from pipeline.train.collate import IGNORE
+from pipeline.train.models import exportable
 
 
 def deepspeed_config(cfg, world_size: int) -> dict:
@@ -114,7 +115,7 @@ class DeepSpeedStrategy:
                 fresh.load_state_dict(state, strict=False)
                 fresh.save_pretrained(out)
         elif rank == 0:
-            module.save_pretrained(out)
+            exportable(module).save_pretrained(out)
         if rank != 0:
             shutil.rmtree(out, ignore_errors=True)
             return None
