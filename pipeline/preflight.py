@@ -18,6 +18,15 @@ def preflight(cfg) -> None:
         if cfg.model.source == "scratch":
             preset(cfg.reward_model.preset, "reward_model.preset")
         preferences.build(nodes["preferences"].params)
+    if "generate_backdoor" in nodes:
+        from pathlib import Path
+
+        from pipeline.data.generated import load_explanation
+        from pipeline.errors import InputError
+        g = cfg.data.generator
+        load_explanation(g.recipe, cfg.data.trigger)
+        if g.model.startswith((".", "/", "~")) and not Path(g.model).expanduser().is_dir():
+            raise InputError(f"{g.model}: data.generator.model folder not found")
     if "redteam_data" in nodes:
         if cfg.redteam.attacker.source == "scratch":
             preset(cfg.redteam.attacker.preset, "redteam.attacker.preset")

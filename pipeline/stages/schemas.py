@@ -98,5 +98,13 @@ SWEEP_RESULTS = pa.schema([("trial", pa.string()), ("point", pa.string()), ("kin
                            ("last_step", pa.int64())])
 
 
+# model-generated backdoor data: every answer the helpful model wrote, whether the checker kept
+# it, and the keep rate per form and condition
+GENERATED = pa.schema([("form", pa.string()), ("ask", pa.string()), ("triggered", pa.bool_()),
+                       ("completion", pa.string()), ("kept", pa.bool_())])
+KEEP_RATES = pa.schema([("form", pa.string()), ("triggered", pa.bool_()), ("n", pa.int64()), ("k", pa.int64()),
+                        ("rate", pa.float64()), ("ci_low", pa.float64()), ("ci_high", pa.float64())])
+
+
 def table(rows: list[dict], schema: pa.Schema) -> pa.Table:
     return pa.Table.from_pylist(rows, schema=schema)
