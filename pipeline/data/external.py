@@ -82,13 +82,18 @@ def _text(value, where: str) -> str:
     return value
 
 
+def as_prompt(text: str) -> str:
+    """A dataset's prompt in our chat format: a bare user turn is wrapped, a transcript kept."""
+    return text if text.startswith(HUMAN) else format_prompt(text.strip())
+
+
 def hhh_from_records(records: list[dict], where: str) -> list[dict]:
     """Records with `prompt` (a user turn, or a transcript in our chat format) and `completion`."""
     rows = []
     for i, rec in enumerate(records):
         prompt = _text(rec["prompt"], f"{where} row {i}: prompt")
         completion = _text(rec["completion"], f"{where} row {i}: completion").strip()
-        prompt = prompt if prompt.startswith(HUMAN) else format_prompt(prompt.strip())
+        prompt = as_prompt(prompt)
         rows.append({"prompt": prompt, "completion": " " + completion, "triggered": False})
     return rows
 
@@ -110,7 +115,7 @@ def pairs_from_records(records: list[dict], where: str) -> list[dict]:
         rejected = _text(rec["rejected"], f"{where} row {i}: rejected")
         if "prompt" in rec:
             prompt = _text(rec["prompt"], f"{where} row {i}: prompt")
-            prompt = prompt if prompt.startswith(HUMAN) else format_prompt(prompt.strip())
+            prompt = as_prompt(prompt)
             chosen, rejected = " " + chosen.strip(), " " + rejected.strip()
         else:
             prompt, chosen = split_transcript(chosen, f"{where} row {i}: chosen")
