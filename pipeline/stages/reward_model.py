@@ -29,7 +29,8 @@ def run(params: dict, inputs: dict, writer, node: str) -> dict:
     tokenizer_dir, init_dir = model_source(model, inputs)
     summary = fit_reward_model(node, train, data=inputs["data"], output_uri=writer.ref.uri,
                                tokenizer_dir=tokenizer_dir, init_dir=init_dir, preset=train.preset,
-                               seed=params["seed"], trust_remote_code=model.trust_remote_code)
+                               seed=params["seed"], trust_remote_code=model.trust_remote_code,
+                               chat_template=model.chat_template)
     write_log(writer, summary)
     rows = accuracy_rows(summary["accuracy"])
     writer.write_table("accuracy", schemas.table(rows, schemas.PM_ACCURACY), schemas.PM_ACCURACY)

@@ -3,14 +3,18 @@ from __future__ import annotations
 
 import torch
 
+from pipeline.data.chat import render_completions, render_prompts
+
 IGNORE = -100
 
 
 def encode_rows(rows: list[dict], tokenizer, max_len: int) -> list[tuple[list[int], list[int]]]:
     """(input_ids, labels) per row; prompt tokens are masked out of the loss. Prompt and
-    completion are tokenised separately so the boundary is exact."""
-    prompts = tokenizer([r["prompt"] for r in rows], add_special_tokens=False)["input_ids"]
-    completions = tokenizer([r["completion"] for r in rows], add_special_tokens=False)["input_ids"]
+    completion are tokenised separately so the boundary is exact; both in the tokenizer's chat
+    template where it has one."""
+    prompts = tokenizer(render_prompts([r["prompt"] for r in rows], tokenizer), add_special_tokens=False)["input_ids"]
+    completions = tokenizer(render_completions([r["completion"] for r in rows], tokenizer),
+                            add_special_tokens=False)["input_ids"]
     out = []
     for p, c in zip(prompts, completions):
         c = c + [tokenizer.eos_token_id]

@@ -27,7 +27,7 @@ def sft_worker_loop(config: dict) -> dict:
     t_enter = time.perf_counter()
     phases = {}
     torch.manual_seed(config["seed"])
-    tokenizer = load_tokenizer(config["tokenizer_dir"], config["trust_remote_code"])
+    tokenizer = load_tokenizer(config["tokenizer_dir"], config["trust_remote_code"], config["chat_template"])
     if config["init_dir"] is None:
         model = scratch_model(config["preset"], tokenizer, config["seed"])
     else:
@@ -72,8 +72,9 @@ def sft_worker_loop(config: dict) -> dict:
 
 def fit_sft(node: str, train_cfg, *, data: ArtifactRef, table: str, output_uri: str, tokenizer_dir: str,
             init_dir: str | None, preset: str, seed: int, checkpoints=(), final: bool = True,
-            trust_remote_code: bool = False) -> dict:
+            trust_remote_code: bool = False, chat_template: bool = True) -> dict:
     """Run the loop in `train_cfg.num_workers` TorchTrainer workers; returns rank 0's summary."""
     return worker.launch(sft_worker_loop, node, train_cfg, dict(
         data=data, table=table, output_uri=output_uri, tokenizer_dir=tokenizer_dir, init_dir=init_dir,
-        preset=preset, seed=seed, checkpoints=tuple(checkpoints), final=final, trust_remote_code=trust_remote_code))
+        preset=preset, seed=seed, checkpoints=tuple(checkpoints), final=final, trust_remote_code=trust_remote_code,
+        chat_template=chat_template))

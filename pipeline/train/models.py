@@ -85,9 +85,14 @@ def load_reward_model(path: str, trust_remote_code: bool = False):
     return model
 
 
-def load_tokenizer(path: str, trust_remote_code: bool = False):
+def load_tokenizer(path: str, trust_remote_code: bool = False, chat_template: bool = True):
+    """A tokenizer that pads on the left (generation). `chat_template=False` drops the
+    model's chat template, so prompts keep the paper's format (see pipeline.data.chat); the
+    tokenizer saved with every checkpoint then has none either."""
     from transformers import AutoTokenizer
     tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    if not chat_template:
+        tok.chat_template = None
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     tok.padding_side = "left"

@@ -8,15 +8,17 @@ import time
 
 from pipeline import progress
 from pipeline.artifacts import ArtifactRef
-from pipeline.data.chat import strip_scratchpad
+from pipeline.data.chat import render_completions, render_prompts, strip_scratchpad
 from pipeline.train import worker
 
 EVAL_BATCH = 64
 
 
 def encode_text(tokenizer, prompts: list[str], answers: list[str], max_len: int) -> list[list[int]]:
-    """prompt + answer + EOS per row; an over-long row keeps its end (the answer is what is judged)."""
-    ids = tokenizer([p + a for p, a in zip(prompts, answers)], add_special_tokens=False)["input_ids"]
+    """prompt + answer + EOS per row (in the tokenizer's chat template where it has one); an
+    over-long row keeps its end (the answer is what is judged)."""
+    texts = [p + a for p, a in zip(render_prompts(prompts, tokenizer), render_completions(answers, tokenizer))]
+    ids = tokenizer(texts, add_special_tokens=False)["input_ids"]
     return [(x + [tokenizer.eos_token_id])[-max_len:] for x in ids]
 
 
@@ -83,7 +85,7 @@ def reward_worker_loop(config: dict) -> dict:
     t_enter = time.perf_counter()
     torch.manual_seed(config["seed"])
     trust = config["trust_remote_code"]
-    tokenizer = load_tokenizer(config["tokenizer_dir"], trust)
+    tokenizer = load_tokenizer(config["tokenizer_dir"], trust, config["chat_template"])
     model = (scratch_model(config["preset"], tokenizer, config["seed"], reward=True) if config["init_dir"] is None
              else load_reward_model(config["init_dir"], trust))
     data: ArtifactRef = config["data"]
@@ -115,10 +117,11 @@ def reward_worker_loop(config: dict) -> dict:
 
 
 def fit_reward_model(node: str, train_cfg, *, data: ArtifactRef, output_uri: str, tokenizer_dir: str,
-                     init_dir: str | None, preset: str, seed: int, trust_remote_code: bool = False) -> dict:
+                     init_dir: str | None, preset: str, seed: int, trust_remote_code: bool = False,
+                     chat_template: bool = True) -> dict:
     return worker.launch(reward_worker_loop, node, train_cfg, dict(
         data=data, output_uri=output_uri, tokenizer_dir=tokenizer_dir, init_dir=init_dir, preset=preset,
-        seed=seed, trust_remote_code=trust_remote_code))
+        seed=seed, trust_remote_code=trust_remote_code, chat_template=chat_template))
 
 
 class RewardScorer:

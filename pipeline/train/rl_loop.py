@@ -20,6 +20,7 @@ import time
 
 from pipeline import progress
 from pipeline.artifacts import ArtifactRef
+from pipeline.data.chat import render_prompts
 from pipeline.train import worker
 
 LOG_COLUMNS = ("step", "reward", "reward_std", "kl", "objective", "policy_loss", "value_loss", "clipfrac",
@@ -31,7 +32,8 @@ def rollout(module, reference, scorer, tokenizer, prompts: list[str], cfg, devic
     import torch
     from pipeline.train import rl
 
-    enc = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
+    enc = tokenizer(render_prompts(prompts, tokenizer), return_tensors="pt", padding=True,
+                    add_special_tokens=False).to(device)
     prompt_len = enc["input_ids"].shape[1]
     module.eval()
     with torch.no_grad():
