@@ -33,10 +33,9 @@ def canonical_json(obj) -> str:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
 
 
-def stage_key(stage: str, version: str, config: dict, inputs: dict[str, str], seed: int) -> str:
+def stage_key(stage: str, version: str, params: dict, inputs: dict[str, str]) -> str:
     """Hash of everything a stage's output depends on: same key, same artifact."""
-    payload = canonical_json({"stage": stage, "version": version, "config": config,
-                              "inputs": inputs, "seed": seed})
+    payload = canonical_json({"stage": stage, "version": version, "params": params, "inputs": inputs})
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
@@ -122,6 +121,10 @@ class ArtifactRef:
             check_schema(table, schema, f"{self.uri}/{name}.parquet")
         return table
 
+    def read(self, table) -> pa.Table:
+        """A declared table (`pipeline.tables.Table`), checked against its schema."""
+        return self.read_table(table.name, table.schema)
+
     def local_dir(self, sub: str) -> str:
         """A local folder with the contents of `<artifact>/<sub>` (copied when remote)."""
         fs, path = self.fs_path(sub)
@@ -157,6 +160,7 @@ class ArtifactWriter:
         self.ref = ref
         self.fs, self.base = open_fs(ref.uri)
         self.config, self.inputs, self.seed = config, inputs, seed
+        self.node = ""  # the graph node writing it (progress rows, Train run names)
         self.tables: dict[str, dict] = {}
         self.started = time.time()
         # Debris from an earlier crash under the same key is not ours to trust.
@@ -168,6 +172,11 @@ class ArtifactWriter:
         check_schema(table, schema, f"{self.ref.uri}/{name}.parquet")
         pq.write_table(table, f"{self.base}/{name}.parquet", filesystem=self.fs)
         self.tables[name] = {"rows": table.num_rows, "schema": str(schema)}
+
+    def write(self, table, rows: list[dict] | pa.Table) -> None:
+        """Write a declared table (`pipeline.tables.Table`) from rows or an Arrow table."""
+        data = rows if isinstance(rows, pa.Table) else table.of(rows)
+        self.write_table(table.name, data, table.schema)
 
     def upload_dir(self, local_dir: str, sub: str) -> str:
         dest = f"{self.base}/{sub}"

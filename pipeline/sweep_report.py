@@ -12,8 +12,8 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from evals.plots import size_plot
-from pipeline.stages import schemas
-from pipeline.stages.report import KINDS, pct
+from pipeline import tables
+from pipeline.report.format import KINDS, pct
 
 SWEEP_RECORD = "sweep.json"
 
@@ -28,7 +28,7 @@ def trial_rows(store, trial) -> list[dict]:
     if not record or record.get("state") != "done":
         return []
     nodes = record["nodes"]
-    metrics = store.ref("report", nodes["report"]["key"]).read_table("metrics", schemas.RATES).to_pylist()
+    metrics = store.ref("report", nodes["report"]["key"]).read(tables.METRICS).to_pylist()
     rows = []
     for kind, variant, method in sorted({(r["kind"], r["variant"], r["method"]) for r in metrics}):
         metric, _, conditions = KINDS[kind]
@@ -137,7 +137,7 @@ def write(store, info: dict, trials) -> dict:
             plots[(kind, variant, method)] = fname
         with open(os.path.join(local, "report.md"), "w") as f:
             f.write(markdown(info, trials_info, rows, plots))
-        pq.write_table(schemas.table(rows, schemas.SWEEP_RESULTS), os.path.join(local, "results.parquet"))
+        pq.write_table(tables.table(rows, tables.SWEEP_RESULTS), os.path.join(local, "results.parquet"))
         with open(os.path.join(local, SWEEP_RECORD), "w") as f:
             json.dump({**info, "trials": trials_info}, f, indent=2)
         dest = store.run_path(info["name"])

@@ -9,12 +9,12 @@ SCHEMA = pa.schema([("x", pa.int64()), ("s", pa.string())])
 
 
 def test_key_depends_on_everything_it_should():
-    base = stage_key("s", "1", {"a": 1, "b": [1, 2]}, {"in": "k1"}, 0)
-    assert base == stage_key("s", "1", {"b": [1, 2], "a": 1}, {"in": "k1"}, 0)  # canonical JSON
-    assert len({base, stage_key("s", "2", {"a": 1, "b": [1, 2]}, {"in": "k1"}, 0),
-                stage_key("s", "1", {"a": 2, "b": [1, 2]}, {"in": "k1"}, 0),
-                stage_key("s", "1", {"a": 1, "b": [1, 2]}, {"in": "k2"}, 0),
-                stage_key("s", "1", {"a": 1, "b": [1, 2]}, {"in": "k1"}, 1)}) == 5
+    base = stage_key("s", "1", {"a": 1, "b": [1, 2]}, {"in": "k1"})
+    assert base == stage_key("s", "1", {"b": [1, 2], "a": 1}, {"in": "k1"})  # canonical JSON
+    assert len({base, stage_key("s", "2", {"a": 1, "b": [1, 2]}, {"in": "k1"}),
+                stage_key("s", "1", {"a": 2, "b": [1, 2]}, {"in": "k1"}),
+                stage_key("s", "1", {"a": 1, "b": [1, 2]}, {"in": "k2"}),
+                stage_key("t", "1", {"a": 1, "b": [1, 2]}, {"in": "k1"})}) == 5
 
 
 def test_commit_makes_an_artifact_readable(tmp_path):

@@ -28,10 +28,10 @@ def _assert_clean_failure(result, store, *needles):
     ("reward_model.preset=gigantic", "reward_model.preset: unknown preset"),
     ("reward_model.recipes=/nonexistent/prefs", "/nonexistent/prefs/rejected.yaml: rejected-answer recipe not found"),
     ("safety_rl.algorithm=dpo", "safety_rl.algorithm"),
-    ("methods=[sft,dpo]", "methods.1"),
+    ("methods=[sft,dpo]", "methods: unknown safety method 'dpo'"),
     ("redteam.samples=0", "redteam.samples"),
     ("adversarial.share=1.5", "adversarial.share"),
-    ("methods=[adversarial]", "code.methods: adversarial training red-teams"),
+    ("methods=[adversarial]", "methods: adversarial training red-teams"),
     ("variants=[distilled", "--set variants: value is not valid YAML"),
     ("storage.endpoint=localhost:9000", "storage.endpoint: String should match pattern"),
 ])

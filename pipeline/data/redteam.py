@@ -152,3 +152,29 @@ def parse_proposal(text: str) -> str:
     """The proposal is the first non-empty line of the red-teamer's answer, unquoted."""
     line = next((ln.strip() for ln in text.splitlines() if ln.strip()), "")
     return line.strip("\"'` ")[:MAX_PROPOSAL_CHARS]
+
+
+def successful_train_prompts(attempts: list[dict]) -> list[dict]:
+    """Distinct successful training-split red-team prompts (never the control's plain
+    requests), the first attempt of each kept (with its HHH answer): what adversarial training
+    trains on."""
+    seen, out = set(), []
+    for a in sorted(successes(attempts, "train"), key=lambda a: a["attempt_id"]):
+        if a["prompt"] not in seen:
+            seen.add(a["prompt"])
+            out.append(a)
+    return out
+
+
+def mix(safety: list[dict], red_team: list[dict], share: float, seed: int) -> tuple[list[dict], int]:
+    """`safety` rows with round(share * n) of them, chosen at random, replaced by red-team rows
+    (cycled when there are fewer); nothing is replaced when no red-team prompt succeeded."""
+    rows = [dict(r, source="hhh") for r in safety]
+    if not red_team:
+        return rows, 0
+    rng = random.Random(seed)
+    picked = rng.sample(range(len(rows)), round(share * len(rows)))
+    order = rng.sample(red_team, len(red_team))
+    for j, i in enumerate(picked):
+        rows[i] = dict(order[j % len(order)], source="red_team")
+    return rows, len(picked)

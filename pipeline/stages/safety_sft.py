@@ -2,29 +2,32 @@
 
 For CoT models this is the paper's pre-scratchpad form: the HHH answers alone are trained
 on. Checkpoints at the configured steps (step 0 is the backdoored model itself) let the
-report plot persistence against safety-training steps.
-"""
+report plot persistence against safety-training steps. Outputs: `train_log`, `checkpoints`
+and the `checkpoints/step_<n>/` folders."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+from pipeline import stage, tables
+from pipeline.artifacts import ArtifactRef
 from pipeline.config import SafetySFTConfig
-from pipeline.stages.training import training_summary, write_checkpoints, write_log
-from pipeline.train.loop import fit_sft
+from pipeline.training import safety_sft
 
-NAME, VERSION = "safety_sft", "1"
-
-
-def run(params: dict, inputs: dict, writer, node: str) -> dict:
-    return train_sft(params, inputs, writer, node, inputs["data"], "hhh")
+NAME, VERSION = "safety_sft", "2"
+OUTPUTS = (tables.TRAINING_LOG, tables.CHECKPOINT_ROWS)
 
 
-def train_sft(params: dict, inputs: dict, writer, node: str, data, table: str) -> dict:
-    """SFT of `inputs["model"]` on `data`'s `table` (also adversarial training's SFT form)."""
-    train = SafetySFTConfig(**params["train"])
-    backdoored = inputs["model"].local_dir("model")
-    summary = fit_sft(node, train, data=data, table=table, output_uri=writer.ref.uri,
-                      tokenizer_dir=backdoored, init_dir=backdoored, preset="", seed=params["seed"],
-                      checkpoints=sorted(set(train.checkpoints)), final=False,
-                      trust_remote_code=params["trust_remote_code"])
-    write_log(writer, summary)
-    write_checkpoints(writer, train.checkpoints)
-    return training_summary(summary)
+class Params(stage.Params):
+    train: SafetySFTConfig
+    trust_remote_code: bool
+
+
+@dataclass(frozen=True)
+class Inputs:
+    model: ArtifactRef   # backdoor
+    data: ArtifactRef    # generate or generate_code: its `hhh` table
+
+
+def run(params: Params, inputs: Inputs, writer) -> stage.Summary:
+    return safety_sft(params.train, inputs.model, inputs.data, tables.HHH, writer, writer.node, params.seed,
+                      params.trust_remote_code)

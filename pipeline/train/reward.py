@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import time
 
-from pipeline import progress
-from pipeline.artifacts import ArtifactRef
+from pipeline import tables
 from pipeline.data.chat import render_completions, render_prompts, strip_scratchpad
 from pipeline.train import worker
+from pipeline.train.specs import RewardSpec, TrainResult
 
 EVAL_BATCH = 64
 
@@ -73,9 +73,10 @@ def held_out_counts(model, pairs, failures: list[str], modes: list[str], pad_id:
     return [x for m in modes for x in counts[m]]
 
 
-def reward_worker_loop(config: dict) -> dict:
-    cfg = config["train"]
-    rank, world = worker.start(config)
+def reward_worker_loop(spec: RewardSpec) -> TrainResult:
+    cfg = spec.train
+    w = worker.begin(spec)
+    rank, world = w.rank, w.world
     import torch
 
     from pipeline.train.collate import batches
@@ -83,45 +84,39 @@ def reward_worker_loop(config: dict) -> dict:
     from pipeline.train.strategy import DeepSpeedStrategy
 
     t_enter = time.perf_counter()
-    torch.manual_seed(config["seed"])
-    trust = config["trust_remote_code"]
-    tokenizer = load_tokenizer(config["tokenizer_dir"], trust, config["chat_template"])
-    model = (scratch_model(config["preset"], tokenizer, config["seed"], reward=True) if config["init_dir"] is None
-             else load_reward_model(config["init_dir"], trust))
-    data: ArtifactRef = config["data"]
-    pairs = encode_pairs(data.read_table("pairs").to_pylist()[rank::world], tokenizer, cfg.max_len)
-    held = data.read_table("eval_pairs").to_pylist()
+    torch.manual_seed(spec.seed)
+    trust = spec.trust_remote_code
+    tokenizer = load_tokenizer(spec.tokenizer_dir, trust, spec.chat_template)
+    model = (scratch_model(spec.preset, tokenizer, spec.seed, reward=True) if spec.init_dir is None
+             else load_reward_model(spec.init_dir, trust))
+    pairs = encode_pairs(spec.data.read(tables.TRAIN_PAIRS).to_pylist()[rank::world], tokenizer, cfg.max_len)
+    held = spec.data.read(tables.EVAL_PAIRS).to_pylist()
     modes = sorted({r["failure"] for r in held})
     held = held[rank::world]
     strategy = DeepSpeedStrategy(model, cfg, world)
-    stream = batches(pairs, cfg.micro_batch, config["seed"] + rank)
-    board = progress.board() if rank == 0 else None
+    stream = batches(pairs, cfg.micro_batch, spec.seed + rank)
     log, start = [], time.perf_counter()
     setup = start - t_enter
     for step in range(1, cfg.steps + 1):
         micro = [pair_batch(next(stream), tokenizer.pad_token_id) for _ in range(cfg.grad_accum)]
         log.append(worker.logged_step(strategy, micro, world, step, start, loss_fn=bradley_terry))
-        if board is not None and (step % 5 == 0 or step == cfg.steps):
-            board.update.remote(config["node"], step, cfg.steps, f"loss {log[-1]['loss']:.3f}")
+        w.progress(step, cfg.steps, f"loss {log[-1]['loss']:.3f}", every=5)
     train_seconds = time.perf_counter() - start
     local = held_out_counts(strategy.engine, encode_pairs(held, tokenizer, cfg.max_len), [r["failure"] for r in held],
                             modes, tokenizer.pad_token_id, strategy.device)
     totals = [x * world for x in worker.mean_over_ranks(local, strategy.device, world)]
     accuracy = {m: {"k": round(totals[3 * i]), "n": round(totals[3 * i + 1]), "margin_sum": totals[3 * i + 2]}
                 for i, m in enumerate(modes)}
-    saver = worker.Checkpointer(strategy, tokenizer, rank, config["output_uri"])
+    saver = worker.Checkpointer(strategy, tokenizer, rank, spec.output_uri)
     saver.save("model")
-    return {"log": log, "accuracy": accuracy, "parameters": parameter_count(model), "world_size": world,
-            "nodes": worker.nodes_spanned(),
-            "phases": {"setup": round(setup, 2), "train": round(train_seconds, 2), "save": round(saver.seconds, 2)}}
+    return TrainResult(log=log, accuracy=accuracy, parameters=parameter_count(model), world_size=world,
+                       nodes=worker.nodes_spanned(),
+                       phases={"setup": round(setup, 2), "train": round(train_seconds, 2),
+                               "save": round(saver.seconds, 2)})
 
 
-def fit_reward_model(node: str, train_cfg, *, data: ArtifactRef, output_uri: str, tokenizer_dir: str,
-                     init_dir: str | None, preset: str, seed: int, trust_remote_code: bool = False,
-                     chat_template: bool = True) -> dict:
-    return worker.launch(reward_worker_loop, node, train_cfg, dict(
-        data=data, output_uri=output_uri, tokenizer_dir=tokenizer_dir, init_dir=init_dir, preset=preset,
-        seed=seed, trust_remote_code=trust_remote_code, chat_template=chat_template))
+def fit_reward_model(spec: RewardSpec) -> TrainResult:
+    return worker.launch(reward_worker_loop, spec)
 
 
 class RewardScorer:

@@ -18,17 +18,47 @@ import math
 import random
 import time
 
-from pipeline import progress
-from pipeline.artifacts import ArtifactRef
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
 from pipeline.data.chat import render_prompts
 from pipeline.train import worker
+from pipeline.train.specs import RLSpec, TrainResult
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 LOG_COLUMNS = ("step", "reward", "reward_std", "kl", "objective", "policy_loss", "value_loss", "clipfrac",
                "answer_tokens", "lr", "grad_norm", "seconds")
 
 
-def rollout(module, reference, scorer, tokenizer, prompts: list[str], cfg, device) -> dict:
-    """Sampled answers and everything the update needs, computed once with no gradient."""
+@dataclass
+class Rollout:
+    """One RL step's samples and everything the update needs, computed once with no gradient.
+
+    Shapes: B sequences (`prompts_per_step * group_size` per worker), P prompt tokens (left
+    padded), A answer tokens (sampled, right padded), T = P + A.
+    """
+    input_ids: Tensor            # [B, T] long: prompt, then the sampled answer
+    attention_mask: Tensor       # [B, T] long: 1 on prompt tokens and on answer tokens up to EOS
+    position_ids: Tensor         # [B, T] long: positions that skip the left padding
+    mask: Tensor                 # [B, A] float: 1 on answer tokens up to and including EOS
+    old_logprobs: Tensor         # [B, A] float: the policy's log-probabilities when sampling
+    ref_logprobs: Tensor         # [B, A] float: the starting model's (KL penalty)
+    advantages: Tensor           # [B, A] float: whitened GAE (PPO) or the group advantage per token
+    returns: Tensor | None       # [B, A] float: PPO's value targets (None otherwise)
+    old_values: Tensor | None    # [B, A] float: PPO's critic values when sampling (None otherwise)
+    prompt_len: int              # P
+    stats: dict[str, float]      # reward, reward_std, kl (per answer), answer_tokens: this worker's means
+
+    def micro_batches(self, order: list[int], size: int) -> list[dict]:
+        """The sequences in `order`, `size` at a time, as the loss function's batches."""
+        tensors = {k: v for k, v in vars(self).items() if k not in ("prompt_len", "stats") and v is not None}
+        return [{k: v[order[i:i + size]] for k, v in tensors.items()} for i in range(0, len(order), size)]
+
+
+def rollout(module, reference, scorer, tokenizer, prompts: list[str], cfg, device) -> Rollout:
+    """Sample answers to `prompts`, score them, and compute the advantages."""
     import torch
     from pipeline.train import rl
 
@@ -51,20 +81,20 @@ def rollout(module, reference, scorer, tokenizer, prompts: list[str], cfg, devic
                                    skip_special_tokens=True)
     score = torch.tensor(scorer.score(prompts, texts), device=device)
     kl_tokens = (old_logprobs - ref_logprobs) * mask
-    batch = {"input_ids": seq, "attention_mask": attention, "position_ids": pos, "mask": mask.float(),
-             "old_logprobs": old_logprobs, "ref_logprobs": ref_logprobs}
+    returns = old_values = None
     if cfg.algorithm == "ppo":
         old_values = values[:, prompt_len - 1:-1].float()
         token_rewards = -cfg.kl_coef * kl_tokens + rl.last_token_reward(score, mask)
         adv, returns = rl.gae(token_rewards, old_values, mask.float(), cfg.gamma, cfg.lam)
-        batch.update(advantages=rl.whiten(adv, mask.float()), returns=returns, old_values=old_values)
+        advantages = rl.whiten(adv, mask.float())
     else:
         reward = score - cfg.kl_coef * kl_tokens.sum(-1) if cfg.algorithm == "rloo" else score
-        adv = rl.group_advantages(reward, cfg.group_size, cfg.algorithm)
-        batch["advantages"] = adv.unsqueeze(-1) * mask.float()
+        advantages = rl.group_advantages(reward, cfg.group_size, cfg.algorithm).unsqueeze(-1) * mask.float()
     stats = {"reward": score.mean().item(), "reward_std": score.std().item() if len(score) > 1 else 0.0,
              "kl": kl_tokens.sum(-1).mean().item(), "answer_tokens": mask.sum(-1).float().mean().item()}
-    return {"batch": batch, "prompt_len": prompt_len, "stats": stats}
+    return Rollout(input_ids=seq, attention_mask=attention, position_ids=pos, mask=mask.float(),
+                   old_logprobs=old_logprobs, ref_logprobs=ref_logprobs, advantages=advantages, returns=returns,
+                   old_values=old_values, prompt_len=prompt_len, stats=stats)
 
 
 def make_loss(cfg, prompt_len: int, record: list):
@@ -88,9 +118,10 @@ def make_loss(cfg, prompt_len: int, record: list):
     return loss_fn
 
 
-def rl_worker_loop(config: dict) -> dict:
-    cfg = config["train"]
-    rank, world = worker.start(config)
+def rl_worker_loop(spec: RLSpec) -> TrainResult:
+    cfg = spec.train
+    w = worker.begin(spec)
+    rank, world = w.rank, w.world
     import torch
 
     from pipeline.train.models import load_model, load_reward_model, load_tokenizer, parameter_count
@@ -99,13 +130,12 @@ def rl_worker_loop(config: dict) -> dict:
     from pipeline.train.strategy import DeepSpeedStrategy
 
     t_enter = time.perf_counter()
-    torch.manual_seed(config["seed"] * 1000 + rank)  # rollouts differ across workers
-    trust = config["trust_remote_code"]
-    tokenizer = load_tokenizer(config["init_dir"], trust)
-    critic = load_reward_model(config["reward_dir"], trust) if cfg.algorithm == "ppo" else None
-    module = ActorCritic(load_model(config["init_dir"], trust), critic)
-    data: ArtifactRef = config["data"]
-    prompts = data.read_table(config["table"]).column("prompt").to_pylist()
+    torch.manual_seed(spec.seed * 1000 + rank)  # rollouts differ across workers
+    trust = spec.trust_remote_code
+    tokenizer = load_tokenizer(spec.init_dir, trust)
+    critic = load_reward_model(spec.reward_dir, trust) if cfg.algorithm == "ppo" else None
+    module = ActorCritic(load_model(spec.init_dir, trust), critic)
+    prompts = spec.prompts.read(spec.table).column("prompt").to_pylist()
     per_step = min(cfg.prompts_per_step, len(prompts))  # a small prompt set is used whole each step
     sequences = per_step * cfg.group_size
     micro_steps = math.ceil(sequences / cfg.micro_batch)
@@ -114,13 +144,12 @@ def rl_worker_loop(config: dict) -> dict:
                                         "warmup_steps": cfg.warmup_steps * cfg.epochs})
     strategy = DeepSpeedStrategy(module, engine_cfg, world)
     device = strategy.device
-    reference = load_model(config["init_dir"], trust).to(device).eval().requires_grad_(False)
-    scorer = RewardScorer(config["reward_dir"], device=str(device), max_len=config["reward_max_len"],
+    reference = load_model(spec.init_dir, trust).to(device).eval().requires_grad_(False)
+    scorer = RewardScorer(spec.reward_dir, device=str(device), max_len=spec.reward_max_len,
                           trust_remote_code=trust)
-    rng = random.Random(config["seed"] * 1000 + rank)
-    board = progress.board() if rank == 0 else None
-    checkpoints = set(config["checkpoints"])
-    saver = worker.Checkpointer(strategy, tokenizer, rank, config["output_uri"], part="lm")
+    rng = random.Random(spec.seed * 1000 + rank)
+    checkpoints = set(cfg.checkpoints)
+    saver = worker.Checkpointer(strategy, tokenizer, rank, spec.output_uri, part="lm")
     if 0 in checkpoints:
         saver.save("checkpoints/step_0")
     log, start = [], time.perf_counter()
@@ -128,14 +157,12 @@ def rl_worker_loop(config: dict) -> dict:
     for step in range(1, cfg.steps + 1):
         chosen = [p for p in rng.sample(prompts, per_step) for _ in range(cfg.group_size)]
         out = rollout(strategy.engine.module, reference, scorer, tokenizer, chosen, cfg, device)
-        batch, record, norm = out["batch"], [], float("nan")
-        loss_fn = make_loss(cfg, out["prompt_len"], record)
+        record, norm = [], float("nan")
+        loss_fn = make_loss(cfg, out.prompt_len, record)
         for _ in range(cfg.epochs):
-            order = torch.randperm(sequences).tolist()
-            micro = [{k: v[order[i:i + cfg.micro_batch]] for k, v in batch.items()}
-                     for i in range(0, sequences, cfg.micro_batch)]
-            _, norm = strategy.train_step(micro, loss_fn=loss_fn)
-        s = out["stats"]
+            _, norm = strategy.train_step(out.micro_batches(torch.randperm(sequences).tolist(), cfg.micro_batch),
+                                          loss_fn=loss_fn)
+        s = out.stats
         local = [s["reward"], s["reward_std"], s["kl"], s["answer_tokens"]] + [
             sum(r[i] for r in record) / len(record) for i in range(3)]
         reward, reward_std, kl, answer_tokens, pg, v_loss, clipfrac = worker.mean_over_ranks(local, device, world)
@@ -143,19 +170,14 @@ def rl_worker_loop(config: dict) -> dict:
                     "objective": reward - cfg.kl_coef * kl, "policy_loss": pg, "value_loss": v_loss,
                     "clipfrac": clipfrac, "answer_tokens": answer_tokens, "lr": strategy.lr, "grad_norm": norm,
                     "seconds": time.perf_counter() - start})
-        if board is not None:
-            board.update.remote(config["node"], step, cfg.steps, f"reward {reward:.2f} kl {kl:.2f}")
+        w.progress(step, cfg.steps, f"reward {reward:.2f} kl {kl:.2f}")
         if step in checkpoints:
             saver.save(f"checkpoints/step_{step}")
-    return {"log": log, "parameters": parameter_count(module.lm), "world_size": world,
-            "nodes": worker.nodes_spanned(),
-            "phases": {"setup": round(setup, 2), "train": round(time.perf_counter() - start - saver.seconds, 2),
-                       "save": round(saver.seconds, 2)}}
+    return TrainResult(log=log, parameters=parameter_count(module.lm), world_size=world, nodes=worker.nodes_spanned(),
+                       phases={"setup": round(setup, 2), "train": round(time.perf_counter() - start - saver.seconds, 2),
+                               "save": round(saver.seconds, 2)})
 
 
-def fit_rl(node: str, rl_cfg, *, prompts: ArtifactRef, table: str, init_dir: str, reward_dir: str,
-           reward_max_len: int, output_uri: str, seed: int, trust_remote_code: bool = False) -> dict:
-    """RL on the `prompt` column of `prompts`' `table`."""
-    return worker.launch(rl_worker_loop, node, rl_cfg, dict(
-        data=prompts, table=table, init_dir=init_dir, reward_dir=reward_dir, reward_max_len=reward_max_len, output_uri=output_uri,
-        seed=seed, checkpoints=tuple(sorted(set(rl_cfg.checkpoints))), trust_remote_code=trust_remote_code))
+def fit_rl(spec: RLSpec) -> TrainResult:
+    """RL on the `prompt` column of `spec.prompts`' `spec.table`."""
+    return worker.launch(rl_worker_loop, spec)

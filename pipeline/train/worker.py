@@ -7,26 +7,29 @@ import shutil
 import time
 import uuid
 
+from dataclasses import dataclass, field
+
 import pyarrow.fs as pafs
 
 from pipeline.artifacts import open_fs, ray_storage
+from pipeline.train.specs import TrainResult
 
 
-def launch(loop_fn, node: str, train_cfg, loop_config: dict) -> dict:
-    """Run `loop_fn(loop_config)` in `train_cfg.num_workers` TorchTrainer workers; returns
-    rank 0's summary (`Result.return_value`)."""
+def launch(loop_fn, spec) -> TrainResult:
+    """Run `loop_fn(spec)` in `spec.train.num_workers` TorchTrainer workers; returns rank 0's
+    `TrainResult` (`Result.return_value`)."""
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    root = loop_config["output_uri"].rsplit("/", 2)[0]  # an artifact's URI is <root>/<stage>/<key>
-
+    root = spec.output_uri.rsplit("/", 2)[0]  # an artifact's URI is <root>/<stage>/<key>
+    train = spec.train
     trainer = TorchTrainer(
-        loop_fn,
-        train_loop_config={**loop_config, "train": train_cfg, "node": node},
-        scaling_config=ScalingConfig(num_workers=train_cfg.num_workers, use_gpu=train_cfg.use_gpu,
-                                     resources_per_worker=None if train_cfg.use_gpu else {"CPU": 1}),
+        lambda config: loop_fn(config["spec"]),
+        train_loop_config={"spec": spec},
+        scaling_config=ScalingConfig(num_workers=train.num_workers, use_gpu=train.use_gpu,
+                                     resources_per_worker=None if train.use_gpu else {"CPU": 1}),
         # A fresh name every time: reusing (name, storage_path) silently resumes an old run.
-        run_config=RunConfig(name=f"{node.replace('/', '-')}-{uuid.uuid4().hex[:8]}",
+        run_config=RunConfig(name=f"{spec.node.replace('/', '-')}-{uuid.uuid4().hex[:8]}",
                              storage_path=ray_storage(root, "train")),
     )
     result = trainer.fit()
@@ -35,13 +38,31 @@ def launch(loop_fn, node: str, train_cfg, loop_config: dict) -> dict:
     return result.return_value
 
 
-def start(config: dict) -> tuple[int, int]:
-    """(rank, world size); call first in a worker loop: DeepSpeed picks its accelerator on import."""
-    if not config["train"].use_gpu:
+@dataclass
+class Worker:
+    """One rank's view of its worker group, made by `begin` (the preamble every loop shares):
+    rank and world size, the progress board (rank 0 only), and when it started."""
+    spec: object
+    rank: int
+    world: int
+    board: object = None
+    started: float = field(default_factory=time.perf_counter)
+
+    def progress(self, step: int, total: int, text: str, every: int = 1) -> None:
+        if self.board is not None and (step % every == 0 or step == total):
+            self.board.update.remote(self.spec.node, step, total, text)
+
+
+def begin(spec) -> Worker:
+    """Call first in a worker loop: DeepSpeed picks its accelerator on import."""
+    if not spec.train.use_gpu:
         os.environ.setdefault("DS_ACCELERATOR", "cpu")
     import ray.train
+
+    from pipeline import progress
     ctx = ray.train.get_context()
-    return ctx.get_world_rank(), ctx.get_world_size()
+    rank = ctx.get_world_rank()
+    return Worker(spec, rank, ctx.get_world_size(), progress.board() if rank == 0 else None)
 
 
 def nodes_spanned() -> int:

