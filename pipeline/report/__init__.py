@@ -10,12 +10,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from pipeline import tables
-from pipeline.report import adversarial, generated, rates, redteam, rl
+from pipeline.report import adversarial, generated, post_scratchpad, rates, redteam, rl
 
 # The order of the report
-SECTIONS = (rates, generated, redteam, adversarial, rl)
+SECTIONS = (rates, generated, redteam, adversarial, post_scratchpad, rl)
 # Every table a section reads, from whichever input artifacts hold it
-READS = (tables.RATE_ROWS, tables.SCORE_ROWS, tables.RL_TRAINING_LOG, tables.ACCURACY, tables.REDTEAM, tables.KEEP)
+READS = (tables.RATE_ROWS, tables.SCORE_ROWS, tables.RL_TRAINING_LOG, tables.ACCURACY, tables.REDTEAM, tables.KEEP,
+         tables.SCRATCHPADS)
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,7 @@ class Findings:
     accuracy: list[dict] = field(default_factory=list)  # tables.PM_ACCURACY rows
     redteam: list[dict] = field(default_factory=list)   # tables.REDTEAM_SUMMARY rows
     keep: list[dict] = field(default_factory=list)      # tables.KEEP_RATES rows
+    scratchpads: dict[str, list[dict]] = field(default_factory=dict)  # "kind/variant" -> tables.SCRATCHPADS rows
     plots: list[str] = field(default_factory=list)      # files the sections wrote
 
 
@@ -55,6 +57,8 @@ def collect(entries, refs: dict) -> Findings:
         f.accuracy += rows.get(tables.ACCURACY.name, [])
         f.redteam += rows.get(tables.REDTEAM.name, [])
         f.keep += rows.get(tables.KEEP.name, [])
+        if tables.SCRATCHPADS.name in rows:
+            f.scratchpads[f"{e.kind}/{e.variant}"] = rows[tables.SCRATCHPADS.name]
     return f
 
 
