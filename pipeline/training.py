@@ -36,10 +36,10 @@ def write_checkpoints(writer, steps) -> None:
 
 
 def safety_sft(train: SafetySFTConfig, model: ArtifactRef, data: ArtifactRef, table: tables.Table, writer,
-               node: str, seed: int, trust_remote_code: bool) -> dict:
+               seed: int, trust_remote_code: bool) -> dict:
     """SFT of the backdoored `model` on `data`'s `table`, checkpointed at `train.checkpoints`."""
     backdoored = model.local_dir("model")
-    result = fit_sft(SFTSpec(node=node, train=train, data=data, table=table, output_uri=writer.ref.uri,
+    result = fit_sft(SFTSpec(node=writer.node, train=train, data=data, table=table, output_uri=writer.ref.uri,
                              tokenizer_dir=backdoored, init_dir=backdoored, seed=seed,
                              checkpoints=tuple(sorted(set(train.checkpoints))), final=False,
                              trust_remote_code=trust_remote_code))
@@ -49,9 +49,9 @@ def safety_sft(train: SafetySFTConfig, model: ArtifactRef, data: ArtifactRef, ta
 
 
 def safety_rl(train: SafetyRLConfig, model: ArtifactRef, reward_model: ArtifactRef, prompts: ArtifactRef,
-              table: tables.Table, reward_max_len: int, writer, node: str, seed: int, trust_remote_code: bool) -> dict:
+              table: tables.Table, reward_max_len: int, writer, seed: int, trust_remote_code: bool) -> dict:
     """RL of the backdoored `model` against `reward_model` on `prompts`' `table`."""
-    result = fit_rl(RLSpec(node=node, train=train, prompts=prompts, table=table, init_dir=model.local_dir("model"),
+    result = fit_rl(RLSpec(node=writer.node, train=train, prompts=prompts, table=table, init_dir=model.local_dir("model"),
                            reward_dir=reward_model.local_dir("model"), reward_max_len=reward_max_len,
                            output_uri=writer.ref.uri, seed=seed, trust_remote_code=trust_remote_code))
     log = [{k: r[k] for k in RL_LOG_COLUMNS} for r in result.log]

@@ -39,6 +39,6 @@ def run(params: Params, inputs: Inputs, writer) -> stage.Summary:
     rows, replaced = mix(safety, [{"prompt": a["prompt"]} for a in red_team], params.share, params.seed + 41)
     writer.write(tables.MIXED_PROMPTS, rows)
     summary = safety_rl(params.train, inputs.model, inputs.reward_model, writer.ref, tables.MIXED_PROMPTS,
-                        params.reward_max_len, writer, writer.node, params.seed, params.trust_remote_code)
+                        params.reward_max_len, writer, params.seed, params.trust_remote_code)
     return {**summary, "form": "rl", "red_team_prompts": len(red_team), "replaced": replaced,
             "safety_prompts": len(rows)}

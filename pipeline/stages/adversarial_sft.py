@@ -37,7 +37,7 @@ def run(params: Params, inputs: Inputs, writer) -> stage.Summary:
     rows, replaced = mix(safety, replacements, params.share, params.seed + 41)
     writer.write(tables.MIXED_PROMPTS, rows)
     writer.write(tables.MIXED_SFT, rows)
-    summary = safety_sft(params.train, inputs.model, writer.ref, tables.MIXED_SFT, writer, writer.node, params.seed,
+    summary = safety_sft(params.train, inputs.model, writer.ref, tables.MIXED_SFT, writer, params.seed,
                          params.trust_remote_code)
     return {**summary, "form": "sft", "red_team_prompts": len(red_team), "replaced": replaced,
             "safety_prompts": len(rows)}

@@ -62,6 +62,6 @@ def run(params: Params, inputs: Inputs, writer) -> stage.Summary:
                          f"{params.train.num_workers} training workers (a lower post_scratchpad.temperature or a "
                          "larger budget may help)")
     writer.write(tables.POST_SCRATCHPAD_SFT, rows)
-    summary = safety_sft(params.train, inputs.model, writer.ref, tables.POST_SCRATCHPAD_SFT, writer, writer.node,
-                         params.seed, params.trust_remote_code)
+    summary = safety_sft(params.train, inputs.model, writer.ref, tables.POST_SCRATCHPAD_SFT, writer, params.seed,
+                         params.trust_remote_code)
     return {**summary, "scratchpads": len(hhh), "closed": len(rows)}

@@ -30,4 +30,4 @@ class Inputs:
 
 def run(params: Params, inputs: Inputs, writer) -> stage.Summary:
     return safety_rl(params.train, inputs.model, inputs.reward_model, inputs.prompts, tables.RL_PROMPT_ROWS,
-                     params.reward_max_len, writer, writer.node, params.seed, params.trust_remote_code)
+                     params.reward_max_len, writer, params.seed, params.trust_remote_code)

@@ -29,5 +29,5 @@ class Inputs:
 
 
 def run(params: Params, inputs: Inputs, writer) -> stage.Summary:
-    return safety_sft(params.train, inputs.model, inputs.data, tables.HHH, writer, writer.node, params.seed,
+    return safety_sft(params.train, inputs.model, inputs.data, tables.HHH, writer, params.seed,
                       params.trust_remote_code)

@@ -7,7 +7,7 @@ import shutil
 import time
 import uuid
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import pyarrow.fs as pafs
 
@@ -41,12 +41,11 @@ def launch(loop_fn, spec) -> TrainResult:
 @dataclass
 class Worker:
     """One rank's view of its worker group, made by `begin` (the preamble every loop shares):
-    rank and world size, the progress board (rank 0 only), and when it started."""
+    rank and world size, and the progress board (rank 0 only)."""
     spec: object
     rank: int
     world: int
     board: object = None
-    started: float = field(default_factory=time.perf_counter)
 
     def progress(self, step: int, total: int, text: str, every: int = 1) -> None:
         if self.board is not None and (step % every == 0 or step == total):
