@@ -86,11 +86,13 @@ def _load_run(args) -> tuple[object, dict]:
 def cmd_status(args) -> int:
     _, record = _load_run(args)
     print(f"run {record['name']}: {record['state']}")
-    print(f"{'stage':<30} {'state':<8} {'key':<16} {'seconds':>8}  rows")
+    # a training stage's seconds hold the wait for a worker group ("queued") and its own work
+    print(f"{'stage':<30} {'state':<8} {'key':<16} {'queued':>7} {'running':>8}  rows")
     for name, n in record["nodes"].items():
-        secs = f"{n['seconds']:.1f}" if "seconds" in n else "-"
+        queued = n.get("queued", 0.0)
+        secs = f"{n['seconds'] - queued:.1f}" if "seconds" in n else "-"
         rows = ", ".join(f"{t}={c}" for t, c in n.get("rows", {}).items()) or n.get("error", "")
-        print(f"{name:<30} {n['state']:<8} {n['key']:<16} {secs:>8}  {rows}")
+        print(f"{name:<30} {n['state']:<8} {n['key']:<16} {queued if 'queued' in n else '-':>7} {secs:>8}  {rows}")
     return 0
 
 

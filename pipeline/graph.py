@@ -245,7 +245,7 @@ def run_stage(root: str, node: Node, input_names: list[str], *input_refs: Artifa
 
 @dataclass
 class NodeState:
-    state: str = "pending"     # pending, waiting, running, done, cached, failed, skipped
+    state: str = "pending"     # pending, waiting, queued, running, done, cached, failed, skipped
     since: float = field(default_factory=time.time)
     error: str = ""
     ended: float | None = None  # set when the node finished or failed
@@ -283,6 +283,8 @@ def run_graph(cfg: ExperimentConfig, nodes: list[Node], store: ArtifactStore, ru
             if st.state in ("done", "cached") and "seconds" not in entry:
                 m = store.ref(by_name[name].stage, by_name[name].key).manifest()
                 entry["seconds"] = st.seconds = m["seconds"]
+                if "queued" in m.get("phases", {}):  # a training stage: the wait for a worker group
+                    entry["queued"] = m["phases"]["queued"]
                 entry["rows"] = {t: v["rows"] for t, v in m["tables"].items()}
         store.write_run(run_name, record)
 
@@ -305,9 +307,11 @@ def run_graph(cfg: ExperimentConfig, nodes: list[Node], store: ArtifactStore, ru
     prog: dict = {}
     while pending:
         prog = snapshot(board)
-        for name, st in states.items():  # waiting -> running when the task itself says it started
-            if st.state == "waiting" and name in prog:
-                states[name] = NodeState("running")
+        for name, st in states.items():  # waiting -> running when the task says it started;
+            if st.state in ("waiting", "queued", "running") and name in prog:  # queued: its training job waits
+                now = "queued" if prog[name][1] == 0 and prog[name][2] == progress.QUEUED else "running"
+                if st.state != now:
+                    states[name] = NodeState(now)
         if display:
             display.render(states, prog)
         ready, _ = ray.wait(list(pending), num_returns=1, timeout=0.5)
@@ -323,7 +327,7 @@ def run_graph(cfg: ExperimentConfig, nodes: list[Node], store: ArtifactStore, ru
                                          error=f"{type(cause).__name__}: {first_line}")
                 failed.append((name, cause))
                 for other, ost in states.items():  # everything downstream cannot run
-                    if ost.state == "waiting" and _depends_on(by_name, other, name):
+                    if ost.state in ("waiting", "queued") and _depends_on(by_name, other, name):
                         states[other] = NodeState("skipped")
             save_record()
         for obj in [o for o, nm in pending.items() if states[nm].state == "skipped"]:

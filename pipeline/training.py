@@ -26,7 +26,8 @@ def write_log(writer, result: TrainResult) -> None:
 def training_summary(result: TrainResult) -> dict:
     log = result.log
     return {**result.summary(), "final_loss": log[-1]["loss"],
-            "tokens_per_second": sum(r["tokens"] for r in log) / log[-1]["seconds"]}
+            "tokens_per_second": sum(r["tokens"] for r in log) / log[-1]["seconds"],
+            "token_share": sum(r["token_share"] for r in log) / len(log)}
 
 
 def write_checkpoints(writer, steps) -> None:
@@ -59,4 +60,5 @@ def safety_rl(train: SafetyRLConfig, model: ArtifactRef, reward_model: ArtifactR
     write_checkpoints(writer, train.checkpoints)
     first, last = log[0], log[-1]
     return {**result.summary(), "algorithm": train.algorithm, "reward_first": first["reward"],
-            "reward_last": last["reward"], "kl_last": last["kl"]}
+            "reward_last": last["reward"], "kl_last": last["kl"],
+            "rollout_seconds": sum(r["rollout_seconds"] for r in log), "update_seconds": sum(r["update_seconds"] for r in log)}

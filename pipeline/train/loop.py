@@ -11,7 +11,7 @@ import time
 from pipeline.train import worker
 from pipeline.train.specs import SFTSpec, TrainResult
 
-LOG_COLUMNS = ("step", "loss", "lr", "grad_norm", "tokens", "seconds")
+LOG_COLUMNS = ("step", "loss", "lr", "grad_norm", "tokens", "token_share", "seconds")
 
 
 def sft_worker_loop(spec: SFTSpec) -> TrainResult:
@@ -20,7 +20,7 @@ def sft_worker_loop(spec: SFTSpec) -> TrainResult:
     rank, world = w.rank, w.world
     import torch
 
-    from pipeline.train.collate import IGNORE, batches, encode_rows, pad_batch
+    from pipeline.train.collate import IGNORE, batches, encode_rows, pack_batch, pad_batch
     from pipeline.train.models import load_model, load_tokenizer, parameter_count, scratch_model, with_lora
     from pipeline.train.strategy import DeepSpeedStrategy
 
@@ -52,8 +52,14 @@ def sft_worker_loop(spec: SFTSpec) -> TrainResult:
     start = time.perf_counter()
     phases["setup"] = start - t_enter - saver.seconds
     for step in range(1, cfg.steps + 1):
-        micro = [pad_batch(next(stream), tokenizer.pad_token_id) for _ in range(cfg.grad_accum)]
-        log.append(worker.logged_step(strategy, micro, world, step, start, tokens_per_batch=tokens_per_batch))
+        if cfg.packing:
+            packed = [pack_batch(next(stream), tokenizer.pad_token_id, cfg.max_len) for _ in range(cfg.grad_accum)]
+            micro = [p.model_inputs() for p in packed]
+            counts = {"tokens": sum(p.tokens for p in packed), "positions": sum(p.input_ids.numel() for p in packed)}
+        else:
+            micro, counts = [pad_batch(next(stream), tokenizer.pad_token_id) for _ in range(cfg.grad_accum)], {}
+        log.append(worker.logged_step(strategy, micro, world, step, start, tokens_per_batch=tokens_per_batch,
+                                      **counts))
         w.progress(step, cfg.steps, f"loss {log[-1]['loss']:.3f}", every=5)
         if step in checkpoints:
             saver.save(f"checkpoints/step_{step}")

