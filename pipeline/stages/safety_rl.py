@@ -11,7 +11,7 @@ from pipeline.artifacts import ArtifactRef
 from pipeline.config import SafetyRLConfig
 from pipeline.training import safety_rl
 
-NAME, VERSION = "safety_rl", "2"
+NAME, VERSION = "safety_rl", "3"
 OUTPUTS = (tables.RL_TRAINING_LOG, tables.CHECKPOINT_ROWS)
 
 

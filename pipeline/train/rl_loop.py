@@ -154,6 +154,9 @@ def rl_worker_loop(spec: RLSpec) -> TrainResult:
         saver.save("checkpoints/step_0")
     log, start = [], time.perf_counter()
     setup = start - t_enter - saver.seconds
+    # again, now that setup is done: what setup drew (first-time imports draw in a fresh worker
+    # process, not in one that ran a job before) must not shift the rollouts' random stream
+    torch.manual_seed(spec.seed * 1000 + rank)
     for step in range(1, cfg.steps + 1):
         chosen = [p for p in rng.sample(prompts, per_step) for _ in range(cfg.group_size)]
         t_step = time.perf_counter()

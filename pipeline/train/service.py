@@ -50,7 +50,7 @@ class Shape:
 class _Job:
     id: int
     shape: Shape
-    payload: list          # [ObjectRef of (loop_fn, spec)]: nested, so this actor never unpickles it
+    payload: bytes         # cloudpickled (loop_fn, spec): this actor never unpickles it
     node: str
     submitted: float
     done: asyncio.Future
@@ -82,7 +82,7 @@ class Dispatcher:
             self.started += 1
             asyncio.get_running_loop().create_task(self._watch(gid, runner))
 
-    async def submit(self, shape: Shape, payload: list, node: str):
+    async def submit(self, shape: Shape, payload: bytes, node: str):
         """Run one job; returns (TrainResult, seconds queued) or raises the job's error."""
         job = _Job(next(self.ids), shape, payload, node, time.time(), asyncio.get_running_loop().create_future())
         self.queues.setdefault(shape, []).append(job)
@@ -177,11 +177,12 @@ def serve_loop(config: dict) -> None:
         box = [None]
         if rank == 0:
             job = ray.get(d.next.remote(config["gid"]))
-            box = [None if job is None else (job[0], *ray.get(job[1][0]))]
-        dist.broadcast_object_list(box, src=0, group=objects)
+            box = [None if job is None else job[:2]]
+        dist.broadcast_object_list(box, src=0, group=objects)  # (job id, bytes): plain pickle is enough
         if box[0] is None:
             return
-        job_id, loop_fn, spec = box[0]
+        job_id, payload = box[0]
+        loop_fn, spec = ray.cloudpickle.loads(payload)  # ours: written by `worker.launch`
         result = loop_fn(spec)
         if rank == 0:
             ray.get(d.done.remote(config["gid"], job_id, result))

@@ -46,12 +46,24 @@ def lr_schedule(cfg):
     return factor
 
 
+def skip_inference_allreduce_op() -> None:
+    """On CPU, DeepSpeed's communication backend JIT-compiles a shared-memory allreduce op
+    (`deepspeed_shm_comm`, ~40 s on 2 cores, again for every new venv path) that only its
+    tensor-parallel *inference* allreduce calls; training's collectives go through
+    torch.distributed (gloo). Marking the op incompatible makes DeepSpeed skip it, as it does
+    on machines that cannot build it."""
+    import deepspeed.ops
+    deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
+
+
 class DeepSpeedStrategy:
     """Hides every DeepSpeed call the training loop needs."""
 
     def __init__(self, model, cfg, world_size: int):
         import deepspeed
 
+        if not cfg.use_gpu:
+            skip_inference_allreduce_op()
         self.cfg = cfg
         optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
                                       betas=(0.9, 0.95))
