@@ -50,7 +50,7 @@ class Shape:
 class _Job:
     id: int
     shape: Shape
-    payload: bytes         # cloudpickled (loop_fn, spec): this actor never unpickles it
+    payload: list          # [ObjectRef of (loop_fn, spec)]: nested, so this actor never deserializes it
     node: str
     submitted: float
     done: asyncio.Future
@@ -82,7 +82,7 @@ class Dispatcher:
             self.started += 1
             asyncio.get_running_loop().create_task(self._watch(gid, runner))
 
-    async def submit(self, shape: Shape, payload: bytes, node: str):
+    async def submit(self, shape: Shape, payload: list, node: str):
         """Run one job; returns (TrainResult, seconds queued) or raises the job's error."""
         job = _Job(next(self.ids), shape, payload, node, time.time(), asyncio.get_running_loop().create_future())
         self.queues.setdefault(shape, []).append(job)
@@ -92,7 +92,7 @@ class Dispatcher:
         return result, job.handed - job.submitted
 
     async def next(self, gid: str):
-        """For rank 0 of group `gid`: (job id, payload, node) of the next job, or None when
+        """For rank 0 of group `gid`: the id of the next job (its ranks then fetch `payload`), or None when
         none came for `idle_s` seconds (the group then leaves: it is no longer counted)."""
         group = self.groups[gid]
         group["job"], group["waiting"] = None, True
@@ -105,7 +105,11 @@ class Dispatcher:
             await asyncio.sleep(POLL_S)
         job = queue.pop(0)
         job.handed, group["job"], group["waiting"] = time.time(), job, False
-        return job.id, job.payload, job.node
+        return job.id
+
+    def payload(self, gid: str) -> list:
+        """For every rank of group `gid`: [ObjectRef of (loop_fn, spec)] of its current job."""
+        return self.groups[gid]["job"].payload
 
     def done(self, gid: str, job_id: int, result) -> None:
         job = self.groups[gid]["job"]
@@ -176,13 +180,12 @@ def serve_loop(config: dict) -> None:
     while True:
         box = [None]
         if rank == 0:
-            job = ray.get(d.next.remote(config["gid"]))
-            box = [None if job is None else job[:2]]
-        dist.broadcast_object_list(box, src=0, group=objects)  # (job id, bytes): plain pickle is enough
+            box = [ray.get(d.next.remote(config["gid"]))]
+        dist.broadcast_object_list(box, src=0, group=objects)  # the job id, or None: leave
         if box[0] is None:
             return
-        job_id, payload = box[0]
-        loop_fn, spec = ray.cloudpickle.loads(payload)  # ours: written by `worker.launch`
+        job_id = box[0]
+        loop_fn, spec = ray.get(ray.get(d.payload.remote(config["gid"]))[0])  # through Ray's object store
         result = loop_fn(spec)
         if rank == 0:
             ray.get(d.done.remote(config["gid"], job_id, result))

@@ -23,8 +23,7 @@ def launch(loop_fn, spec) -> TrainResult:
     from pipeline.train import service
     root = spec.output_uri.rsplit("/", 2)[0]  # an artifact's URI is <root>/<stage>/<key>
     shape = service.Shape(spec.train.num_workers, spec.train.use_gpu, ray_storage(root, "train"))
-    payload = ray.cloudpickle.dumps((loop_fn, spec))
-    result, queued = ray.get(service.dispatcher().submit.remote(shape, payload, spec.node))
+    result, queued = ray.get(service.dispatcher().submit.remote(shape, [ray.put((loop_fn, spec))], spec.node))
     return dataclasses.replace(result, phases={**result.phases, "queued": round(queued, 2)})
 
 
