@@ -4,7 +4,7 @@
    bare single-process PyTorch loop (AdamW, same model preset, same batches, same CPU count);
    the fixed cost of a fit (one-off TorchTrainer fits vs jobs on a worker group); packed vs
    padded batches of the code backdoor's rows.
-2. Generation: prompts/s of the evaluation path (Ray Data actor pool, batched generate) vs
+2. Generation: prompts/s of the evaluation path (the generator pool, batched generate) vs
    generating one prompt at a time in one process.
 3. Code judge: completions/s of bandit alone, of semgrep alone (one process per batch against
    one process per completion), and of the judge as the evaluate stage runs it.
@@ -261,7 +261,7 @@ def main():
         pooled = pipeline_generation(model_dir, prompts, ev)
         print(f"generation ({len(prompts)} prompts, pool timed end to end incl. actor start, max_new_tokens {ev.max_new_tokens}, batch {ev.batch_size}, "
               f"<= {ev.concurrency} actors):")
-        print(f"  Ray Data actor pool {pooled:.1f} prompts/s | one prompt at a time {single:.1f} prompts/s | "
+        print(f"  generator pool {pooled:.1f} prompts/s | one prompt at a time {single:.1f} prompts/s | "
               f"ratio {pooled / single:.2f}")
     finally:
         ray.shutdown()

