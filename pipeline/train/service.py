@@ -104,7 +104,8 @@ class Dispatcher:
         none came for `idle_s` seconds (the group then leaves: it is no longer counted)."""
         group = self.groups[gid]
         group["job"], group["waiting"], group["asked"] = None, True, True
-        group["deadline"] = time.monotonic() + self.idle_s
+        group["since"] = time.monotonic()
+        group["deadline"] = group["since"] + self.idle_s
         queue = self.queues.setdefault(group["shape"], [])
         while not queue:
             if time.monotonic() > group["deadline"]:
@@ -115,11 +116,12 @@ class Dispatcher:
         job.handed, group["job"], group["waiting"] = time.time(), job, False
         return job.id
 
-    def release_idle(self) -> None:
-        """Groups waiting for a job leave now (something else needs their CPUs or GPUs)."""
+    def release_idle(self, after: float = 0.0) -> None:
+        """Groups waiting for a job leave once they have waited `after` seconds, not their whole
+        idle time (something else needs their CPUs or GPUs)."""
         for group in self.groups.values():
             if group["waiting"]:
-                group["deadline"] = 0.0
+                group["deadline"] = min(group["deadline"], group["since"] + after)
 
     def payload(self, gid: str) -> list:
         """For every rank of group `gid`: [ObjectRef of (loop_fn, spec)] of its current job."""
