@@ -41,7 +41,7 @@ def stop_tree(proc: subprocess.Popen) -> None:
             p.send_signal(signal.SIGTERM)
         except psutil.NoSuchProcess:
             pass
-    _, alive = psutil.wait_procs(tree, timeout=15)
+    _, alive = psutil.wait_procs(tree, timeout=5)  # Ray's workers that ignore SIGTERM cost the whole wait
     for p in alive:
         try:
             p.kill()
