@@ -27,8 +27,7 @@ def pool():
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     # the named pool every stage finds, with the run's idle time: a shorter one let a warm
     # generator leave between two calls on a loaded CI machine (the reuse assertions then fail)
-    handle = generator_pool.GeneratorPool.options(name=generator_pool.NAME,
-                                                  namespace=generator_pool.NAMESPACE).remote(idle_s=generator_pool.IDLE_S)
+    handle = generator_pool.GeneratorPool.options(name=generator_pool.NAME, namespace=generator_pool.NAMESPACE).remote()
     try:
         yield handle
     finally:
