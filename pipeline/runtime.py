@@ -66,8 +66,10 @@ def start_ray(num_cpus: int | None = None, verbose: bool = False, storage=None):
         ray.init(runtime_env=runtime_env, log_to_driver=verbose,
                  logging_level=logging.INFO if verbose else logging.WARNING)
     else:
-        ray.init(num_cpus=num_cpus or os.cpu_count(), runtime_env=runtime_env, log_to_driver=verbose,
-                 include_dashboard=False)
+        # "local": a cluster of our own, even where `ray start` left one on this machine (a bare
+        # ray.init() would join that one, and refuse our num_cpus)
+        ray.init(address="local", num_cpus=num_cpus or os.cpu_count(), runtime_env=runtime_env,
+                 log_to_driver=verbose, include_dashboard=False)
     ray.data.DataContext.get_current().enable_progress_bars = verbose
     from pipeline import generator_pool
     from pipeline.train import service

@@ -30,6 +30,20 @@ def test_a_local_store_is_refused_on_a_multi_node_cluster(two_nodes, tmp_path):
     _assert_clean_failure(result, store, "storage.root:", "is a local path but the Ray cluster has 2 nodes")
 
 
+def test_without_ray_address_a_run_starts_its_own_cluster_beside_a_running_one(two_nodes):
+    """A cluster that `ray start` (here Ray's own test cluster) left on the machine is not
+    joined by a run that names none: a bare ray.init() would join it and refuse --num-cpus."""
+    import os
+    import subprocess
+    import sys
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    code = ("from pipeline.runtime import start_ray; ray = start_ray(1); "
+            "print(len(ray.nodes()), ray.cluster_resources()['CPU']); ray.shutdown()")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["1", "1.0"]
+
+
 def test_shared_storage_is_accepted_on_several_nodes(two_nodes, tmp_path):
     import ray
     from pipeline.config import StorageConfig

@@ -39,7 +39,7 @@ def loop(spec: Spec) -> TrainResult:
 def cluster(tmp_path_factory):
     import sys
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import a test module
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     # the named dispatcher every launch finds; a short idle time so the test sees a group leave
     handle = service.Dispatcher.options(name=service.NAME, namespace=service.NAMESPACE).remote(idle_s=3.0)
     root = tmp_path_factory.mktemp("store")
