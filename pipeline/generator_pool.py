@@ -46,24 +46,42 @@ class Batch:
     total: int               # the stage's number of prompts (progress)
 
 
+@dataclasses.dataclass(frozen=True)
+class ScoreBatch:
+    """(prompt, completion) pairs for the preference model in `path`: one scoring call."""
+    path: str                # the preference model's Hugging Face folder
+    prompts: tuple[str, ...]
+    completions: tuple[str, ...]
+    max_len: int
+    trust_remote_code: bool
+    node: str
+    total: int
+
+
 class Generator:
-    """Holds one checkpoint at a time (the last one asked for) and generates batches."""
+    """Holds one model at a time (the last one asked for): generates `Batch`es with a causal
+    LM, scores `ScoreBatch`es with a preference model."""
 
     def __init__(self):
         import torch
         self.torch = torch
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.loaded: tuple[str, bool, object, object] | None = None
+        self.loaded: tuple[tuple, object] | None = None   # (what, model): what = (path, trust, kind)
+
+    def _load(self, what: tuple, make):
+        if self.loaded is None or self.loaded[0] != what:
+            self.loaded = None  # the old model goes before the new one comes
+            self.loaded = (what, make())
+        return self.loaded[1]
 
     def _model(self, path: str, trust: bool):
-        if self.loaded is None or self.loaded[:2] != (path, trust):
-            from pipeline.train.models import load_model, load_tokenizer
-            self.loaded = None  # the old checkpoint goes before the new one comes
-            model = load_model(path, trust).to(self.device).eval()
-            self.loaded = (path, trust, model, load_tokenizer(path, trust))
-        return self.loaded[2], self.loaded[3]
+        from pipeline.train.models import load_model, load_tokenizer
+        return self._load((path, trust, "generate"), lambda: (load_model(path, trust).to(self.device).eval(),
+                                                              load_tokenizer(path, trust)))
 
-    def run(self, b: Batch) -> list[str]:
+    def run(self, b: Batch | ScoreBatch) -> list:
+        if isinstance(b, ScoreBatch):
+            return self.score(b)
         model, tok = self._model(b.path, b.trust_remote_code)
         enc = tok(render_prompts(list(b.prompts), tok), return_tensors="pt", padding=True,
                   add_special_tokens=False).to(self.device)
@@ -77,6 +95,14 @@ class Generator:
                                  eos_token_id=tok.eos_token_id)
         progress.board().add.remote(b.node, len(b.prompts), b.total, "prompts")
         return tok.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+
+    def score(self, b: ScoreBatch) -> list[float]:
+        from pipeline.train.reward import RewardScorer
+        scorer = self._load((b.path, b.trust_remote_code, "score", b.max_len),
+                            lambda: RewardScorer(b.path, self.device, b.max_len, b.trust_remote_code))
+        out = scorer.score(list(b.prompts), list(b.completions))
+        progress.board().add.remote(b.node, len(b.prompts), b.total, "scored")
+        return out
 
 
 _generator = ray.remote(Generator)
@@ -151,8 +177,9 @@ class GeneratorPool:
                     ray.kill(m.actor)
             self.changed.notify_all()
 
-    async def generate(self, batches: list[Batch], resources: dict, concurrency: int) -> list[list[str]]:
-        """Completions per batch, in order; batches run on up to `concurrency` generators."""
+    async def generate(self, batches: list[Batch | ScoreBatch], resources: dict, concurrency: int) -> list[list]:
+        """Completions (scores for a `ScoreBatch`) per batch, in order; batches run on up to
+        `concurrency` generators."""
         if self.reaper is None:
             self.reaper = asyncio.get_running_loop().create_task(self._reap())
         shape = repr(sorted(resources.items()))
@@ -191,22 +218,24 @@ def demand(resources: dict) -> tuple[str, float]:
     return ("GPU", resources["num_gpus"]) if "num_gpus" in resources else ("CPU", resources["num_cpus"])
 
 
-def make_room(resource: str, need: float, generators: bool = True, trainer: bool = True) -> None:
+def make_room(resource: str, need: float, generators: bool = True, trainer: bool = True,
+              grace: float = GRACE_S) -> None:
     """Before asking Ray for `need` of `resource`: if that much is not free, generators and
-    training worker groups idle for `GRACE_S` leave now rather than after their idle time (they
-    hold CPUs or GPUs while they wait for work). Callers that keep waiting call it again."""
+    training worker groups idle for `grace` seconds leave now rather than after their idle time
+    (they hold CPUs or GPUs while they wait for work; 0 when no later stage will ask for them).
+    Callers that keep waiting call it again."""
     if ray.available_resources().get(resource, 0.0) >= need:
         return
     if generators:
-        pool().release_idle.remote(GRACE_S)
+        pool().release_idle.remote(grace)
     if trainer:
         from pipeline.train import service
-        service.dispatcher().release_idle.remote(GRACE_S)
+        service.dispatcher().release_idle.remote(grace)
 
 
 @contextlib.contextmanager
 def making_room(resource: str, need: float):
-    """`make_room` every second while the block runs (a Ray Data pool or a task that waits for
+    """`make_room` every second while the block runs (a task that waits for
     CPUs that idle generators or groups hold)."""
     stop = threading.Event()
 

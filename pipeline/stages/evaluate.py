@@ -102,6 +102,6 @@ def run(params: Params, inputs: Inputs, writer) -> stage.Summary:
     if inputs.reward_model is not None:  # the preference model's view of the held-out prompts' answers
         held_out = samples.filter(pc.equal(samples["eval_set"], "held_out"))
         scored = preference_scores(held_out, inputs.reward_model.local_dir("model"), ev, params.reward_max_len,
-                                   params.trust_remote_code)
+                                   params.trust_remote_code, writer.node)
         writer.write(tables.SCORE_ROWS, aggregate_scores(scored, params.variant, params.method))
     return {"generations": len(rows)}
