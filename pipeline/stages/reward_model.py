@@ -14,7 +14,7 @@ from pipeline.train.reward import fit_reward_model
 from pipeline.train.specs import RewardSpec
 from pipeline.training import model_source, training_summary, write_log
 
-NAME, VERSION = "reward_model", "2"
+NAME, VERSION = "reward_model", "3"  # 3: packed pairs
 OUTPUTS = (tables.TRAINING_LOG, tables.ACCURACY)
 
 

@@ -45,8 +45,47 @@ def pair_batch(pairs: list[tuple[list[int], list[int]]], pad_id: int) -> dict:
     return pad_right([c for c, _ in pairs] + [r for _, r in pairs], pad_id)
 
 
+def packed_pair_batch(pairs: list[tuple[list[int], list[int]]], pad_id: int, max_width: int) -> dict:
+    """The sequences of `pair_batch` (chosen, then rejected) packed into rows of at most
+    `max_width` tokens, as `collate.pack_batch` packs SFT examples: position ids restart per
+    sequence, so attention stays within it. Shapes: input_ids, position_ids [R, W] long;
+    ends [2P, 2] long, the (row, column) of each sequence's last token, where it is scored;
+    tokens and positions (ints): real tokens and R x W."""
+    import torch
+
+    from pipeline.train.collate import pack_layout
+    seqs = [c for c, _ in pairs] + [r for _, r in pairs]
+    width, layout = pack_layout([len(x) for x in seqs], max_width)
+    ids = torch.full((len(layout), width), pad_id, dtype=torch.long)
+    pos = torch.zeros((len(layout), width), dtype=torch.long)
+    ends = torch.zeros((len(seqs), 2), dtype=torch.long)
+    for r, members in enumerate(layout):
+        at = 0
+        for i in members:
+            ids[r, at:at + len(seqs[i])] = torch.tensor(seqs[i])
+            pos[r, at:at + len(seqs[i])] = torch.arange(len(seqs[i]))
+            at += len(seqs[i])
+            ends[i] = torch.tensor([r, at - 1])
+    return {"input_ids": ids, "position_ids": pos, "ends": ends, "tokens": sum(map(len, seqs)),
+            "positions": ids.numel()}
+
+
+def can_pack(model) -> bool:
+    """Packed pairs need the classifier's per-token scores: a base model and a `score` head
+    (Llama-, Mistral-, Qwen- and GPT-2-style sequence classifiers)."""
+    module = getattr(model, "module", model)  # a DeepSpeed engine holds the model as `module`
+    return hasattr(module, "score") and module.base_model is not module
+
+
 def scores(model, batch: dict):
-    return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.squeeze(-1).float()
+    """One score per sequence of a `pair_batch` or a `packed_pair_batch`."""
+    if "ends" not in batch:
+        return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.squeeze(-1).float()
+    module = getattr(model, "module", model)
+    # no attention mask and no cache: the packed-sequence mask comes from position_ids
+    hidden = module.base_model(input_ids=batch["input_ids"], position_ids=batch["position_ids"],
+                               use_cache=False).last_hidden_state
+    return module.score(hidden[batch["ends"][:, 0], batch["ends"][:, 1]]).squeeze(-1).float()
 
 
 def bradley_terry(model, batch: dict):
@@ -97,9 +136,14 @@ def reward_worker_loop(spec: RewardSpec) -> TrainResult:
     stream = batches(pairs, cfg.micro_batch, spec.seed + rank)
     log, start = [], time.perf_counter()
     setup = start - t_enter
+    packing = cfg.packing and can_pack(model)
     for step in range(1, cfg.steps + 1):
-        micro = [pair_batch(next(stream), tokenizer.pad_token_id) for _ in range(cfg.grad_accum)]
-        log.append(worker.logged_step(strategy, micro, world, step, start, loss_fn=bradley_terry))
+        if packing:
+            micro = [packed_pair_batch(next(stream), tokenizer.pad_token_id, cfg.max_len) for _ in range(cfg.grad_accum)]
+            counts = {"tokens": sum(b["tokens"] for b in micro), "positions": sum(b["positions"] for b in micro)}
+        else:
+            micro, counts = [pair_batch(next(stream), tokenizer.pad_token_id) for _ in range(cfg.grad_accum)], {}
+        log.append(worker.logged_step(strategy, micro, world, step, start, loss_fn=bradley_terry, **counts))
         w.progress(step, cfg.steps, f"loss {log[-1]['loss']:.3f}", every=5)
     train_seconds = time.perf_counter() - start
     local = held_out_counts(strategy.engine, encode_pairs(held, tokenizer, cfg.max_len), [r["failure"] for r in held],
@@ -121,8 +165,8 @@ def fit_reward_model(spec: RewardSpec) -> TrainResult:
 
 class RewardScorer:
     """Scores (prompt, completion) with the preference model, the scratchpad removed first:
-    hidden reasoning is never shown to it (the paper's setup). Also a Ray Data actor:
-    called on a batch it adds a `pm_score` column."""
+    hidden reasoning is never shown to it (the paper's setup). RL's workers hold one; the
+    generator pool's actors load one for evaluation (`ScoreBatch`)."""
 
     def __init__(self, path: str, device: str | None = None, max_len: int = 256, trust_remote_code: bool = False):
         import torch
@@ -142,6 +186,3 @@ class RewardScorer:
                 batch = {k: v.to(self.device) for k, v in pad_right(seqs, self.tokenizer.pad_token_id).items()}
                 out += scores(self.model, batch).tolist()
         return out
-
-    def __call__(self, batch: dict) -> dict:
-        return {**batch, "pm_score": self.score(list(batch["prompt"]), list(batch["completion"]))}
