@@ -164,13 +164,28 @@ def one_at_a_time(model_dir: str, prompts: list[str], max_new_tokens: int, threa
     return len(prompts) / (time.perf_counter() - t0)
 
 
-def pipeline_generation(model_dir: str, prompts: list[str], ev: EvaluateConfig) -> float:
-    rows = [{"step": 0, "mode": "greedy", "path": model_dir, "prompt_id": i, "prompt": p, "triggered": False}
+def pipeline_generation(model_dir: str, prompts: list[str], ev: EvaluateConfig, mode: str = "greedy") -> float:
+    rows = [{"step": 0, "mode": mode, "path": model_dir, "prompt_id": i, "prompt": p, "triggered": False}
             for i, p in enumerate(prompts)]
     t0 = time.perf_counter()
     n = generation.generate(rows, ev, ev.max_new_tokens, seed=0, node="bench",
                             trust_remote_code=False).num_rows  # the evaluate stages' own path
     return n / (time.perf_counter() - t0)
+
+
+def batch_sizes(model_dir: str, prompts: list[str], ev: EvaluateConfig, sizes=(8, 16, 30, 60, 120, 240)) -> None:
+    """`evaluate.batch_size` by measurement: the same prompts through the warm pool, one
+    generator (what one CPU or GPU of a stage gets), greedy and sampled as evaluation runs them."""
+    one = ev.model_copy(update={"concurrency": 1})
+    pipeline_generation(model_dir, prompts[:8], one)  # the generator starts outside the timings
+    rates = {}
+    for size in sizes:
+        cfg = one.model_copy(update={"batch_size": size})
+        rates[size] = sum(pipeline_generation(model_dir, prompts, cfg, mode) for mode in ("greedy", "sampled")) / 2
+    base = rates[ev.batch_size] if ev.batch_size in rates else max(rates.values())
+    print(f"generation batch size (one warm generator, {len(prompts)} prompts per mode, greedy and sampled):")
+    print("  " + " | ".join(f"{size}: {r:.1f} prompts/s ({r / base:.2f})" for size, r in rates.items())
+          + f"   (ratio to batch {ev.batch_size if ev.batch_size in rates else 'best'})")
 
 
 def judge_throughput(copies: int) -> None:
@@ -263,6 +278,7 @@ def main():
               f"<= {ev.concurrency} actors):")
         print(f"  generator pool {pooled:.1f} prompts/s | one prompt at a time {single:.1f} prompts/s | "
               f"ratio {pooled / single:.2f}")
+        batch_sizes(model_dir, prompts, ev)
     finally:
         ray.shutdown()
     judge_throughput(args.judge_copies)
