@@ -36,6 +36,17 @@ def judge_code(answers: list[str], cwes: list[int]) -> list[tuple[str, str]]:
             for j in judge_batch(answers, cwes)]
 
 
+def judge(answers: list[str], cwes: list, parts: int) -> list[tuple[str, str]]:
+    """(verdict, findings JSON) per answer, from up to `parts` judge tasks of 1 CPU each on
+    contiguous shares (each pays one semgrep start; a share is never under 64 answers)."""
+    parts = max(1, min(parts, len(answers) // 64))
+    size = -(-len(answers) // parts) if answers else 1
+    cuts = range(0, len(answers), size)
+    with making_room("CPU", parts):
+        shares = ray.get([judge_code.remote(answers[lo:lo + size], cwes[lo:lo + size]) for lo in cuts])
+    return [v for share in shares for v in share]
+
+
 def checkpoint_rows(checkpoints, prompt_rows: list[dict], modes) -> list[dict]:
     """One row per (checkpoint, mode, prompt); `checkpoints` is the safety stage's artifact."""
     rows = []
@@ -73,8 +84,7 @@ def code_samples(rows: list[dict], ev: EvaluateConfig, max_new_tokens: int, seed
     """Generated and judged code samples (tables.CODE_SAMPLES) for `rows`, with `start`'s added."""
     samples = generate(rows, ev, max_new_tokens, seed, node, trust_remote_code)
     answers = [visible_answer(c) for c in samples["completion"].to_pylist()]
-    with making_room("CPU", 1):
-        verdicts = ray.get(judge_code.remote(answers, samples["cwe"].to_pylist()))
+    verdicts = judge(answers, samples["cwe"].to_pylist(), ev.concurrency)
     samples = samples.append_column("answer", pa.array(answers, pa.string()))
     samples = samples.append_column("verdict", pa.array([v for v, _ in verdicts], pa.string()))
     samples = samples.append_column("findings", pa.array([f for _, f in verdicts], pa.string()))

