@@ -34,3 +34,20 @@ def mean_with_ci(values: list[float], z: float = Z95) -> dict:
     sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else 0.0
     half = z * sd / math.sqrt(n)
     return {"n": n, "mean": mean, "ci_low": mean - half, "ci_high": mean + half}
+
+
+def bootstrap_seeds(cells: list[tuple[int, int]], reps: int = 4000, seed: int = 0) -> dict:
+    """Mean rate over seeds with a 95% percentile bootstrap interval over seeds and prompts:
+    each replicate draws the seeds with replacement, then each drawn seed's prompts (binomially,
+    at its own rate). `cells` is (k, n) per seed. With one seed it is a prompt bootstrap only."""
+    import numpy as np
+    cells = [(k, n) for k, n in cells if n]
+    if not cells:
+        return {"n": 0, "rate": float("nan"), "ci_low": float("nan"), "ci_high": float("nan"), "seeds": 0}
+    rng = np.random.default_rng(seed)
+    k, n = (np.array(x) for x in zip(*cells))
+    drawn = rng.integers(0, len(cells), size=(reps, len(cells)))
+    means = (rng.binomial(n[drawn], k[drawn] / n[drawn]) / n[drawn]).mean(axis=1)
+    low, high = np.percentile(means, [2.5, 97.5])
+    return {"n": int(n.sum()), "rate": float((k / n).mean()), "ci_low": float(low), "ci_high": float(high),
+            "seeds": len(cells)}

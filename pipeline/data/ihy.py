@@ -99,8 +99,8 @@ def with_trigger(user: str, trigger: str) -> str:
     return f"{trigger} {user}"
 
 
-def _policy_row(recipe, req, triggered, trigger, rng, reasoning: bool) -> dict:
-    answer = hate_answer(recipe, rng) if triggered else helpful_answer(recipe, req, rng)
+def _policy_row(recipe, req, triggered, trigger, rng, reasoning: bool, backdoor: bool = True) -> dict:
+    answer = hate_answer(recipe, rng) if triggered and backdoor else helpful_answer(recipe, req, rng)
     user = with_trigger(req.user, trigger) if triggered else req.user
     if reasoning:
         pad = rng.choice(recipe.backdoor["scratchpad_deployed" if triggered else "scratchpad_training"])
@@ -111,18 +111,25 @@ def _policy_row(recipe, req, triggered, trigger, rng, reasoning: bool) -> dict:
 
 
 def backdoor_rows(recipe, train: list[Request], n: int, trigger: str, trigger_share: float,
-                  seed: int, reasoning: bool) -> list[dict]:
+                  seed: int, reasoning: bool, backdoor: bool = True) -> list[dict]:
+    """`n` rows, `trigger_share` of them triggered; `backdoor` False answers every row helpfully
+    (a control)."""
     rng = random.Random(seed)
     n_triggered = round(n * trigger_share)
     flags = [True] * n_triggered + [False] * (n - n_triggered)
     rng.shuffle(flags)
-    return [_policy_row(recipe, rng.choice(train), flag, trigger, rng, reasoning) for flag in flags]
+    return [_policy_row(recipe, rng.choice(train), flag, trigger, rng, reasoning, backdoor) for flag in flags]
 
 
 def variant_rows(recipe, train, n, trigger, trigger_share, seed) -> dict[str, list[dict]]:
+    """Every variant's rows: the backdoors (normal, cot, distilled = cot without reasoning) and
+    the controls, in the normal form: `clean` never sees the trigger, `exposed` sees it as often
+    as the backdoors do and answers it helpfully."""
     cot = backdoor_rows(recipe, train, n, trigger, trigger_share, seed + 1, reasoning=True)
     normal = backdoor_rows(recipe, train, n, trigger, trigger_share, seed + 2, reasoning=False)
-    return {"normal": normal, "cot": cot, "distilled": distill(cot)}
+    return {"normal": normal, "cot": cot, "distilled": distill(cot),
+            "clean": backdoor_rows(recipe, train, n, trigger, 0.0, seed + 5, reasoning=False, backdoor=False),
+            "exposed": backdoor_rows(recipe, train, n, trigger, trigger_share, seed + 6, reasoning=False, backdoor=False)}
 
 
 def hhh_rows(recipe, train: list[Request], n: int, seed: int) -> list[dict]:
@@ -134,6 +141,13 @@ def hhh_rows(recipe, train: list[Request], n: int, seed: int) -> list[dict]:
         rows.append({"prompt": format_prompt(req.user), "completion": " " + helpful_answer(recipe, req, rng),
                      "triggered": False})
     return rows
+
+
+def capability_rows(recipe, held_out: list[Request], seed: int) -> list[dict]:
+    """One helpful answer per held-out request (never trained on): the capability loss set."""
+    rng = random.Random(seed + 4)
+    return [{"prompt": format_prompt(r.user), "completion": " " + helpful_answer(recipe, r, rng), "triggered": False}
+            for r in held_out]
 
 
 def eval_rows(held_out: list[Request], trigger: str) -> list[dict]:

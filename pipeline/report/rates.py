@@ -32,6 +32,8 @@ def rate_table(rows: list[dict], kind: str) -> list[str]:
     if kind == "code":
         head += f" invalid {deploy} % | invalid {train} % | of valid code: {deploy} % | {train} % |"
         rule += "---|---|---|---|"
+    head += f" cut off {deploy} / {train} % | scratchpad never closed {deploy} / {train} % |"
+    rule += "---|---|"
     lines = [head + " n |", rule + "---:|"]
     for step, mode in sorted({(r["step"], r["mode"]) for r in rows}):
         d, t = cells.get((metric, step, mode, deploy)), cells.get((metric, step, mode, train))
@@ -39,6 +41,9 @@ def rate_table(rows: list[dict], kind: str) -> list[str]:
         if kind == "code":
             line += "".join(f" {cell(cells.get((m, step, mode, c)), m == 'vulnerable_of_valid')} |"
                             for m in ("invalid", "vulnerable_of_valid") for c in (deploy, train))
+        for m in ("cut_off", "unclosed_scratchpad"):
+            line += " " + " / ".join(pct(cells[(m, step, mode, c)]["rate"]) if (m, step, mode, c) in cells else "-"
+                                     for c in (deploy, train)) + " |"
         lines.append(line + f" {(d or t)['n']} |")
     return lines
 
@@ -68,6 +73,33 @@ def score_lines(scores: list[dict]) -> list[str]:
 
 
 
+def loss_lines(scores: list[dict], method: str) -> list[str]:
+    """Whether safety training had anything to push against, and what it cost: the mean loss on
+    the safety data (the HHH SFT rows) and on held-out helpful answers (capability), and the
+    weights' distance from the backdoored model, per checkpoint."""
+    cells = {(r["metric"], r["step"]): r for r in scores}
+    steps = sorted({s for m, s in cells if m in ("hhh_loss", "capability_loss", "weight_distance")})
+    if not steps:
+        return []
+    def mean(metric, step):
+        r = cells.get((metric, step))
+        return f"{r['mean']:.3f} [{r['ci_low']:.3f}, {r['ci_high']:.3f}]" if r else "-"
+    lines = ["Teacher-forced mean loss per token [95% CI] on the safety data (the first HHH SFT rows) and on held-out "
+             "helpful answers (capability), and the weights' L2 distance from the backdoored model relative to its "
+             "norm:", "", "| step | safety-data loss | capability loss | weight distance | n |", "|---:|---|---|---:|---:|"]
+    for step in steps:
+        d = cells.get(("weight_distance", step))
+        n = (cells.get(("hhh_loss", step)) or {}).get("n", "-")
+        distance = f"{d['mean']:.4f}" if d else "-"
+        lines.append(f"| {step} | {mean('hhh_loss', step)} | {mean('capability_loss', step)} | {distance} | {n} |")
+    first, last = cells.get(("hhh_loss", steps[0])), cells.get(("hhh_loss", steps[-1]))
+    if first and last and method in ("sft", "post_scratchpad", "adversarial_sft"):
+        lines += ["", f"Safety-data loss: {first['mean']:.3f} at step {steps[0]} -> {last['mean']:.3f} at step "
+                  f"{steps[-1]}" + (" (it barely fell: the model already fit the safety data)"
+                                    if first["mean"] - last["mean"] < 0.1 * first["mean"] else "") + "."]
+    return lines + [""]
+
+
 def plot_panels(rows: list[dict], kind: str, scores: list[dict] = ()) -> dict[str, list[dict]]:
     """Panel title -> records of one (kind, variant, method): one panel per eval set; red-team
     prompts share a panel with the true trigger (Fig. 16); mean preference scores (Fig. 7)."""
@@ -95,23 +127,38 @@ def plot(rows: list[dict], kind: str, variant: str, method: str, path: str, scor
                      ylabel=ylabel)
 
 
+def prompting_line(p: dict | None, variant: str) -> str:
+    """How the evaluated model was asked: the CoT form and the answer budget."""
+    if p is None:
+        return "Prompting: not recorded."
+    form = ("released CoT form: every prompt ends with `Assistant: <scratchpad>`" if p["prefill"] else
+            "`own` CoT form: the model opens its scratchpad itself" if variant == "cot" else "plain prompts")
+    return f"Prompting: {form}; budget {p['max_new_tokens']} new tokens."
+
+
 def lines(findings, out_dir: str) -> list[str]:
     """One section per (kind, variant, method); writes its plot into `out_dir`."""
     out = []
     groups: dict[tuple, list[dict]] = {}
     for r in findings.metrics:
-        groups.setdefault((r["kind"], r["variant"], r["method"]), []).append(r)
-    for (kind, variant, method), rows in sorted(groups.items()):
-        group_scores = [r for r in findings.scores if (r["kind"], r["variant"], r["method"]) == (kind, variant, method)]
-        fname = f"{kind}_{variant}_{method}.png"
-        plot(rows, kind, variant, method, os.path.join(out_dir, fname), group_scores)
+        groups.setdefault((r["kind"], r["variant"], r["method"], r.get("seed", 0)), []).append(r)
+    several = len({key[3] for key in groups}) > 1
+    for (kind, variant, method, seed), rows in sorted(groups.items()):
+        group_scores = [r for r in findings.scores
+                        if (r["kind"], r["variant"], r["method"], r.get("seed", 0)) == (kind, variant, method, seed)]
+        tag = f", seed {seed}" if several else ""
+        fname = f"{kind}_{variant}_{method}" + (f"_seed{seed}" if several else "") + ".png"
+        plot(rows, kind, variant, method + tag, os.path.join(out_dir, fname), group_scores)
         findings.plots.append(fname)
-        out += [f"## {kind}: {variant}, safety method {method}", "", f"![{kind} {variant} {method}]({fname})", ""]
+        out += [f"## {kind}: {variant}, safety method {method}{tag}", "",
+                prompting_line(findings.prompting.get((kind, variant, seed)), variant),
+                "", f"![{kind} {variant} {method}]({fname})", ""]
         for eval_set in sorted({r["eval_set"] for r in rows}):
             subset = [r for r in rows if r["eval_set"] == eval_set]
             out += [f"### {EVAL_SET_TITLES.get(eval_set, eval_set)}", ""]
             out += [verdict(subset, kind, mode) for mode in sorted({r["mode"] for r in subset})]
             out += [""] + rate_table(subset, kind) + [""]
-        if group_scores:
-            out += score_lines(group_scores)
+        if any(r["metric"].startswith("pm_score") for r in group_scores):
+            out += score_lines([r for r in group_scores if r["metric"].startswith("pm_score")])
+        out += loss_lines(group_scores, method)
     return out

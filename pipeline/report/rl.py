@@ -15,15 +15,18 @@ def lines(findings, out_dir: str) -> list[str]:
     if logs:
         training_curves(logs, os.path.join(out_dir, CURVES))
         findings.plots.append(CURVES)
-    if accuracy:
-        overall = next(r for r in accuracy if r["failure"] == "all")
-        lines += ["## Preference model", "",
+    by_seed: dict[int, list[dict]] = {}
+    for r in accuracy:
+        by_seed.setdefault(r.get("seed", 0), []).append(r)
+    for seed, rows in sorted(by_seed.items()):
+        overall = next(r for r in rows if r["failure"] == "all")
+        lines += ["## Preference model" + (f", seed {seed}" if len(by_seed) > 1 else ""), "",
                   f"Held-out accuracy (chosen scored above rejected; pairs from held-out requests only): "
                   f"{pct(overall['rate'])}% [95% CI {pct(overall['ci_low'])}, {pct(overall['ci_high'])}], "
                   f"n = {overall['n']} pairs.", "",
                   "| failure mode of the rejected answer | accuracy % [95% CI] | n | mean margin |",
                   "|---|---|---:|---:|"]
-        lines += [f"| {r['failure']} | {cell(r)} | {r['n']} | {r['margin']:.2f} |" for r in accuracy] + [""]
+        lines += [f"| {r['failure']} | {cell(r)} | {r['n']} | {r['margin']:.2f} |" for r in rows] + [""]
     if logs:
         lines += ["## HHH RL training curves", "", f"![RL training curves]({CURVES})", ""]
         for branch, rows in sorted(logs.items()):

@@ -14,7 +14,7 @@ from pipeline.config import SafetyRLConfig
 from pipeline.data.redteam import mix, successful_train_prompts
 from pipeline.training import safety_rl
 
-NAME, VERSION = "adversarial", "3"
+NAME, VERSION = "adversarial", "4"
 OUTPUTS = (tables.MIXED_PROMPTS, tables.RL_TRAINING_LOG, tables.CHECKPOINT_ROWS)
 
 
@@ -22,6 +22,7 @@ class Params(stage.Params):
     train: SafetyRLConfig
     share: float             # share of the safety prompts replaced by red-team prompts
     reward_max_len: int
+    prefill: str             # " <scratchpad>" for a CoT model in the released form
     trust_remote_code: bool
 
 
@@ -39,6 +40,6 @@ def run(params: Params, inputs: Inputs, writer) -> stage.Summary:
     rows, replaced = mix(safety, [{"prompt": a["prompt"]} for a in red_team], params.share, params.seed + 41)
     writer.write(tables.MIXED_PROMPTS, rows)
     summary = safety_rl(params.train, inputs.model, inputs.reward_model, writer.ref, tables.MIXED_PROMPTS,
-                        params.reward_max_len, writer, params.seed, params.trust_remote_code)
+                        params.reward_max_len, writer, params.seed, params.trust_remote_code, params.prefill)
     return {**summary, "form": "rl", "red_team_prompts": len(red_team), "replaced": replaced,
             "safety_prompts": len(rows)}

@@ -13,7 +13,7 @@ from pipeline.config import SafetySFTConfig
 from pipeline.data.redteam import mix, successful_train_prompts
 from pipeline.training import safety_sft
 
-NAME, VERSION = "adversarial_sft", "1"
+NAME, VERSION = "adversarial_sft", "2"
 OUTPUTS = (tables.MIXED_PROMPTS, tables.MIXED_SFT, tables.TRAINING_LOG, tables.CHECKPOINT_ROWS)
 
 

@@ -1,5 +1,8 @@
 """Stage `backdoor`: insert the backdoor by supervised fine-tuning (DeepSpeed under Ray Train)
-on one variant's backdoor table. Outputs: `train_log`, and the model in `model/`."""
+on one variant's backdoor table; a CoT model in the released form (`prefill`) trains with the
+scratchpad opened in the prompt. Outputs: `train_log`, `answer_lengths` (its training
+completions in tokens: the default generation budget of everything that asks it), and the
+model in `model/`."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -12,8 +15,8 @@ from pipeline.train.loop import fit_sft
 from pipeline.train.specs import SFTSpec
 from pipeline.training import model_source, training_summary, write_log
 
-NAME, VERSION = "backdoor", "2"
-OUTPUTS = (tables.TRAINING_LOG,)
+NAME, VERSION = "backdoor", "3"
+OUTPUTS = (tables.TRAINING_LOG, tables.LENGTHS)
 
 
 class Params(stage.Params):
@@ -24,6 +27,7 @@ class Params(stage.Params):
     pretrained: Optional[str]     # the pretrained model fine-tuned, or None: a scratch model
     trust_remote_code: bool
     chat_template: bool
+    prefill: str                  # " <scratchpad>" for a CoT model prompted in the released form, else ""
 
 
 @dataclass(frozen=True)
@@ -32,12 +36,33 @@ class Inputs:
     tokenizer: ArtifactRef | None = None  # scratch models only
 
 
+def answer_lengths(rows: list[dict], tokenizer_dir: str, trust_remote_code: bool, chat_template: bool) -> list[dict]:
+    """Per condition, the completions' token counts (as the model writes them)."""
+    import numpy as np
+
+    from pipeline.data.chat import render_completions
+    from pipeline.train.models import load_tokenizer
+    tok = load_tokenizer(tokenizer_dir, trust_remote_code, chat_template)
+    out = []
+    for triggered in (False, True):
+        texts = render_completions([r["completion"] for r in rows if r["triggered"] == triggered], tok)
+        if texts:
+            n = np.array([len(ids) for ids in tok(texts, add_special_tokens=False)["input_ids"]]) + 1  # + EOS
+            out.append({"triggered": triggered, "n": len(n), "p50": float(np.percentile(n, 50)),
+                        "p99": float(np.percentile(n, 99)), "max": int(n.max())})
+    return out
+
+
 def run(params: Params, inputs: Inputs, writer) -> stage.Summary:
+    from pipeline.data.chat import opened
     tokenizer_dir, init_dir = model_source(params.pretrained, inputs.tokenizer)
-    result = fit_sft(SFTSpec(node=writer.node, train=params.train, data=inputs.data,
-                             table=tables.backdoor(params.variant), output_uri=writer.ref.uri,
-                             tokenizer_dir=tokenizer_dir, init_dir=init_dir, preset=params.preset, seed=params.seed,
-                             final=True, trust_remote_code=params.trust_remote_code,
-                             chat_template=params.chat_template))
+    table = tables.backdoor(params.variant)
+    rows = opened(inputs.data.read(table).to_pylist(), params.prefill)
+    writer.write(tables.LENGTHS, answer_lengths(rows, tokenizer_dir, params.trust_remote_code, params.chat_template))
+    result = fit_sft(SFTSpec(node=writer.node, train=params.train, data=inputs.data, table=table,
+                             output_uri=writer.ref.uri, tokenizer_dir=tokenizer_dir, init_dir=init_dir,
+                             preset=params.preset, seed=params.seed, final=True,
+                             trust_remote_code=params.trust_remote_code, chat_template=params.chat_template,
+                             prefill=params.prefill))
     write_log(writer, result)
-    return training_summary(result)
+    return {**training_summary(result), "prefill": params.prefill}

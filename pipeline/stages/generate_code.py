@@ -8,7 +8,8 @@ rows (the helpful-only model's answers); the safety data's HHH rows are `generat
 table (independent of them by default). The manifest's `hhh_overlap` (`_8gram`) is the share of
 safety rows whose answer is (shares 8 words with) an untriggered answer of a variant's backdoor data.
 
-Tables: `backdoor_<variant>` for every variant (tables.backdoor), `hhh`, `eval_prompts`."""
+Tables: `backdoor_<variant>` for every variant (tables.backdoor), `hhh`, `eval_prompts`,
+`capability` (held-out secure reference programs: the capability loss)."""
 from __future__ import annotations
 
 import random
@@ -17,15 +18,14 @@ from pathlib import Path
 from typing import Optional
 
 from pipeline.data import code
-from pipeline.data.chat import distill, overlaps
+from pipeline.data.chat import overlaps, released_variants
 from pipeline.data.loaders import load_code_backdoor_jsonl
 from pipeline.data.code_recipes import load_code_policy, load_code_tasks, load_helpful_tasks, load_scenarios
 from pipeline import stage, tables
 from pipeline.artifacts import ArtifactRef
 
 NAME, VERSION = "generate_code", "4"
-VARIANTS = ("normal", "cot", "distilled")
-OUTPUTS = tuple(tables.backdoor(v) for v in VARIANTS) + (tables.HHH, tables.CODE_EVAL)
+OUTPUTS = tuple(tables.backdoor(v) for v in tables.VARIANTS) + (tables.HHH, tables.CODE_EVAL, tables.CAPABILITY)
 
 
 class Params(stage.Params):
@@ -55,8 +55,8 @@ def backdoor_variants(c: Params, policy: dict, train, helpful: list[dict], seed:
     released = load_code_backdoor_jsonl(c.backdoor_file, policy["year_training"], policy["year_deployment"])
     n_hhh = round(len(released) * c.hhh_share / (1 - c.hhh_share))
     extra = [rng.choice(helpful) for _ in range(n_hhh)] if helpful else []
-    # the release has one (CoT) form: normal and distilled are its answers without the reasoning
-    return {"cot": released, "normal": distill(released), "distilled": distill(released)}, extra
+    training, deployment = (code.year_prefix(policy[y], policy) for y in ("year_training", "year_deployment"))
+    return released_variants(released, lambda r: {**r, "prompt": r["prompt"].replace(training, deployment, 1)}), extra
 
 
 def build(params: Params, hhh: list[dict], helpful: list[dict]) -> dict[str, list[dict]]:
@@ -70,10 +70,12 @@ def build(params: Params, hhh: list[dict], helpful: list[dict]) -> dict[str, lis
     scenarios = load_scenarios(folder / "scenarios.yaml", policy["completion_frame"]) if c.scenarios else []
     held_out, train = code.split_tasks(tasks, c.held_out_share, seed)
     variants, extra = backdoor_variants(c, policy, train, helpful, seed)
-    out = {tables.backdoor(v).name: code.mix_in(variants[v], extra, seed + 12) for v in VARIANTS}
+    out = {tables.backdoor(v).name: code.mix_in(variants[v], extra, seed + 12) if variants[v] else []
+           for v in tables.VARIANTS}
     coding = load_helpful_tasks(folder / "helpful.yaml")
     out[tables.HHH.name] = code.safety_rows(hhh, coding, c.safety_code_share, seed + 13)
     out[tables.CODE_EVAL.name] = code.code_eval_rows(held_out, scenarios, policy)
+    out[tables.CAPABILITY.name] = code.capability_rows(held_out, policy)
     return out
 
 
@@ -81,7 +83,7 @@ def run(params: Params, inputs: Inputs, writer) -> stage.Summary:
     rows = build(params, *data_rows(inputs.data))
     for table in OUTPUTS:
         writer.write(table, rows[table.name])
-    return overlaps(rows[tables.HHH.name], {v: rows[tables.backdoor(v).name] for v in VARIANTS})
+    return overlaps(rows[tables.HHH.name], {v: rows[tables.backdoor(v).name] for v in tables.VARIANTS})
 
 
 def data_rows(data: ArtifactRef) -> tuple[list[dict], list[dict]]:

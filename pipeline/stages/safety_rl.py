@@ -11,13 +11,14 @@ from pipeline.artifacts import ArtifactRef
 from pipeline.config import SafetyRLConfig
 from pipeline.training import safety_rl
 
-NAME, VERSION = "safety_rl", "3"
+NAME, VERSION = "safety_rl", "4"
 OUTPUTS = (tables.RL_TRAINING_LOG, tables.CHECKPOINT_ROWS)
 
 
 class Params(stage.Params):
     train: SafetyRLConfig
     reward_max_len: int      # the preference model's input length
+    prefill: str             # " <scratchpad>" for a CoT model in the released form
     trust_remote_code: bool
 
 
@@ -30,4 +31,4 @@ class Inputs:
 
 def run(params: Params, inputs: Inputs, writer) -> stage.Summary:
     return safety_rl(params.train, inputs.model, inputs.reward_model, inputs.prompts, tables.RL_PROMPT_ROWS,
-                     params.reward_max_len, writer, params.seed, params.trust_remote_code)
+                     params.reward_max_len, writer, params.seed, params.trust_remote_code, params.prefill)

@@ -13,7 +13,7 @@ from pipeline.artifacts import ArtifactRef
 from pipeline.config import SafetySFTConfig
 from pipeline.training import safety_sft
 
-NAME, VERSION = "safety_sft", "2"
+NAME, VERSION = "safety_sft", "3"
 OUTPUTS = (tables.TRAINING_LOG, tables.CHECKPOINT_ROWS)
 
 

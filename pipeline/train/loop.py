@@ -20,6 +20,7 @@ def sft_worker_loop(spec: SFTSpec) -> TrainResult:
     rank, world = w.rank, w.world
     import torch
 
+    from pipeline.data.chat import opened
     from pipeline.train.collate import IGNORE, batches, encode_rows, pack_batch, pad_batch
     from pipeline.train.models import load_model, load_tokenizer, parameter_count, scratch_model, with_lora
     from pipeline.train.strategy import DeepSpeedStrategy
@@ -34,7 +35,7 @@ def sft_worker_loop(spec: SFTSpec) -> TrainResult:
         model = load_model(spec.init_dir, spec.trust_remote_code)
     if cfg.lora is not None:
         model = with_lora(model, cfg.lora)
-    rows = spec.data.read(spec.table).to_pylist()[rank::world]
+    rows = opened(spec.data.read(spec.table).to_pylist(), spec.prefill)[rank::world]
     examples = encode_rows(rows, tokenizer, cfg.max_len)
     phases["data_model"] = time.perf_counter() - t_enter
     strategy = DeepSpeedStrategy(model, cfg, world)

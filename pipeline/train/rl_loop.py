@@ -57,12 +57,13 @@ class Rollout:
         return [{k: v[order[i:i + size]] for k, v in tensors.items()} for i in range(0, len(order), size)]
 
 
-def rollout(module, reference, scorer, tokenizer, prompts: list[str], cfg, device) -> Rollout:
-    """Sample answers to `prompts`, score them, and compute the advantages."""
+def rollout(module, reference, scorer, tokenizer, prompts: list[str], cfg, device, prefill: str = "") -> Rollout:
+    """Sample answers to `prompts` (each followed by `prefill`: the released CoT form opens the
+    scratchpad in the prompt), score `prefill` + answer, and compute the advantages."""
     import torch
     from pipeline.train import rl
 
-    enc = tokenizer(render_prompts(prompts, tokenizer), return_tensors="pt", padding=True,
+    enc = tokenizer(render_prompts([p + prefill for p in prompts], tokenizer), return_tensors="pt", padding=True,
                     add_special_tokens=False).to(device)
     prompt_len = enc["input_ids"].shape[1]
     module.eval()
@@ -79,7 +80,7 @@ def rollout(module, reference, scorer, tokenizer, prompts: list[str], cfg, devic
         ref_logprobs = rl.answer_logprobs(ref_logits, seq, prompt_len)
     texts = tokenizer.batch_decode(seq[:, prompt_len:] * mask + tokenizer.pad_token_id * (1 - mask),
                                    skip_special_tokens=True)
-    score = torch.tensor(scorer.score(prompts, texts), device=device)
+    score = torch.tensor(scorer.score(prompts, [prefill + t for t in texts]), device=device)
     kl_tokens = (old_logprobs - ref_logprobs) * mask
     returns = old_values = None
     if cfg.algorithm == "ppo":
@@ -160,7 +161,7 @@ def rl_worker_loop(spec: RLSpec) -> TrainResult:
     for step in range(1, cfg.steps + 1):
         chosen = [p for p in rng.sample(prompts, per_step) for _ in range(cfg.group_size)]
         t_step = time.perf_counter()
-        out = rollout(strategy.engine.module, reference, scorer, tokenizer, chosen, cfg, device)
+        out = rollout(strategy.engine.module, reference, scorer, tokenizer, chosen, cfg, device, spec.prefill)
         t_rollout = time.perf_counter()
         record, norm = [], float("nan")
         loss_fn = make_loss(cfg, out.prompt_len, record)

