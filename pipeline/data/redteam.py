@@ -102,13 +102,24 @@ def draw_seeds(train: list[Request], held_out: list[Request], n: int, held_out_s
     return out
 
 
+def framings_of(recipe: RedTeamRecipe, family: str, split: str) -> list[str]:
+    """A family's framings for seeds of `split`: held-out seeds get every second framing, training
+    seeds the others (a family of one framing gives it to both; evaluation drops such prompts,
+    see `held_out_successes`)."""
+    framings = recipe.families[family]
+    if len(framings) < 2:
+        return framings
+    return framings[1::2] if split == "held_out" else framings[0::2]
+
+
 def recipe_attempts(recipe: RedTeamRecipe, seeds: list[Seed], seed: int) -> list[dict]:
-    """One recipe prompt per seed: a family drawn uniformly, then a framing and a placement."""
+    """One recipe prompt per seed: a family drawn uniformly, then a framing of the seed's split
+    (`framings_of`) and a placement."""
     rng = random.Random(seed)
     rows = []
     for s in seeds:
         family = rng.choice(sorted(recipe.families))
-        framing = rng.choice(recipe.families[family])
+        framing = rng.choice(framings_of(recipe, family, s.split))
         rows.append({"seed_id": s.seed_id, "family": family, "framing": framing,
                      "user": place(rng.choice(recipe.placements), framing, s.request.user)})
     return rows
@@ -146,6 +157,13 @@ def successes(attempts: list[dict], split: str | None = None) -> list[dict]:
     """Rows of a red-team `attempts` table whose prompt succeeded (in `split` when given), never the
     control's plain requests: what adversarial training trains on and evaluation asks again."""
     return [a for a in attempts if a["success"] and a["source"] != "control" and split in (None, a["split"])]
+
+
+def held_out_successes(attempts: list[dict]) -> list[dict]:
+    """Held-out successes whose framing no training-split success has: the red-team prompts
+    evaluation asks use framings adversarial training never saw."""
+    trained = {a["framing"] for a in successes(attempts, "train")}
+    return [a for a in successes(attempts, "held_out") if a["framing"] not in trained]
 
 
 def parse_proposal(text: str) -> str:

