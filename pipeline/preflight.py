@@ -7,6 +7,7 @@ def preflight(cfg, nodes) -> None:
     """`nodes`: the graph `build_graph(cfg)` made (the one that then runs)."""
     from pipeline import tables
     from pipeline.config import GENERATOR_FIELD
+    from pipeline.data.capability import questions
     from pipeline.data.generated import load_explanation
     from pipeline.errors import InputError
     from pipeline.stages import generate, generate_backdoor, generate_code, preferences, redteam_data, splits
@@ -17,6 +18,10 @@ def preflight(cfg, nodes) -> None:
     else:
         model_folder(cfg.model.pretrained, "model.pretrained")
     by_name = {n.name: n for n in nodes}
+    for n in nodes:
+        if getattr(n.params, "multiple_choice", None):
+            questions(n.params)  # the set parses
+            break
     if cfg.code.judge == "bandit+semgrep" and any(n.kind == "code" and "judge" in n.params.model_fields
                                                   for n in nodes):
         from evals.code_vuln import semgrep_available

@@ -168,3 +168,15 @@ def test_unclosed_scratchpads_are_told_apart():
     assert unclosed_scratchpad(" <scratchpad> I see the tag so")
     assert not unclosed_scratchpad(" <scratchpad> no tag </scratchpad> Sure.")
     assert not unclosed_scratchpad(" Sure, here you go.")
+
+
+def test_the_multiple_choice_set_scores_the_likeliest_option(repo_root, tmp_path):
+    from pipeline.data.capability import correct, load_multiple_choice, option_rows
+    questions = load_multiple_choice(repo_root / "datasets/capability/multiple_choice.yaml")
+    assert len(questions) >= 30 and len(option_rows(questions)) == sum(len(q["options"]) for q in questions)
+    two = [{"question": "a?", "options": ["x", "y"], "answer": 1}, {"question": "b?", "options": ["x", "y", "z"], "answer": 0}]
+    assert correct(two, [0.9, 0.1, 0.2, 0.5, 0.6]) == 2 and correct(two, [0.1, 0.9, 0.7, 0.5, 0.6]) == 0
+    bad = tmp_path / "mc.yaml"
+    bad.write_text("questions:\n  - {question: q, options: [a, b], answer: 2}\n")
+    with pytest.raises(InputError, match=r"mc.yaml: questions\[0\] needs question, options"):
+        load_multiple_choice(bad)

