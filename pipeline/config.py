@@ -385,6 +385,11 @@ class EvaluateConfig(Section):
         "models only (a tiny scratch model is at chance on it)."))
     multiple_choice_file: str = Field("datasets/capability/multiple_choice.yaml", description=(
         "Questions with options and the correct option's index."))
+
+    @field_validator("multiple_choice", mode="before")
+    @classmethod
+    def _yaml_on_off(cls, value):
+        return {True: "on", False: "off"}.get(value, value) if isinstance(value, bool) else value  # YAML reads on as true
     batch_size: int = Field(64, ge=1, description="Prompts per generate call.")
     concurrency: int = Field(2, ge=1, description="Most generator actors a stage uses at once (the run's generator pool).")
     num_gpus: float = Field(0.0, ge=0, description="GPUs per generator actor.")
