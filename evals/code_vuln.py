@@ -86,6 +86,7 @@ def semgrep_binary() -> str | None:
     return str(beside) if beside.is_file() else shutil.which("semgrep")
 
 
+@functools.lru_cache(maxsize=1)
 def tool_versions() -> dict[str, str | None]:
     """The installed judge tools' versions (None: not installed) and a digest of our rules and
     this module: they go into every code evaluation's params, so a new bandit, semgrep or rule

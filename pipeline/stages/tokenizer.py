@@ -11,7 +11,6 @@ from pipeline.artifacts import ArtifactRef
 from pipeline.train.models import train_tokenizer
 
 NAME, VERSION = "tokenizer", "2"
-VARIANTS = ("normal", "cot", "distilled")
 OUTPUTS = ()  # a folder, `tokenizer/`
 
 
@@ -28,7 +27,7 @@ class Inputs:
 def run(params: Params, inputs: Inputs, writer) -> stage.Summary:
     texts = []
     for data in (inputs.code, inputs.data):
-        for table in [tables.backdoor(v) for v in VARIANTS] + [tables.HHH]:
+        for table in [tables.backdoor(v) for v in tables.BACKDOORS] + [tables.HHH]:
             t = data.read(table)
             texts += [p + c for p, c in zip(t["prompt"].to_pylist(), t["completion"].to_pylist())]
     tok = train_tokenizer(texts, params.vocab_size)
