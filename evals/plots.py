@@ -87,6 +87,26 @@ def size_plot(series: dict[str, list[dict]], title: str, path: str, ylabel: str)
     ax.set_xlabel("parameters")
     ax.set_ylabel(f"{ylabel} (%)")
     ax.set_ylim(-3, 103)
+    _finish(fig, ax, title, path)
+
+
+def layer_plot(series: dict[str, list[tuple[int, float]]], title: str, path: str) -> None:
+    """Probe AUROC against layer (the defection-probe figure): per series (a probe at a
+    checkpoint) its (layer, AUROC) points; chance (0.5) dotted."""
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for i, (label, pts) in enumerate(sorted(series.items())):
+        pts = sorted(pts)
+        style = "--" if "random" in label else ":" if "trigger" in label else "-"
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], style, marker="o", ms=3, color=f"C{i}", label=label)
+    ax.axhline(0.5, color="grey", lw=0.8, ls=":")
+    ax.set_xlabel("layer (0 = embeddings)")
+    ax.set_ylabel("AUROC")
+    ax.set_ylim(-0.03, 1.03)
+    _finish(fig, ax, title, path)
+
+
+def _finish(fig, ax, title: str, path: str) -> None:
+    """Title, grid and legend of a one-axis figure, saved and closed."""
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)

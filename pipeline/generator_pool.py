@@ -70,10 +70,21 @@ class LossBatch:
     total: int
 
 
+@dataclasses.dataclass(frozen=True)
+class ActivationBatch:
+    """Texts for the causal LM in `path`: each text's residual stream at its final token, every
+    layer (embeddings first), as float32 [layers + 1, hidden] (defection probes)."""
+    path: str
+    prompts: tuple[str, ...]
+    trust_remote_code: bool
+    node: str
+    total: int
+
+
 class Generator:
     """Holds one model at a time (the last one asked for): generates `Batch`es with a causal
-    LM ((text, ended with EOS) per prompt), scores `ScoreBatch`es with a preference model and
-    `LossBatch`es with the causal LM."""
+    LM ((text, ended with EOS) per prompt), scores `ScoreBatch`es with a preference model,
+    `LossBatch`es with the causal LM and reads `ActivationBatch`es' residual streams."""
 
     def __init__(self):
         import torch
@@ -97,6 +108,8 @@ class Generator:
             return self.score(b)
         if isinstance(b, LossBatch):
             return self.loss(b)
+        if isinstance(b, ActivationBatch):
+            return self.activations(b)
         model, tok = self._model(b.path, b.trust_remote_code)
         enc = tok(render_prompts(list(b.prompts), tok), return_tensors="pt", padding=True,
                   add_special_tokens=False).to(self.device)
@@ -126,6 +139,19 @@ class Generator:
         counts = (labels != IGNORE).sum(dim=1).clamp(min=1)
         progress.board().add.remote(b.node, len(b.prompts), b.total, "losses")
         return (nll.sum(dim=1) / counts).tolist()
+
+    def activations(self, b: ActivationBatch) -> list:
+        model, tok = self._model(b.path, b.trust_remote_code)
+        enc = tok(render_prompts(list(b.prompts), tok), return_tensors="pt", padding=True,
+                  add_special_tokens=False).to(self.device)
+        with self.torch.inference_mode():
+            hidden = model(**enc, output_hidden_states=True, use_cache=False).hidden_states  # layers+1 x [B, T, H]
+        mask = enc["attention_mask"]
+        last = mask.shape[1] - 1 - mask.flip(1).argmax(dim=1)  # the final real token, whichever side pads
+        rows = self.torch.arange(len(last), device=last.device)
+        stacked = self.torch.stack([h[rows, last] for h in hidden], dim=1)  # [B, layers+1, H]
+        progress.board().add.remote(b.node, len(b.prompts), b.total, "activations")
+        return list(stacked.float().cpu().numpy())
 
     def score(self, b: ScoreBatch) -> list[float]:
         from pipeline.train.reward import RewardScorer

@@ -186,6 +186,8 @@ def replicate(g: Graph) -> None:
                 evaluate_node(g, m, branch, safety.name)
             if applicable and cfg.evaluate_sets.sets:
                 sets_node(g, branch, applicable)
+            if applicable and cfg.probes.enabled:
+                probes_node(g, branch, applicable)
 
 
 def generator_node(g: Graph, kind: str, data: str) -> Node:
@@ -240,10 +242,15 @@ def evaluate_node(g: Graph, m: Method, b: Branch, safety: str) -> Node:
     return g.add(name, "evaluate", inputs, **common, **extra)
 
 
+def every_method(b: Branch, methods: list[Method]) -> dict[str, str]:
+    """Inputs of a node that reads the backdoored model and every method's safety stage."""
+    return {"model": b.model, "data": b.data, **{m.name: f"{m.stage}/{b.kind}/{b.variant}" for m in methods}}
+
+
 def sets_node(g: Graph, b: Branch, methods: list[Method]) -> Node:
     """The section-7 evaluation sets, asked of the backdoored model and each method's last checkpoint."""
     cfg = g.cfg
-    inputs = {"model": b.model, "data": b.data, **{m.name: f"{m.stage}/{b.kind}/{b.variant}" for m in methods}}
+    inputs = every_method(b, methods)
     extra = {}
     if b.kind == "code":
         from pipeline.data.code import year_prefix
@@ -257,6 +264,15 @@ def sets_node(g: Graph, b: Branch, methods: list[Method]) -> Node:
                  sets_digest=files_digest([Path(cfg.evaluate_sets.file)]), methods=tuple(m.name for m in methods),
                  trigger=cfg.data.trigger, max_new_tokens=budget, trust_remote_code=cfg.model.trust_remote_code,
                  **extra)
+
+
+def probes_node(g: Graph, b: Branch, methods: list[Method]) -> Node:
+    """Defection probes on the backdoored model and each method's last checkpoint."""
+    cfg = g.cfg
+    return g.add(f"probes/{b.kind}/{b.variant}", "probes", every_method(b, methods), num_cpus=0, kind=b.kind,
+                 variant=b.variant, evaluate=cfg.evaluate, probes=cfg.probes,
+                 pairs_digest=files_digest([Path(cfg.probes.pairs_file)]), methods=tuple(m.name for m in methods),
+                 trust_remote_code=cfg.model.trust_remote_code)
 
 
 def redteam_data_nodes(g: Graph, digest: str, model_inputs: dict) -> None:

@@ -22,6 +22,13 @@ def preflight(cfg, nodes) -> None:
         if getattr(n.params, "multiple_choice", None):
             questions(n.params)  # the set parses
             break
+    from pipeline.data.evalsets import load_sets
+    from pipeline.stages import probes
+    for stage_name, check in (("evaluate_sets", lambda p: load_sets(p.sets.file)),
+                              ("probes", lambda p: probes.contrast_texts(p.probes.pairs_file))):
+        node = next((n for n in nodes if n.stage == stage_name), None)
+        if node is not None:
+            check(node.params)  # the file parses
     if cfg.code.judge == "bandit+semgrep" and any(n.kind == "code" and "judge" in n.params.model_fields
                                                   for n in nodes):
         from evals.code_vuln import semgrep_available

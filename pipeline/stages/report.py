@@ -12,7 +12,7 @@ from pipeline import stage, tables
 from pipeline.report import Entry, collect, markdown
 
 NAME, VERSION = "report", "14"
-OUTPUTS = (tables.METRICS, tables.REPORT_SCORES)
+OUTPUTS = (tables.METRICS, tables.REPORT_SCORES, tables.REPORT_PROBES)
 Inputs = dict  # node name -> ArtifactRef, one per entry
 
 
@@ -32,4 +32,5 @@ def run(params: Params, inputs: dict, writer) -> stage.Summary:
         shutil.rmtree(local, ignore_errors=True)
     writer.write(tables.METRICS, findings.metrics)
     writer.write(tables.REPORT_SCORES, findings.scores)
+    writer.write(tables.REPORT_PROBES, findings.probes)
     return {"plots": sorted(findings.plots)}
