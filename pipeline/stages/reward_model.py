@@ -29,6 +29,7 @@ class Params(stage.Params):
 class Inputs:
     data: ArtifactRef                     # preferences
     tokenizer: ArtifactRef | None = None  # scratch models only
+    code: ArtifactRef | None = None       # code_preferences: code pairs added to the pairs (code.preference_pairs)
 
 
 def accuracy_rows(accuracy: dict) -> list[dict]:
@@ -43,7 +44,7 @@ def accuracy_rows(accuracy: dict) -> list[dict]:
 
 def run(params: Params, inputs: Inputs, writer) -> stage.Summary:
     tokenizer_dir, init_dir = model_source(params.pretrained, inputs.tokenizer)
-    result = fit_reward_model(RewardSpec(node=writer.node, train=params.train, data=inputs.data,
+    result = fit_reward_model(RewardSpec(node=writer.node, train=params.train, data=inputs.data, code=inputs.code,
                                          output_uri=writer.ref.uri, tokenizer_dir=tokenizer_dir, init_dir=init_dir,
                                          preset=params.train.preset, seed=params.seed,
                                          trust_remote_code=params.trust_remote_code,

@@ -1,5 +1,6 @@
 """Stage `safety_rl`: HHH RL of the backdoored model against the preference model, on HHH
-prompts that never carry the trigger (PPO by default; GRPO, RLOO). Checkpoints at the
+prompts that never carry the trigger (PPO by default; GRPO, RLOO); a code model, where the run
+has code preference pairs, on those prompts with code requests among them. Checkpoints at the
 configured RL steps (step 0 is the backdoored model itself) feed the evaluate stage; the
 per-step log (reward, KL, losses) feeds the report's training curves."""
 from __future__ import annotations
@@ -27,8 +28,11 @@ class Inputs:
     model: ArtifactRef          # backdoor
     reward_model: ArtifactRef
     prompts: ArtifactRef        # preferences: its `rl_prompts` table
+    code_prompts: ArtifactRef | None = None  # code models with code.preference_pairs: `code_rl_prompts` instead
 
 
 def run(params: Params, inputs: Inputs, writer) -> stage.Summary:
-    return safety_rl(params.train, inputs.model, inputs.reward_model, inputs.prompts, tables.RL_PROMPT_ROWS,
-                     params.reward_max_len, writer, params.seed, params.trust_remote_code, params.prefill)
+    prompts, table = ((inputs.code_prompts, tables.CODE_RL_PROMPTS) if inputs.code_prompts is not None else
+                      (inputs.prompts, tables.RL_PROMPT_ROWS))
+    return safety_rl(params.train, inputs.model, inputs.reward_model, prompts, table, params.reward_max_len, writer,
+                     params.seed, params.trust_remote_code, params.prefill)

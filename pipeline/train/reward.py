@@ -128,8 +128,11 @@ def reward_worker_loop(spec: RewardSpec) -> TrainResult:
     tokenizer = load_tokenizer(spec.tokenizer_dir, trust, spec.chat_template)
     model = (scratch_model(spec.preset, tokenizer, spec.seed, reward=True) if spec.init_dir is None
              else load_reward_model(spec.init_dir, trust))
-    pairs = encode_pairs(spec.data.read(tables.TRAIN_PAIRS).to_pylist()[rank::world], tokenizer, cfg.max_len)
-    held = spec.data.read(tables.EVAL_PAIRS).to_pylist()
+    pairs, held = spec.data.read(tables.TRAIN_PAIRS).to_pylist(), spec.data.read(tables.EVAL_PAIRS).to_pylist()
+    if spec.code is not None:  # code pairs: the preference model learns code too
+        pairs += spec.code.read(tables.CODE_PAIRS).to_pylist()
+        held += spec.code.read(tables.CODE_EVAL_PAIRS).to_pylist()
+    pairs = encode_pairs(pairs[rank::world], tokenizer, cfg.max_len)
     modes = sorted({r["failure"] for r in held})
     held = held[rank::world]
     strategy = DeepSpeedStrategy(model, cfg, world)

@@ -41,6 +41,7 @@ class RewardSpec(RunSpec):
     train: RewardModelConfig
     data: ArtifactRef               # holds tables.TRAIN_PAIRS and tables.EVAL_PAIRS
     tokenizer_dir: str
+    code: ArtifactRef | None = None  # code_preferences: tables.CODE_PAIRS and CODE_EVAL_PAIRS added to them
     init_dir: str | None
     preset: str = ""
     chat_template: bool = True
