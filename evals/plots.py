@@ -99,6 +99,7 @@ def layer_plot(series: dict[str, list[tuple[int, float]]], title: str, path: str
         style = "--" if "random" in label else ":" if "trigger" in label else "-"
         ax.plot([p[0] for p in pts], [p[1] for p in pts], style, marker="o", ms=3, color=f"C{i}", label=label)
     ax.axhline(0.5, color="grey", lw=0.8, ls=":")
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     ax.set_xlabel("layer (0 = embeddings)")
     ax.set_ylabel("AUROC")
     ax.set_ylim(-0.03, 1.03)
