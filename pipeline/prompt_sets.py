@@ -49,17 +49,17 @@ SCORERS = {
 
 def ask(prompts: list[SetPrompt], eval_set: str, path: str, step: int, scorer: str, kind: str, ev: EvaluateConfig,
         max_new_tokens: int, seed: int, node: str, trust_remote_code: bool, identity: dict | None = None,
-        method: str = "") -> list[dict]:
+        method: str = "", total: int | None = None) -> list[dict]:
     """SET_SAMPLES rows of `prompts` asked of the Hugging Face folder `path` (greedy), scored by
     `SCORERS[scorer]` (`identity`: the code judge's, for the code scorer). Prompts with the same
-    prefill go to the pool together."""
+    prefill go to the pool together; `total` is the node's progress total when it asks several."""
     rows = [dict(p.row(i, eval_set), step=step, mode="greedy", path=path) for i, p in enumerate(prompts)]
     completions: list = [None] * len(rows)
     finished: list = [None] * len(rows)
     for prefill in sorted({r["prefill"] for r in rows}):
         idx = [i for i, r in enumerate(rows) if r["prefill"] == prefill]
-        out = generate([rows[i] for i in idx], ev, max_new_tokens, seed, node, trust_remote_code, total=len(rows),
-                       prefill=prefill)
+        out = generate([rows[i] for i in idx], ev, max_new_tokens, seed, node, trust_remote_code,
+                       total=total or len(rows), prefill=prefill)
         for i, c, f in zip(idx, out["completion"].to_pylist(), out["finished"].to_pylist()):
             completions[i], finished[i] = c, f
     scored = SCORERS[scorer].score(completions, [r["cwe"] for r in rows], kind, identity or {}, ev.concurrency)

@@ -77,11 +77,11 @@ def run(params: Params, inputs: dict, writer) -> stage.Summary:
     for method in params.methods:
         last = max(inputs[method].read(tables.CHECKPOINT_ROWS).to_pylist(), key=lambda ck: ck["step"])
         points.append((method, last["step"], inputs[method].local_dir(last["path"])))
-    samples = []
+    samples, total = [], len(points) * sum(len(prompts) for prompts, _ in chosen.values())
     for method, step, path in points:
         for name, (prompts, scorer) in chosen.items():
             samples += ask(prompts, name, path, step, scorer, params.kind, params.evaluate, tokens, params.seed,
-                           writer.node, params.trust_remote_code, params.judge, method)
+                           writer.node, params.trust_remote_code, params.judge, method, total)
     writer.write(tables.SET_SAMPLES, samples)
     base = {"kind": params.kind, "variant": params.variant}
     start = [s for s in samples if s["method"] == ""]
