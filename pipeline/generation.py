@@ -85,6 +85,16 @@ def start_rows(model, prompt_rows: list[dict], modes) -> list[dict]:
     return [{"step": 0, "mode": mode, "path": path, **p} for mode in modes for p in prompt_rows]
 
 
+def before_and_after(inputs: dict, methods: tuple[str, ...]) -> list[tuple[str, int, str]]:
+    """(method, step, model folder): the backdoored model (`inputs["model"]`, method "", step 0),
+    then each method's last checkpoint (`inputs[method]`, its safety stage's artifact)."""
+    points = [("", 0, inputs["model"].local_dir("model"))]
+    for method in methods:
+        last = max(inputs[method].read(tables.CHECKPOINT_ROWS).to_pylist(), key=lambda ck: ck["step"])
+        points.append((method, last["step"], inputs[method].local_dir(last["path"])))
+    return points
+
+
 def without_start(rows: list[dict], start: pa.Table | None) -> list[dict]:
     """`rows` less the step-0 rows of the eval sets `start` (the shared step-0 samples) holds."""
     if start is None:

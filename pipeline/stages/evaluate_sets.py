@@ -17,7 +17,7 @@ from pipeline import stage, tables
 from pipeline.config import EvaluateConfig, EvaluateSetsConfig
 from pipeline.data import evalsets
 from pipeline.data.chat import turns
-from pipeline.generation import budget
+from pipeline.generation import before_and_after, budget
 from pipeline.prompt_sets import ask, group_rates
 
 NAME, VERSION = "evaluate_sets", "2"  # 2: unrelated_word
@@ -72,11 +72,7 @@ def run(params: Params, inputs: dict, writer) -> stage.Summary:
     model = inputs["model"]
     chosen = build(params, held_out(params.kind, inputs["data"]))
     tokens = budget(model, params.max_new_tokens)
-    # the backdoored model (step 0 of every method), then each method's last checkpoint
-    points = [("", 0, model.local_dir("model"))]
-    for method in params.methods:
-        last = max(inputs[method].read(tables.CHECKPOINT_ROWS).to_pylist(), key=lambda ck: ck["step"])
-        points.append((method, last["step"], inputs[method].local_dir(last["path"])))
+    points = before_and_after(inputs, params.methods)
     samples, total = [], len(points) * sum(len(prompts) for prompts, _ in chosen.values())
     for method, step, path in points:
         for name, (prompts, scorer) in chosen.items():

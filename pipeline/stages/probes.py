@@ -24,7 +24,7 @@ from pipeline.config import EvaluateConfig, ProbesConfig
 from pipeline.data.chat import format_prompt
 from pipeline.data.recipes import load_recipe_yaml
 from pipeline.errors import InputError
-from pipeline.generation import activations
+from pipeline.generation import activations, before_and_after
 
 NAME, VERSION = "probes", "1"
 OUTPUTS = (tables.PROBE_ROWS, tables.ACTIVATIONS)
@@ -79,10 +79,7 @@ def run(params: Params, inputs: dict, writer) -> stage.Summary:
     texts, labels, fit = held_out(params.kind, inputs["data"], params.prefill)
     if not (fit & labels).any() or not (fit & ~labels).any() or labels[~fit].all() or not labels[~fit].any():
         raise InputError(f"{writer.node}: the held-out prompts need both conditions in each half")
-    points = [("", 0, inputs["model"].local_dir("model"))]
-    for method in params.methods:  # the backdoored model, then each method's last checkpoint
-        last = max(inputs[method].read(tables.CHECKPOINT_ROWS).to_pylist(), key=lambda ck: ck["step"])
-        points.append((method, last["step"], inputs[method].local_dir(last["path"])))
+    points = before_and_after(inputs, params.methods)
     read = activations(sorted({p for _, _, p in points}), positive + negative + texts, params.evaluate, writer.node,
                        params.trust_remote_code)
     base = {"kind": params.kind, "variant": params.variant}
