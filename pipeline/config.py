@@ -246,13 +246,17 @@ class TrainConfig(Section):
     bf16: bool = Field(False, description="bf16 training (GPU).")
     offload: bool = Field(False, description="ZeRO optimizer offload to CPU (stages 2-3).")
     lora: Optional[LoraConfig] = Field(None, description=(
-        "Train LoRA adapters instead of every weight (supervised stages: backdoor, safety_sft); exports merge them."))
-
-    @model_validator(mode="after")
-    def _lora_without_zero3(self):
-        if self.lora is not None and self.zero_stage == 3:
-            raise ValueError("lora: with ZeRO-3 is not supported (adapters are small: use zero_stage 0-2)")
-        return self
+        "Train LoRA adapters instead of every weight (supervised stages: backdoor, safety_sft); exports merge them "
+        "(under ZeRO-3 layer by layer, as the shards are gathered)."))
+    gradient_checkpointing: bool = Field(False, description=(
+        "Recompute each layer's activations in the backward pass: activation memory of one layer instead of all, "
+        "for about a third more compute."))
+    attn_implementation: Optional[Literal["eager", "sdpa", "flash_attention_2", "flash_attention_3"]] = Field(
+        None, description=("Attention kernel while training (None: transformers' default, sdpa). flash_attention_2 "
+                           "(GPU, needs flash-attn) runs packed rows as variable-length sequences."))
+    fused_cross_entropy: bool = Field(False, description=(
+        "Liger's fused linear cross-entropy (GPU, needs liger-kernel: the '.[gpu]' extra): the loss is computed "
+        "chunk by chunk from the last hidden states, never materialising a micro-batch's logits."))
 
 
 def no_lora(section):

@@ -100,7 +100,9 @@ class Generator:
 
     def _model(self, path: str, trust: bool):
         from pipeline.train.models import load_model, load_tokenizer
-        return self._load((path, trust, "generate"), lambda: (load_model(path, trust).to(self.device).eval(),
+        # bf16 on a GPU, float32 on CPU (where bf16 matmuls are slow), whatever the folder was saved in
+        dtype = self.torch.bfloat16 if self.device == "cuda" else self.torch.float32
+        return self._load((path, trust, "generate"), lambda: (load_model(path, trust, dtype).to(self.device).eval(),
                                                               load_tokenizer(path, trust)))
 
     def run(self, b: Batch | ScoreBatch | LossBatch) -> list:

@@ -22,24 +22,27 @@ def sft_worker_loop(spec: SFTSpec) -> TrainResult:
 
     from pipeline.data.chat import opened
     from pipeline.train.collate import IGNORE, batches, encode_rows, pack_batch, pad_batch
-    from pipeline.train.models import load_model, load_tokenizer, parameter_count, scratch_model, with_lora
-    from pipeline.train.strategy import DeepSpeedStrategy
+    from pipeline.train import models
+    from pipeline.train.strategy import DeepSpeedStrategy, load_dtype, memory_report, partitioned_init
 
     t_enter = time.perf_counter()
     phases = {}
     torch.manual_seed(spec.seed)
-    tokenizer = load_tokenizer(spec.tokenizer_dir, spec.trust_remote_code, spec.chat_template)
-    if spec.init_dir is None:
-        model = scratch_model(spec.preset, tokenizer, spec.seed)
-    else:
-        model = load_model(spec.init_dir, spec.trust_remote_code)
-    if cfg.lora is not None:
-        model = with_lora(model, cfg.lora)
+    tokenizer = models.load_tokenizer(spec.tokenizer_dir, spec.trust_remote_code, spec.chat_template)
+    with partitioned_init(cfg, world):  # ZeRO-3: each rank keeps its shard of each weight as it is read
+        if spec.init_dir is None:
+            model = models.scratch_model(spec.preset, tokenizer, spec.seed)
+        else:
+            model = models.load_model(spec.init_dir, spec.trust_remote_code, dtype=load_dtype(cfg))
+        model = models.prepare_for_training(model, cfg)
+        if cfg.lora is not None:
+            model = models.with_lora(model, cfg.lora)
     rows = opened(spec.data.read(spec.table).to_pylist(), spec.prefill)[rank::world]
     examples = encode_rows(rows, tokenizer, cfg.max_len)
     phases["data_model"] = time.perf_counter() - t_enter
     strategy = DeepSpeedStrategy(model, cfg, world)
     phases["deepspeed_init"] = time.perf_counter() - t_enter - phases["data_model"]
+    memory = memory_report(model, world)
     stream = batches(examples, cfg.micro_batch, spec.seed + rank,
                      length=(lambda e: len(e[0])) if cfg.group_by_length else None)
     # grouped batches differ in loss tokens: weight each by its share (see train_step)
@@ -68,9 +71,9 @@ def sft_worker_loop(spec: SFTSpec) -> TrainResult:
         saver.save("model")
     phases["save"] = saver.seconds
     phases["train"] = time.perf_counter() - start - saver.seconds
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)  # adapters only, with LoRA
-    return TrainResult(log=log, parameters=parameter_count(model), world_size=world, nodes=worker.nodes_spanned(),
-                       trainable_parameters=trainable, phases={k: round(v, 2) for k, v in phases.items()})
+    return TrainResult(log=log, parameters=models.parameter_count(model), world_size=world, nodes=worker.nodes_spanned(),
+                       trainable_parameters=models.trainable_count(model),  # adapters only, with LoRA
+                       phases={k: round(v, 2) for k, v in phases.items()}, memory=memory)
 
 
 def fit_sft(spec: SFTSpec) -> TrainResult:

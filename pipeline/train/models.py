@@ -71,15 +71,21 @@ def scratch_model(preset_name: str, tokenizer, seed: int, reward: bool = False):
     return LlamaForSequenceClassification(config) if reward else LlamaForCausalLM(config)
 
 
-def load_model(path: str, trust_remote_code: bool = False):
+def load_model(path: str, trust_remote_code: bool = False, dtype=None, attn_implementation: str | None = None):
+    """A causal LM folder or hub id, in `dtype` (default float32, whatever the folder was saved in)."""
+    import torch
     from transformers import AutoModelForCausalLM
-    return AutoModelForCausalLM.from_pretrained(path, trust_remote_code=trust_remote_code)
+    return AutoModelForCausalLM.from_pretrained(path, trust_remote_code=trust_remote_code, dtype=dtype or torch.float32,
+                                                attn_implementation=attn_implementation)
 
 
-def load_reward_model(path: str, trust_remote_code: bool = False):
+def load_reward_model(path: str, trust_remote_code: bool = False, dtype=None, attn_implementation: str | None = None):
     """A preference model folder, or a pretrained causal LM to start one from (new score head)."""
+    import torch
     from transformers import AutoModelForSequenceClassification
-    model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1, trust_remote_code=trust_remote_code)
+    model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1, trust_remote_code=trust_remote_code,
+                                                               dtype=dtype or torch.float32,
+                                                               attn_implementation=attn_implementation)
     if model.config.pad_token_id is None:  # it finds each row's last token through the pad id
         model.config.pad_token_id = model.config.eos_token_id
     return model
@@ -99,9 +105,35 @@ def load_tokenizer(path: str, trust_remote_code: bool = False, chat_template: bo
     return tok
 
 
+def numel(p) -> int:
+    """A parameter's size, also when ZeRO-3 has partitioned it (then `p.numel()` is 0)."""
+    return getattr(p, "ds_numel", p.numel())
+
+
 def parameter_count(model) -> int:
     """The model's own parameters (LoRA adapters, merged away on export, are not counted)."""
-    return sum(p.numel() for name, p in model.named_parameters() if "lora_" not in name)
+    return sum(numel(p) for name, p in model.named_parameters() if "lora_" not in name)
+
+
+def trainable_count(model) -> int:
+    return sum(numel(p) for p in model.parameters() if p.requires_grad)
+
+
+def prepare_for_training(model, cfg):
+    """What the training config asks of the model itself: the attention kernel, activation
+    recomputation, and Liger's fused linear cross-entropy (GPU: the logits of a micro-batch are
+    never materialised, ~4 GB in fp32 at a 128k vocabulary)."""
+    if cfg.attn_implementation is not None:
+        model.set_attn_implementation(cfg.attn_implementation)
+    if cfg.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if cfg.fused_cross_entropy:
+        try:
+            from liger_kernel.transformers import _apply_liger_kernel_to_instance
+        except ImportError as err:
+            raise InputError("fused_cross_entropy: needs liger-kernel (pip install '.[gpu]')") from err
+        _apply_liger_kernel_to_instance(model=model, fused_linear_cross_entropy=True, cross_entropy=False)
+    return model
 
 
 def with_lora(model, lora):

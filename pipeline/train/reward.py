@@ -119,15 +119,17 @@ def reward_worker_loop(spec: RewardSpec) -> TrainResult:
     import torch
 
     from pipeline.train.collate import batches
-    from pipeline.train.models import load_reward_model, load_tokenizer, parameter_count, scratch_model
-    from pipeline.train.strategy import DeepSpeedStrategy
+    from pipeline.train.models import (load_reward_model, load_tokenizer, parameter_count, prepare_for_training,
+                                       scratch_model)
+    from pipeline.train.strategy import DeepSpeedStrategy, load_dtype, memory_report, partitioned_init
 
     t_enter = time.perf_counter()
     torch.manual_seed(spec.seed)
     trust = spec.trust_remote_code
     tokenizer = load_tokenizer(spec.tokenizer_dir, trust, spec.chat_template)
-    model = (scratch_model(spec.preset, tokenizer, spec.seed, reward=True) if spec.init_dir is None
-             else load_reward_model(spec.init_dir, trust))
+    with partitioned_init(cfg, world):
+        model = prepare_for_training(scratch_model(spec.preset, tokenizer, spec.seed, reward=True) if spec.init_dir is None
+                                     else load_reward_model(spec.init_dir, trust, dtype=load_dtype(cfg)), cfg)
     pairs, held = spec.data.read(tables.TRAIN_PAIRS).to_pylist(), spec.data.read(tables.EVAL_PAIRS).to_pylist()
     if spec.code is not None:  # code pairs: the preference model learns code too
         pairs += spec.code.read(tables.CODE_PAIRS).to_pylist()
@@ -136,6 +138,7 @@ def reward_worker_loop(spec: RewardSpec) -> TrainResult:
     modes = sorted({r["failure"] for r in held})
     held = held[rank::world]
     strategy = DeepSpeedStrategy(model, cfg, world)
+    memory = memory_report(model, world)
     stream = batches(pairs, cfg.micro_batch, spec.seed + rank)
     log, start = [], time.perf_counter()
     setup = start - t_enter
@@ -159,7 +162,7 @@ def reward_worker_loop(spec: RewardSpec) -> TrainResult:
     return TrainResult(log=log, accuracy=accuracy, parameters=parameter_count(model), world_size=world,
                        nodes=worker.nodes_spanned(),
                        phases={"setup": round(setup, 2), "train": round(train_seconds, 2),
-                               "save": round(saver.seconds, 2)})
+                               "save": round(saver.seconds, 2)}, memory=memory)
 
 
 def fit_reward_model(spec: RewardSpec) -> TrainResult:

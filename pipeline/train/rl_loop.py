@@ -128,14 +128,15 @@ def rl_worker_loop(spec: RLSpec) -> TrainResult:
     from pipeline.train.models import load_model, load_reward_model, load_tokenizer, parameter_count
     from pipeline.train.reward import RewardScorer
     from pipeline.train.rl import ActorCritic
-    from pipeline.train.strategy import DeepSpeedStrategy
+    from pipeline.train.strategy import DeepSpeedStrategy, load_dtype
 
     t_enter = time.perf_counter()
     torch.manual_seed(spec.seed * 1000 + rank)  # rollouts differ across workers
     trust = spec.trust_remote_code
     tokenizer = load_tokenizer(spec.init_dir, trust)
-    critic = load_reward_model(spec.reward_dir, trust) if cfg.algorithm == "ppo" else None
-    module = ActorCritic(load_model(spec.init_dir, trust), critic)
+    dtype = load_dtype(cfg)
+    critic = load_reward_model(spec.reward_dir, trust, dtype=dtype) if cfg.algorithm == "ppo" else None
+    module = ActorCritic(load_model(spec.init_dir, trust, dtype=dtype), critic)
     prompts = spec.prompts.read(spec.table).column("prompt").to_pylist()
     per_step = min(cfg.prompts_per_step, len(prompts))  # a small prompt set is used whole each step
     sequences = per_step * cfg.group_size
@@ -145,7 +146,7 @@ def rl_worker_loop(spec: RLSpec) -> TrainResult:
                                         "warmup_steps": cfg.warmup_steps * cfg.epochs})
     strategy = DeepSpeedStrategy(module, engine_cfg, world)
     device = strategy.device
-    reference = load_model(spec.init_dir, trust).to(device).eval().requires_grad_(False)
+    reference = load_model(spec.init_dir, trust, dtype=dtype).to(device).eval().requires_grad_(False)
     scorer = RewardScorer(spec.reward_dir, device=str(device), max_len=spec.reward_max_len,
                           trust_remote_code=trust)
     rng = random.Random(spec.seed * 1000 + rank)

