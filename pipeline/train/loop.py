@@ -14,9 +14,9 @@ from pipeline.train.specs import SFTSpec, TrainResult
 LOG_COLUMNS = ("step", "loss", "lr", "grad_norm", "tokens", "token_share", "seconds")
 
 
-def sft_worker_loop(spec: SFTSpec) -> TrainResult:
+def sft_worker_loop(spec: SFTSpec, job: worker.Job | None = None) -> TrainResult:
     cfg = spec.train
-    w = worker.begin(spec)
+    w = worker.begin(spec, job)
     rank, world = w.rank, w.world
     import torch
 
@@ -50,12 +50,14 @@ def sft_worker_loop(spec: SFTSpec) -> TrainResult:
                         / len(examples)) if cfg.group_by_length else None
     checkpoints = set(spec.checkpoints)
     saver = worker.Checkpointer(strategy, tokenizer, rank, spec.output_uri)
-    if 0 in checkpoints:
+    done, log = w.restore(strategy)  # after a lost worker: the steps done, their weights and optimizer state
+    for _ in range(done * cfg.grad_accum):
+        next(stream)  # the same batches from here on as without the interruption
+    if 0 in checkpoints and done == 0:
         saver.save("checkpoints/step_0")
-    log = []
     start = time.perf_counter()
     phases["setup"] = start - t_enter - saver.seconds
-    for step in range(1, cfg.steps + 1):
+    for step in range(done + 1, cfg.steps + 1):
         if cfg.packing:
             packed = [pack_batch(next(stream), tokenizer.pad_token_id, cfg.max_len) for _ in range(cfg.grad_accum)]
             micro = [p.model_inputs() for p in packed]
@@ -65,15 +67,20 @@ def sft_worker_loop(spec: SFTSpec) -> TrainResult:
         log.append(worker.logged_step(strategy, micro, world, step, start, tokens_per_batch=tokens_per_batch,
                                       **counts))
         w.progress(step, cfg.steps, f"loss {log[-1]['loss']:.3f}", every=5)
+        w.track(log[-1])
         if step in checkpoints:
             saver.save(f"checkpoints/step_{step}")
+        if cfg.resume_every and step % cfg.resume_every == 0 and step < cfg.steps:
+            w.save_resume(strategy, step, log)
     if spec.final:
         saver.save("model")
+    w.finish()
     phases["save"] = saver.seconds
     phases["train"] = time.perf_counter() - start - saver.seconds
     return TrainResult(log=log, parameters=models.parameter_count(model), world_size=world, nodes=worker.nodes_spanned(),
                        trainable_parameters=models.trainable_count(model),  # adapters only, with LoRA
-                       phases={k: round(v, 2) for k, v in phases.items()}, memory=memory)
+                       phases={k: round(v, 2) for k, v in phases.items()}, memory=memory,
+                       resumed_from=done or None)
 
 
 def fit_sft(spec: SFTSpec) -> TrainResult:

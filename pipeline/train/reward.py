@@ -112,9 +112,10 @@ def held_out_counts(model, pairs, failures: list[str], modes: list[str], pad_id:
     return [x for m in modes for x in counts[m]]
 
 
-def reward_worker_loop(spec: RewardSpec) -> TrainResult:
+def reward_worker_loop(spec: RewardSpec, job: worker.Job | None = None) -> TrainResult:
+    """After a lost worker this loop starts over from step 0 (no resume state)."""
     cfg = spec.train
-    w = worker.begin(spec)
+    w = worker.begin(spec, job)
     rank, world = w.rank, w.world
     import torch
 
@@ -151,6 +152,8 @@ def reward_worker_loop(spec: RewardSpec) -> TrainResult:
             micro, counts = [pair_batch(next(stream), tokenizer.pad_token_id) for _ in range(cfg.grad_accum)], {}
         log.append(worker.logged_step(strategy, micro, world, step, start, loss_fn=bradley_terry, **counts))
         w.progress(step, cfg.steps, f"loss {log[-1]['loss']:.3f}", every=5)
+        w.track(log[-1])
+    w.finish()
     train_seconds = time.perf_counter() - start
     local = held_out_counts(strategy.engine, encode_pairs(held, tokenizer, cfg.max_len), [r["failure"] for r in held],
                             modes, tokenizer.pad_token_id, strategy.device)

@@ -68,8 +68,9 @@ def rollout(module, reference, scorer, tokenizer, prompts: list[str], cfg, devic
     prompt_len = enc["input_ids"].shape[1]
     module.eval()
     with torch.no_grad():
+        # ZeRO-3: every rank gathers each layer for every token, so all ranks step until the last finishes
         seq = module.lm.generate(**enc, max_new_tokens=cfg.max_new_tokens, do_sample=True,
-                                 temperature=cfg.temperature, top_k=0, top_p=1.0,
+                                 temperature=cfg.temperature, top_k=0, top_p=1.0, synced_gpus=cfg.zero_stage == 3,
                                  pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
         mask = rl.answer_mask(seq[:, prompt_len:], tokenizer.eos_token_id)
         attention = torch.cat([enc["attention_mask"], mask], dim=1)
@@ -119,9 +120,10 @@ def make_loss(cfg, prompt_len: int, record: list):
     return loss_fn
 
 
-def rl_worker_loop(spec: RLSpec) -> TrainResult:
+def rl_worker_loop(spec: RLSpec, job: worker.Job | None = None) -> TrainResult:
+    """After a lost worker this loop starts over from step 0 (no resume state)."""
     cfg = spec.train
-    w = worker.begin(spec)
+    w = worker.begin(spec, job)
     rank, world = w.rank, w.world
     import torch
 
@@ -180,8 +182,10 @@ def rl_worker_loop(spec: RLSpec) -> TrainResult:
                     "clipfrac": clipfrac, "answer_tokens": answer_tokens, "lr": strategy.lr, "grad_norm": norm,
                     "rollout_seconds": rollout_s, "update_seconds": update_s, "seconds": time.perf_counter() - start})
         w.progress(step, cfg.steps, f"reward {reward:.2f} kl {kl:.2f}")
+        w.track(log[-1])
         if step in checkpoints:
             saver.save(f"checkpoints/step_{step}")
+    w.finish()
     return TrainResult(log=log, parameters=parameter_count(module.lm), world_size=world, nodes=worker.nodes_spanned(),
                        phases={"setup": round(setup, 2), "train": round(time.perf_counter() - start - saver.seconds, 2),
                                "save": round(saver.seconds, 2)})

