@@ -2,8 +2,12 @@
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
-# CPU build of torch (on disk on our machines); GPU users install their own torch first.
+# CPU build of torch (on disk on our machines). GPU: make venv TORCH_INDEX=https://download.pytorch.org/whl/cu128
+# EXTRAS=judge,gpu CONSTRAINTS=constraints/gpu.txt (or install your own torch first: it is kept).
 TORCH  ?= torch==2.13.0
+TORCH_INDEX ?=
+EXTRAS ?= judge
+CONSTRAINTS ?= constraints/cpu.txt
 CONFIG ?= configs/smoke.yaml
 TEST_WORKERS ?= 2
 
@@ -12,15 +16,15 @@ TEST_WORKERS ?= 2
 venv: $(VENV)/.installed
 
 # what `make run` needs (the package and the code judge's semgrep); the tests' extras on top
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml $(CONSTRAINTS)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install -q "$(TORCH)"
-	$(BIN)/python -m pip install -q -e ".[judge]"
+	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install -q "$(TORCH)" $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
+	$(BIN)/python -m pip install -q -c $(CONSTRAINTS) -e ".[$(EXTRAS)]"
 	touch $@
 
 $(VENV)/.test-installed: $(VENV)/.installed
-	$(BIN)/python -m pip install -q -e ".[test]"
+	$(BIN)/python -m pip install -q -c $(CONSTRAINTS) -e ".[test]"
 	touch $@
 
 run: venv

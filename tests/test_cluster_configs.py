@@ -166,4 +166,8 @@ def test_image_pins_the_ray_and_torch_we_test(repo_root):
     import ray
     dockerfile = (repo_root / "cluster/Dockerfile").read_text()
     assert f"FROM rayproject/ray:{ray.__version__}-" in dockerfile
-    assert '"torch==2.13.0"' in dockerfile and "-e ." in dockerfile
+    assert '"torch==2.13.0"' in dockerfile and '-e ".[${EXTRAS}]"' in dockerfile
+    assert '-c "${CONSTRAINTS}"' in dockerfile and "ARG CONSTRAINTS=constraints/cpu.txt" in dockerfile
+    pins = dict(line.split("==") for line in (repo_root / "constraints/cpu.txt").read_text().splitlines()
+                if "==" in line and not line.startswith("#"))
+    assert pins["ray"] == ray.__version__  # the pins are the versions the tests run with
