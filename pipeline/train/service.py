@@ -223,6 +223,15 @@ def serve(gid: str, shape: Shape) -> None:
             fs.delete_dir(info.path)
 
 
+def peer_lost(err: BaseException) -> bool:
+    """Whether `err` is what a surviving rank sees when another rank's process died in a collective
+    (NCCL's DistBackendError; gloo's "Connection reset/closed by peer")."""
+    import torch.distributed as dist
+    text = str(err)
+    return isinstance(err, getattr(dist, "DistBackendError", ())) or (
+        "gloo" in text and ("by peer" in text or "Connection" in text))
+
+
 def portable(err: BaseException) -> BaseException:
     """`err` if it survives pickling (ours do), else a RuntimeError with its type and message: some
     libraries' exceptions cannot be rebuilt from their pickle, and the stage must still get the cause."""
@@ -263,7 +272,8 @@ def serve_loop(config: dict) -> None:
         try:
             result = loop_fn(spec, Job(job_id, checkpoint))
         except Exception as err:
-            ray.get(d.failed.remote(config["gid"], job_id, portable(err)))
+            if not peer_lost(err):  # a lost peer is the group's failure: the restarted group resumes the job
+                ray.get(d.failed.remote(config["gid"], job_id, portable(err)))
             raise  # the fit restarts this group's workers (a rank may be stuck in a collective)
         if rank == 0:
             ray.get(d.done.remote(config["gid"], job_id, result))

