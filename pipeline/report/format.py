@@ -33,3 +33,8 @@ def cell(r: dict | None, with_n: bool = False) -> str:
 
 def score_cell(r: dict | None) -> str:
     return f"{r['mean']:.2f} [{r['ci_low']:.2f}, {r['ci_high']:.2f}]" if r else "-"
+
+
+def seed_tag(rows: list[dict], seed: int) -> str:
+    """" seed N" for a heading where `rows` come from several seeds, else ""."""
+    return f" seed {seed}" if len({r.get("seed", 0) for r in rows}) > 1 else ""
