@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 
@@ -13,7 +14,7 @@ def cmd_run(args) -> int:
     from pipeline.config import check_run_name, load_config
     from pipeline.display import ProgressDisplay
     from pipeline.graph import build_graph, run_graph
-    from pipeline.preflight import preflight
+    from pipeline.preflight import preflight, resources
     from pipeline.runtime import check_storage_reaches_every_node, open_store, start_ray
     from pipeline.train import tracking
 
@@ -27,6 +28,8 @@ def cmd_run(args) -> int:
     ray = start_ray(args.num_cpus, args.verbose, cfg.storage, tracking.environment(cfg, run_name, cfg.storage.root))
     try:
         check_storage_reaches_every_node(cfg.storage, ray)
+        if not os.environ.get("RAY_ADDRESS"):  # a cluster we started: its resources are all there will be
+            resources(cfg, nodes, ray.cluster_resources())
         from pipeline import progress
         board = progress.start_board()
         record = run_graph(cfg, nodes, store, run_name, ProgressDisplay(), board)

