@@ -233,11 +233,12 @@ def peer_lost(err: BaseException) -> bool:
 
 
 def portable(err: BaseException) -> BaseException:
-    """`err` if it survives pickling (ours do), else a RuntimeError with its type and message: some
-    libraries' exceptions cannot be rebuilt from their pickle, and the stage must still get the cause."""
-    import pickle
+    """`err` if it can be rebuilt from its reduction (ours can; pickling to the dispatcher rebuilds it
+    the same way as a copy does), else a RuntimeError with its type and message: some libraries'
+    exceptions cannot, and the stage must still get the cause."""
+    import copy
     try:
-        pickle.loads(pickle.dumps(err))
+        copy.deepcopy(err)
         return err
     except Exception:  # noqa: BLE001 - any failure to round-trip
         return RuntimeError(f"{type(err).__name__}: {err}")
