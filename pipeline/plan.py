@@ -134,6 +134,7 @@ def rl_extra_memory(node, cfg, train, shapes: dict, workers: int, seq: int) -> t
     policy = shapes[trained_model(node, cfg)]
     extra = policy.parameters * weight + rm.parameters * weight
     if train.algorithm == "ppo":
+        # the critic trains like the policy but ends in a value head: no vocabulary logits
         extra += memory_per_worker(rm, train, workers, seq, rm.parameters) - rm.vocab * train.micro_batch * seq * 8
     return extra, f"+ reference and preference model{' and critic' if train.algorithm == 'ppo' else ''} {extra / GiB:.1f} GiB"
 
