@@ -110,9 +110,29 @@ def _load_run(args) -> tuple[object, dict]:
     return store, record
 
 
+def run_state(record: dict) -> str:
+    """The record's state, or "interrupted" for a run still marked running whose driver process
+    on this host is gone (killed, or its machine restarted)."""
+    import socket
+
+    import psutil
+    driver = record.get("driver")
+    if record["state"] != "running" or not driver:
+        return record["state"]
+    if driver["host"] != socket.gethostname():
+        return f"running (driver pid {driver['pid']} on {driver['host']})"
+    try:  # a pid reused by a process that started after the run is not its driver
+        alive = psutil.Process(driver["pid"]).create_time() <= record["started"] + 1
+    except psutil.NoSuchProcess:
+        alive = False
+    if not alive:
+        return f"interrupted (its driver, pid {driver['pid']}, is gone; run the same command again to resume)"
+    return "running"
+
+
 def cmd_status(args) -> int:
     _, record = _load_run(args)
-    print(f"run {record['name']}: {record['state']}")
+    print(f"run {record['name']}: {run_state(record)}")
     # a training stage's seconds hold the wait for a worker group ("queued") and its own work
     print(f"{'stage':<30} {'state':<8} {'key':<16} {'queued':>7} {'running':>8}  rows")
     for name, n in record["nodes"].items():

