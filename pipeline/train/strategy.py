@@ -95,10 +95,11 @@ def load_dtype(cfg):
 
 def parameter_bytes(module) -> tuple[int, int]:
     """(the model's parameter bytes, the bytes this rank holds): equal unless ZeRO-3 partitioned them."""
+    from pipeline.train.models import numel
     full = held = 0
     for p in module.parameters():
         size = p.element_size()
-        full += getattr(p, "ds_numel", p.numel()) * size
+        full += numel(p) * size
         held += (p.ds_tensor.numel() if hasattr(p, "ds_tensor") else p.numel()) * size
     return full, held
 

@@ -86,7 +86,10 @@ class Worker:
             return 0, []
         with self.job.checkpoint.as_directory() as d:
             path = os.path.join(d, RESUME_STATE)
-            state = json.load(open(path)) if os.path.exists(path) else {"job": None}
+            if not os.path.exists(path):
+                return 0, []
+            with open(path) as f:
+                state = json.load(f)
             if state["job"] != self.job.id:
                 return 0, []
             strategy.engine.load_checkpoint(d, tag=RESUME_TAG)
