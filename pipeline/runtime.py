@@ -71,6 +71,8 @@ def start_ray(num_cpus: int | None = None, verbose: bool = False, storage=None, 
         # ray.init() would join that one, and refuse our num_cpus)
         ray.init(address="local", num_cpus=num_cpus or os.cpu_count(), runtime_env=runtime_env,
                  log_to_driver=verbose, include_dashboard=False)
+        from pipeline import reaper
+        reaper.spawn(os.getpid())  # a driver killed outright leaves no Ray process behind
     ray.data.DataContext.get_current().enable_progress_bars = verbose
     from pipeline import generator_pool
     from pipeline.train import service

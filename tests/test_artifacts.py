@@ -53,7 +53,7 @@ def test_gc_removes_only_uncommitted_folders(tmp_path):
     w.write_table("t", pa.Table.from_pylist([{"x": 1, "s": "a"}], schema=SCHEMA), SCHEMA)
     store.write_run("r", {"name": "r"})
     removed, kept = store.gc()  # written a moment ago: it may be a live run's stage
-    assert removed == [] and [p.split("/")[-1] for p in kept] == ["crashed"]
+    assert removed == [] and [p.split("/")[-1] for p in kept] == ["crashed (written to 0 s ago)"]
     assert [p.split("/")[-1] for p in store.gc(dry_run=True, older_than=0)[0]] == ["crashed"]
     assert (tmp_path / "stage" / "crashed").exists()  # a dry run removes nothing
     removed, _ = store.gc(older_than=0)
