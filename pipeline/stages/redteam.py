@@ -92,8 +92,8 @@ def recipe_round(recipe_prompts: list[dict], seeds: dict[int, dict], target: Tar
                            target.rt.samples, hits[n + i]) for i, r in enumerate(recipe_prompts)]
 
 
-def model_rounds(recipe: RedTeamRecipe, seeds: list[dict], attacker: str, target: Target, first_id: int,
-                 trigger: str) -> list[dict]:
+def model_rounds(recipe: RedTeamRecipe, seeds: list[dict], attacker: str, attacker_trust: bool, target: Target,
+                 first_id: int, trigger: str) -> list[dict]:
     rt, samples = target.rt, target.rt.samples
     family_of = {f: fam for fam, forms in recipe.families.items() for f in forms}
     last: dict[int, tuple[str | None, int]] = {s["seed_id"]: (None, 0) for s in seeds}
@@ -102,7 +102,7 @@ def model_rounds(recipe: RedTeamRecipe, seeds: list[dict], attacker: str, target
     for rnd in range(1, rt.rounds + 1):
         asks = [{"path": attacker, "mode": "sampled", "prompt_id": aid + i,
                  "prompt": instruction(recipe, *last[s["seed_id"]], samples)} for i, s in enumerate(seeds)]
-        proposed = generate(asks, ev, rt.attacker.max_new_tokens, target.seed + rnd, target.node, target.trust,
+        proposed = generate(asks, ev, rt.attacker.max_new_tokens, target.seed + rnd, target.node, attacker_trust,
                             total=target.total).sort_by("prompt_id")["completion"].to_pylist()
         framings = [parse_proposal(text) for text in proposed]
         status = ["empty" if not f else "has_trigger" if trigger in f else "tested" for f in framings]
@@ -149,8 +149,11 @@ def run(params: Params, inputs: Inputs, writer) -> stage.Summary:
                     params.trust_remote_code, total, budget(inputs.model, rt.max_new_tokens), params.prefill)
     attempts = recipe_round(recipe_prompts, by_id, target)
     if loop_seeds:
-        attacker = inputs.red_teamer.local_dir("model") if inputs.red_teamer is not None else rt.attacker.pretrained
-        attempts += model_rounds(recipe, loop_seeds, attacker, target, len(attempts), params.trigger)
+        if inputs.red_teamer is not None:  # ours: no remote code
+            attacker, trust = inputs.red_teamer.local_dir("model"), False
+        else:  # the pretrained attacker's own flag, not the policy's
+            attacker, trust = rt.attacker.pretrained, rt.attacker.trust_remote_code
+        attempts += model_rounds(recipe, loop_seeds, attacker, trust, target, len(attempts), params.trigger)
     writer.write(tables.ATTEMPTS, attempts)
     writer.write(tables.REDTEAM, summarize(attempts, params.variant))
     succeeded = successes(attempts)

