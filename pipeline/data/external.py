@@ -65,6 +65,8 @@ def hf_records(name: str, split: str, fields: dict[str, str], where: str, data_f
     """The records of a Hugging Face dataset split with `fields` (ours -> theirs) renamed to
     ours; other columns dropped."""
     import datasets
+    datasets.disable_progress_bars()  # its bars and warnings would break our one-line errors
+    datasets.logging.set_verbosity(datasets.logging.CRITICAL)
     try:
         ds = datasets.load_dataset(name, split=split, data_files=data_files)
     except Exception as err:  # noqa: BLE001 - datasets raises many types; the user needs one line

@@ -40,8 +40,12 @@ def read_jsonl(path: str | Path, field: str):
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: {field} not found")
-    with path.open() as f:
-        for lineno, line in enumerate(f, 1):
+    with path.open("rb") as f:
+        for lineno, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                raise InputError(f"{path}:{lineno}: not UTF-8 text (byte {err.start})") from None
             if not line.strip():
                 continue
             try:
