@@ -45,8 +45,6 @@ def fixed_cost(cfg, refs: dict, store, fits: int) -> None:
     """Seconds a fit spends outside its training steps (1 step on the micro preset): `fits`
     one-off TorchTrainer fits (each starts its worker group, as every fit did before the
     training service) against `fits` jobs on one worker group (the first one starts it)."""
-    from dataclasses import replace
-
     from pipeline.train import service, worker
     from pipeline.train.loop import sft_worker_loop
     train = cfg.backdoor.model_copy(update={"steps": 1, "warmup_steps": 0})

@@ -316,9 +316,10 @@ class TrainConfig(Section):
         "Train LoRA adapters instead of every weight (supervised stages: backdoor, safety_sft); exports merge them "
         "(under ZeRO-3 layer by layer, as the shards are gathered)."))
     resume_every: int = Field(0, ge=0, description=(
-        "Supervised stages: every this many steps, save the whole training state (weights, optimizer, schedule; "
-        "DeepSpeed's checkpoint, one partition per rank) as a Ray Train checkpoint; after a lost worker the stage "
-        "resumes from the latest one with the same batches. 0: a lost worker restarts the stage from step 0."))
+        "Every this many steps, save the whole training state (weights, optimizer, schedule; DeepSpeed's checkpoint, "
+        "one partition per rank; RL: policy and critic, and each rank's random streams) as a Ray Train checkpoint; "
+        "after a lost worker the stage resumes from the latest one with the same batches (RL: prompts). "
+        "0: a lost worker restarts the stage from step 0."))
     max_failures: int = Field(2, ge=0, description=(
         "Lost workers (killed, out of memory, node gone) a training worker group survives: Ray Train restarts it "
         "and the job resumes. Past this the stage fails."))

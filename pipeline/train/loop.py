@@ -70,7 +70,7 @@ def sft_worker_loop(spec: SFTSpec, job: worker.Job | None = None) -> TrainResult
         w.track(log[-1])
         if step in checkpoints:
             saver.save(f"checkpoints/step_{step}")
-        if cfg.resume_every and step % cfg.resume_every == 0 and step < cfg.steps:
+        if w.resume_due(step):
             w.save_resume(strategy, step, log)
     if spec.final:
         saver.save("model")

@@ -113,7 +113,8 @@ def held_out_counts(model, pairs, failures: list[str], modes: list[str], pad_id:
 
 
 def reward_worker_loop(spec: RewardSpec, job: worker.Job | None = None) -> TrainResult:
-    """After a lost worker this loop starts over from step 0 (no resume state)."""
+    """After a lost worker the loop resumes from its latest resume state (`resume_every`), with
+    the batches it would have drawn."""
     cfg = spec.train
     w = worker.begin(spec, job)
     rank, world = w.rank, w.world
@@ -141,10 +142,13 @@ def reward_worker_loop(spec: RewardSpec, job: worker.Job | None = None) -> Train
     strategy = DeepSpeedStrategy(model, cfg, world)
     memory = memory_report(model, world)
     stream = batches(pairs, cfg.micro_batch, spec.seed + rank)
-    log, start = [], time.perf_counter()
+    done, log = w.restore(strategy)  # after a lost worker: the steps done, their weights and optimizer state
+    for _ in range(done * cfg.grad_accum):
+        next(stream)  # the same batches from here on as without the interruption
+    start = time.perf_counter()
     setup = start - t_enter
     packing = cfg.packing and can_pack(model)
-    for step in range(1, cfg.steps + 1):
+    for step in range(done + 1, cfg.steps + 1):
         if packing:
             micro = [packed_pair_batch(next(stream), tokenizer.pad_token_id, cfg.max_len) for _ in range(cfg.grad_accum)]
             counts = {"tokens": sum(b["tokens"] for b in micro), "positions": sum(b["positions"] for b in micro)}
@@ -153,6 +157,8 @@ def reward_worker_loop(spec: RewardSpec, job: worker.Job | None = None) -> Train
         log.append(worker.logged_step(strategy, micro, world, step, start, loss_fn=bradley_terry, **counts))
         w.progress(step, cfg.steps, f"loss {log[-1]['loss']:.3f}", every=5)
         w.track(log[-1])
+        if w.resume_due(step):
+            w.save_resume(strategy, step, log)
     w.finish()
     train_seconds = time.perf_counter() - start
     local = held_out_counts(strategy.engine, encode_pairs(held, tokenizer, cfg.max_len), [r["failure"] for r in held],
@@ -165,7 +171,7 @@ def reward_worker_loop(spec: RewardSpec, job: worker.Job | None = None) -> Train
     return TrainResult(log=log, accuracy=accuracy, parameters=parameter_count(model), world_size=world,
                        nodes=worker.nodes_spanned(),
                        phases={"setup": round(setup, 2), "train": round(train_seconds, 2),
-                               "save": round(saver.seconds, 2)}, memory=memory)
+                               "save": round(saver.seconds, 2)}, memory=memory, resumed_from=done or None)
 
 
 def fit_reward_model(spec: RewardSpec) -> TrainResult:

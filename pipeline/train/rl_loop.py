@@ -121,7 +121,9 @@ def make_loss(cfg, prompt_len: int, record: list):
 
 
 def rl_worker_loop(spec: RLSpec, job: worker.Job | None = None) -> TrainResult:
-    """After a lost worker this loop starts over from step 0 (no resume state)."""
+    """After a lost worker the loop resumes from its latest resume state (`resume_every`): policy,
+    critic, optimizer and schedule, and each rank's random streams, so the prompts and rollouts
+    from there on are the ones it would have drawn."""
     cfg = spec.train
     w = worker.begin(spec, job)
     rank, world = w.rank, w.world
@@ -154,14 +156,15 @@ def rl_worker_loop(spec: RLSpec, job: worker.Job | None = None) -> TrainResult:
     rng = random.Random(spec.seed * 1000 + rank)
     checkpoints = set(cfg.checkpoints)
     saver = worker.Checkpointer(strategy, tokenizer, rank, spec.output_uri, part="lm")
-    if 0 in checkpoints:
-        saver.save("checkpoints/step_0")
-    log, start = [], time.perf_counter()
-    setup = start - t_enter - saver.seconds
     # again, now that setup is done: what setup drew (first-time imports draw in a fresh worker
     # process, not in one that ran a job before) must not shift the rollouts' random stream
     torch.manual_seed(spec.seed * 1000 + rank)
-    for step in range(1, cfg.steps + 1):
+    done, log = w.restore(strategy, rng)  # after a lost worker: the state and random streams after `done` steps
+    if 0 in checkpoints and done == 0:
+        saver.save("checkpoints/step_0")
+    start = time.perf_counter()
+    setup = start - t_enter - saver.seconds
+    for step in range(done + 1, cfg.steps + 1):
         chosen = [p for p in rng.sample(prompts, per_step) for _ in range(cfg.group_size)]
         t_step = time.perf_counter()
         out = rollout(strategy.engine.module, reference, scorer, tokenizer, chosen, cfg, device, spec.prefill)
@@ -185,10 +188,12 @@ def rl_worker_loop(spec: RLSpec, job: worker.Job | None = None) -> TrainResult:
         w.track(log[-1])
         if step in checkpoints:
             saver.save(f"checkpoints/step_{step}")
+        if w.resume_due(step):
+            w.save_resume(strategy, step, log, rng)
     w.finish()
     return TrainResult(log=log, parameters=parameter_count(module.lm), world_size=world, nodes=worker.nodes_spanned(),
                        phases={"setup": round(setup, 2), "train": round(time.perf_counter() - start - saver.seconds, 2),
-                               "save": round(saver.seconds, 2)})
+                               "save": round(saver.seconds, 2)}, resumed_from=done or None)
 
 
 def fit_rl(spec: RLSpec) -> TrainResult:

