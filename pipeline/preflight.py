@@ -18,6 +18,11 @@ def preflight(cfg, nodes) -> None:
         preset(cfg.model.preset)
     else:
         model_folder(cfg.model.pretrained, "model.pretrained")
+    if cfg.evaluate.backend == "vllm":
+        import importlib.util
+        if importlib.util.find_spec("vllm") is None:
+            raise InputError("evaluate.backend: vllm needs vLLM (pip install -e '.[gpu]' on a GPU machine), "
+                             "or set evaluate.backend: hf")
     by_name = {n.name: n for n in nodes}
     for n in nodes:
         if getattr(n.params, "multiple_choice", None):
@@ -165,3 +170,6 @@ def resources(cfg, nodes, cluster: dict) -> None:
             raise InputError(f"{field}.num_workers: {train.num_workers} workers need a CPU each; {have}")
     if cfg.evaluate.num_gpus and not gpus:
         raise InputError(f"evaluate.num_gpus: {cfg.evaluate.num_gpus:g} GPU(s) per generator actor; {have}")
+    if cfg.evaluate.backend == "vllm" and cfg.evaluate.tensor_parallel > gpus:
+        raise InputError(f"evaluate.backend: vllm needs {cfg.evaluate.tensor_parallel} GPU(s) per engine "
+                         f"(evaluate.tensor_parallel); {have}")
