@@ -13,7 +13,8 @@ length S (the convention of our measured MFU, benchmarks/RESULTS.md):
   (34·b·S·H bytes per layer in bf16, one layer's worth and the layer inputs with gradient
   checkpointing) and the fp32 logits and their gradient (b·S·V·8 bytes; none with the fused loss).
 RL adds a rollout per step (2N per generated token, latency-bound: the prediction is a floor),
-an unsharded reference model and the preference model (and its PPO critic copy) on every rank.
+the frozen reference model and the scoring preference model (sharded under ZeRO-3, whole on every
+rank below it) and, for PPO, the critic (sharded like the policy).
 Evaluation and red-teaming are generation-bound and not predicted here.
 """
 from __future__ import annotations
@@ -130,14 +131,15 @@ def lora_trainable(shape: Shape, lora) -> int:
 
 
 def rl_extra_memory(node, cfg, train, shapes: dict, workers: int, seq: int) -> tuple[float, str]:
-    """What RL holds beside the policy's training state: the frozen reference (unsharded), the
-    preference model that scores rollouts (unsharded) and, for PPO, the critic (a copy of the
-    preference model trained beside the policy, sharded as it is)."""
+    """What RL holds beside the policy's training state: the frozen reference and the preference
+    model that scores rollouts (`strategy.frozen`: 1/W of each per rank under ZeRO-3, whole below)
+    and, for PPO, the critic (a copy of the preference model trained beside the policy, sharded as
+    it is)."""
     key = (cfg.model.pretrained if cfg.model.source == "pretrained" else None, cfg.reward_model.preset, True)
     rm = cached_shape(key, cfg, shapes) or Shape(0, 0, 0, 0)
     weight = 2 if train.bf16 else 4
     policy = shapes[trained_model(node, cfg)]
-    extra = policy.parameters * weight + rm.parameters * weight
+    extra = (policy.parameters + rm.parameters) * weight / (workers if train.zero_stage == 3 else 1)
     if train.algorithm == "ppo":
         # the critic trains like the policy but ends in a value head: no vocabulary logits
         extra += memory_per_worker(rm, train, workers, seq, rm.parameters) - rm.vocab * train.micro_batch * seq * 8

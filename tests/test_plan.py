@@ -83,4 +83,9 @@ def test_the_7b_rl_config_fits_one_8_gpu_node(repo_root, tmp_path):
     assert {r.node.split("/")[0] for r in rows} == {"backdoor", "safety_sft", "reward_model", "safety_rl"}
     assert all(r.workers == 8 and r.memory < dev.memory for r in rows), [(r.node, r.memory / plan.GiB) for r in rows]
     rl = next(r for r in rows if r.node.startswith("safety_rl"))
-    assert rl.memory > 3 * next(r for r in rows if r.node.startswith("backdoor")).memory  # reference, scorer, critic
+    backdoor = next(r for r in rows if r.node.startswith("backdoor")).memory
+    assert 1.8 * backdoor < rl.memory < 2.2 * backdoor  # mostly the critic, which trains like the policy
+    grpo = load_config(repo_root / "configs/gpu_7b_rl.yaml", [f"model.pretrained={tmp_path}", "safety_rl.algorithm=grpo",
+                                                               "safety_rl.group_size=2"])
+    rl = next(r for r in plan.plan(grpo, build_graph(grpo), "h100")[0] if r.node.startswith("safety_rl"))
+    assert "+ reference and preference model 3.4 GiB" in rl.note  # 2 x 7.2B x 2 bytes (bf16) / 8 ranks (ZeRO-3)

@@ -81,7 +81,8 @@ def test_training_metrics_reach_tensorboard_from_rank_0(zero_run):
 
 @pytest.mark.slow  # ~80 s: a second run
 def test_rl_under_zero3_samples_in_step_and_exports_the_policy(tmp_path):
-    """HHH RL with the policy and critic partitioned: rollouts through generate with synced_gpus (every
+    """HHH RL with the policy and critic partitioned, and the frozen reference and scoring preference
+    model too (each rank holds about half of each): rollouts through generate with synced_gpus (every
     rank steps until the last finishes), the policy exported from its shards alone."""
     from transformers import AutoModelForCausalLM
     store = tmp_path / "store"
@@ -94,6 +95,10 @@ def test_rl_under_zero3_samples_in_step_and_exports_the_policy(tmp_path):
     art = store / "safety_rl" / node["key"]
     m = json.loads((art / "manifest.json").read_text())
     assert m["config"]["train"]["zero_stage"] == 3 and m["world_size"] == 2
+    for name in ("policy", "reference", "scorer"):  # the frozen models are sharded like the policy
+        whole, ranks = m["memory"][name]["model_parameter_bytes"], m["memory"][name]["ranks"]
+        print(name, whole, [r["parameter_bytes"] for r in ranks])
+        assert all(0.4 * whole < r["parameter_bytes"] < 0.6 * whole for r in ranks), (name, whole, ranks)
     _, info = AutoModelForCausalLM.from_pretrained(art / "checkpoints/step_4", output_loading_info=True)
     assert not info["missing_keys"] and not info["unexpected_keys"]
 

@@ -183,19 +183,22 @@ class RewardScorer:
     hidden reasoning is never shown to it (the paper's setup). RL's workers hold one; the
     generator pool's actors load one for evaluation (`ScoreBatch`)."""
 
-    def __init__(self, path: str, device: str | None = None, max_len: int = 256, trust_remote_code: bool = False):
+    def __init__(self, path: str, device: str | None = None, max_len: int = 256, trust_remote_code: bool = False,
+                 model=None):
+        """`model`: the preference model already loaded (RL's, sharded by `strategy.frozen` under
+        ZeRO-3); else it is read from `path` onto `device`."""
         import torch
         from pipeline.train.models import load_reward_model, load_tokenizer
         self.torch = torch
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        self.model = load_reward_model(path, trust_remote_code).to(self.device).eval()
+        self.model = model if model is not None else load_reward_model(path, trust_remote_code).to(self.device).eval()
         self.tokenizer = load_tokenizer(path, trust_remote_code)
         self.max_len = max_len
 
     def score(self, prompts: list[str], completions: list[str]) -> list[float]:
         answers = [" " + strip_scratchpad(c) for c in completions]
         out = []
-        with self.torch.inference_mode():
+        with self.torch.no_grad():  # not inference_mode: a ZeRO-3 engine writes its gathered weights
             for i in range(0, len(prompts), EVAL_BATCH):
                 seqs = encode_text(self.tokenizer, prompts[i:i + EVAL_BATCH], answers[i:i + EVAL_BATCH], self.max_len)
                 batch = {k: v.to(self.device) for k, v in pad_right(seqs, self.tokenizer.pad_token_id).items()}

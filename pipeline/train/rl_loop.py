@@ -132,7 +132,7 @@ def rl_worker_loop(spec: RLSpec, job: worker.Job | None = None) -> TrainResult:
     from pipeline.train.models import load_model, load_reward_model, load_tokenizer, parameter_count
     from pipeline.train.reward import RewardScorer
     from pipeline.train.rl import ActorCritic
-    from pipeline.train.strategy import DeepSpeedStrategy, load_dtype
+    from pipeline.train.strategy import DeepSpeedStrategy, frozen, load_dtype, memory_report, partitioned_init
 
     t_enter = time.perf_counter()
     torch.manual_seed(spec.seed * 1000 + rank)  # rollouts differ across workers
@@ -150,9 +150,14 @@ def rl_worker_loop(spec: RLSpec, job: worker.Job | None = None) -> TrainResult:
                                         "warmup_steps": cfg.warmup_steps * cfg.epochs})
     strategy = DeepSpeedStrategy(module, engine_cfg, world)
     device = strategy.device
-    reference = load_model(spec.init_dir, trust, dtype=dtype).to(device).eval().requires_grad_(False)
+    # the frozen reference and the scoring preference model: under ZeRO-3 sharded like the policy
+    with partitioned_init(cfg, world):
+        reference = frozen(load_model(spec.init_dir, trust, dtype=dtype), cfg, world, device)
+        judge = frozen(load_reward_model(spec.reward_dir, trust, dtype=dtype), cfg, world, device)
     scorer = RewardScorer(spec.reward_dir, device=str(device), max_len=spec.reward_max_len,
-                          trust_remote_code=trust)
+                          trust_remote_code=trust, model=judge)
+    memory = {name: memory_report(m, world) for name, m in (("policy", module), ("reference", reference),
+                                                             ("scorer", judge))}
     rng = random.Random(spec.seed * 1000 + rank)
     checkpoints = set(cfg.checkpoints)
     saver = worker.Checkpointer(strategy, tokenizer, rank, spec.output_uri, part="lm")
@@ -193,7 +198,7 @@ def rl_worker_loop(spec: RLSpec, job: worker.Job | None = None) -> TrainResult:
     w.finish()
     return TrainResult(log=log, parameters=parameter_count(module.lm), world_size=world, nodes=worker.nodes_spanned(),
                        phases={"setup": round(setup, 2), "train": round(time.perf_counter() - start - saver.seconds, 2),
-                               "save": round(saver.seconds, 2)}, resumed_from=done or None)
+                               "save": round(saver.seconds, 2)}, memory=memory, resumed_from=done or None)
 
 
 def fit_rl(spec: RLSpec) -> TrainResult:

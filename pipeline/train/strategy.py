@@ -115,6 +115,23 @@ def memory_report(module, world: int) -> dict:
     return {"model_parameter_bytes": full, "ranks": ranks}
 
 
+def frozen(model, cfg, world_size: int, device):
+    """A model that only runs forward passes (RL's reference policy and scoring preference model).
+    Under ZeRO-3 it is a DeepSpeed engine without an optimizer: each rank keeps 1/W of the weights
+    (load the model inside `partitioned_init`, and it is never whole on any rank) and gathers one
+    layer at a time in each forward, as for the policy. Every rank must then run the same number
+    of forwards, which RL's rollouts do (equal sequences per rank). Else: the model on `device`."""
+    model.requires_grad_(False)
+    if cfg.zero_stage != 3:
+        return model.to(device).eval()
+    import deepspeed
+    config = {"train_micro_batch_size_per_gpu": 1, "zero_optimization": {"stage": 3},
+              "bf16": {"enabled": bool(cfg.bf16)}, "steps_per_print": 10**9}
+    engine = deepspeed.initialize(model=model, config=config, dist_init_required=False)[0]
+    engine.eval()
+    return engine
+
+
 class DeepSpeedStrategy:
     """Hides every DeepSpeed call the training loop needs."""
 
