@@ -232,7 +232,7 @@ def cmd_eval(args) -> int:
     from pipeline.report.format import cell
     from pipeline.runtime import start_ray
 
-    for flag in ("batch_size", "concurrency", "max_new_tokens", "num_cpus"):
+    for flag in ("batch_size", "concurrency", "max_new_tokens"):  # --num-cpus: positive_int
         value = getattr(args, flag)
         if value is not None and value < 1:
             raise InputError(f"--{flag.replace('_', '-')}: must be at least 1, not {value}")

@@ -342,12 +342,12 @@ def no_lora(section):
 
 
 class CheckpointedTrainConfig(TrainConfig):
-    checkpoints: tuple[int, ...] = Field((0,), min_length=1, description=(
+    checkpoints: tuple[int, ...] = Field((0,), description=(
         "Steps at which to save a checkpoint (0 = the backdoored model)."))
 
     @model_validator(mode="after")
     def _checkpoints_in_range(self):
-        if not self.checkpoints:
+        if not self.checkpoints:  # a validator, not min_length: the sections override the field's default
             raise ValueError("checkpoints: name at least one step (0 = the backdoored model)")
         bad = [c for c in self.checkpoints if c < 0 or c > self.steps]
         if bad:

@@ -126,6 +126,7 @@ def hub_model(name: str, field: str) -> None:
     """A hub id: its cached config, else the hub's answer within HUB_TIMEOUT_S."""
     import json
     import os
+    from pathlib import Path
 
     from pipeline.errors import InputError
     try:
@@ -134,7 +135,7 @@ def hub_model(name: str, field: str) -> None:
     except Exception:  # noqa: BLE001 - a malformed id is the hub's to refuse below
         cached = None
     if isinstance(cached, str):
-        return causal_lm_config(json.loads(open(cached, encoding="utf-8").read()), f"{name} (cached)", field)
+        return causal_lm_config(json.loads(Path(cached).read_text(encoding="utf-8")), f"{name} (cached)", field)
     if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
         raise InputError(f"{name}: {field} is not a folder here, nor cached, and HF_HUB_OFFLINE is set")
     try:

@@ -50,9 +50,7 @@ def sft_worker_loop(spec: SFTSpec, job: worker.Job | None = None) -> TrainResult
                         / len(examples)) if cfg.group_by_length else None
     checkpoints = set(spec.checkpoints)
     saver = worker.Checkpointer(strategy, tokenizer, rank, spec.output_uri)
-    done, log = w.restore(strategy)  # after a lost worker: the steps done, their weights and optimizer state
-    for _ in range(done * cfg.grad_accum):
-        next(stream)  # the same batches from here on as without the interruption
+    done, log = w.restore(strategy, stream=stream)  # after a lost worker: the steps done, their state, the batches on
     if 0 in checkpoints and done == 0:
         saver.save("checkpoints/step_0")
     start = time.perf_counter()

@@ -142,9 +142,7 @@ def reward_worker_loop(spec: RewardSpec, job: worker.Job | None = None) -> Train
     strategy = DeepSpeedStrategy(model, cfg, world)
     memory = memory_report(model, world)
     stream = batches(pairs, cfg.micro_batch, spec.seed + rank)
-    done, log = w.restore(strategy)  # after a lost worker: the steps done, their weights and optimizer state
-    for _ in range(done * cfg.grad_accum):
-        next(stream)  # the same batches from here on as without the interruption
+    done, log = w.restore(strategy, stream=stream)  # after a lost worker: the steps done, their state, the batches on
     start = time.perf_counter()
     setup = start - t_enter
     packing = cfg.packing and can_pack(model)

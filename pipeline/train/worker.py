@@ -84,10 +84,11 @@ class Worker:
                 json.dump({"torch": torch.get_rng_state().tolist(), "python": rng.getstate() if rng else None}, f)
             ray.train.report({"job": self.job.id, "step": step}, checkpoint=ray.train.Checkpoint.from_directory(d))
 
-    def restore(self, strategy, rng: random.Random | None = None) -> tuple[int, list[dict]]:
+    def restore(self, strategy, rng: random.Random | None = None, stream=None) -> tuple[int, list[dict]]:
         """(steps done, their log rows) from this job's latest resume state, loaded into the
-        engine, with this rank's random streams put back (torch's, and `rng`'s); (0, []) when
-        there is none. The files are DeepSpeed's own (torch pickles) and our JSON, written by this
+        engine, with this rank's random streams put back (torch's, and `rng`'s) and the batch
+        `stream` advanced past the steps done (`grad_accum` batches each), so the batches from
+        here on are those an uninterrupted run draws; (0, []) when there is none. The files are DeepSpeed's own (torch pickles) and our JSON, written by this
         job's ranks into this fit's Ray Train storage and read only to resume it: never an
         artifact, never anything another process wrote."""
         import torch
@@ -108,6 +109,8 @@ class Worker:
         if rng is not None:
             version, internal, gauss = streams["python"]
             rng.setstate((version, tuple(internal), gauss))
+        for _ in range(state["step"] * self.spec.train.grad_accum if stream is not None else 0):
+            next(stream)
         self.progress(state["step"], self.spec.train.steps, f"resumed from step {state['step']}")
         return state["step"], state["log"]
 
