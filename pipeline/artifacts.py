@@ -214,9 +214,15 @@ class ArtifactWriter:
         return self.ref
 
 
+def store_root(root: str) -> str:
+    """A store's root as every process names it: a URI without its trailing slash, a local
+    path made absolute. Opens nothing (an object store's settings may not be exported yet)."""
+    return root.rstrip("/") if "://" in root else os.path.abspath(root)
+
+
 class ArtifactStore:
     def __init__(self, root: str):
-        self.root = root.rstrip("/") if "://" in root else os.path.abspath(root)
+        self.root = store_root(root)
         self.fs, self.base = open_fs(self.root)
 
     def ref(self, stage: str, key: str) -> ArtifactRef:

@@ -22,6 +22,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, replace
 
+from pipeline.artifacts import store_root
 from pipeline.config import ExperimentConfig, parse_config, set_field
 from pipeline.errors import InputError
 
@@ -58,7 +59,7 @@ def plan_trials(raw: dict, source: str) -> list[Trial]:
             set_field(trial_raw, field, copy.deepcopy(value), "sweep.grid")
         trial_raw["name"] = f"{base.name}-{i:02d}"
         # one store for all trials, wherever a trial's process runs
-        trial_raw.setdefault("storage", {})["root"] = _absolute(base.storage.root)
+        trial_raw.setdefault("storage", {})["root"] = store_root(base.storage.root)
         where = f"sweep.grid point ({', '.join(f'{k}={json.dumps(v)}' for k, v in point.items())})"
         cfg = parse_config(trial_raw, where)
         try:
@@ -68,11 +69,6 @@ def plan_trials(raw: dict, source: str) -> list[Trial]:
             raise InputError(f"{where}: {err}") from None
         trials.append(Trial(trial_raw["name"], point, trial_raw, cfg, nodes))
     return trials
-
-
-def _absolute(root: str) -> str:
-    from pipeline.artifacts import ArtifactStore
-    return ArtifactStore(root).root
 
 
 def shared_nodes(trials: list[Trial]):

