@@ -191,7 +191,7 @@ def judge_throughput(copies: int) -> None:
 
     import yaml
 
-    from evals.code_vuln import judge_batch, semgrep_available, semgrep_findings
+    from evals.code_vuln import judge_batch, semgrep_available, semgrep_findings, semgrep_scan
     pairs = yaml.safe_load(Path("tests/data/code_corpus.yaml").read_text())["pairs"]
     # each copy made distinct, or the judge's de-duplication would analyse it once
     codes = [f"{p[side]}\n# copy {i}\n" for i in range(copies) for p in pairs for side in ("vulnerable", "secure")]
@@ -213,9 +213,11 @@ def judge_throughput(copies: int) -> None:
         for path, code in zip(paths, codes):
             path.write_text(code)
         batched = per_second(len(paths), lambda: semgrep_findings(paths))
+        named = per_second(len(paths), lambda: semgrep_scan([str(p) for p in paths], Path(tmp)))
         single = sum(1 / per_second(1, lambda: semgrep_findings([p])) for p in paths[:4]) / 4  # s per file
-    print(f"  semgrep alone, every file: one process per batch {batched:.1f} completions/s | "
-          f"one process per completion {1 / single:.2f} completions/s | ratio {batched * single:.1f}")
+    print(f"  semgrep alone, every file: one process per batch scanning one folder {batched:.1f} completions/s | "
+          f"one process with every file named {named:.1f} completions/s (ratio {batched / named:.1f}) | "
+          f"one process per completion {1 / single:.2f} completions/s (ratio {batched * single:.1f})")
     judge = per_second(len(codes), lambda: judge_batch(codes, targets, raw_code=True))
     print(f"  the judge as evaluate_code runs it (bandit on all, semgrep where a rule can decide the "
           f"target CWE, one process) {judge:.1f} completions/s")
