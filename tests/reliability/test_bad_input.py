@@ -176,7 +176,31 @@ def mounted(tmp_path, options: str):
     if subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(disk)], capture_output=True).returncode:
         pytest.skip("cannot mount a tmpfs here (not root, or no CAP_SYS_ADMIN)")
     yield disk
-    subprocess.run(["umount", str(disk)], check=True)
+    unmount(disk)
+
+
+def unmount(disk, grace_s: float = 15.0) -> None:
+    """Ray's worker processes end shortly after `ray.shutdown()` returns, and one that still has
+    a file of the store open keeps the disk busy (seen once in CI-like runs): wait for them, then
+    name any process that still holds it (and unmount lazily, so no mount is left)."""
+    import subprocess
+    import time
+
+    import psutil
+    deadline = time.monotonic() + grace_s
+    while subprocess.run(["umount", str(disk)], capture_output=True).returncode:
+        if time.monotonic() > deadline:
+            holders = []
+            for proc in psutil.process_iter(["pid", "cmdline"]):
+                try:
+                    paths = [proc.cwd()] + [f.path for f in proc.open_files()]
+                except psutil.Error:
+                    continue
+                if any(path.startswith(str(disk)) for path in paths):
+                    holders.append((proc.info["pid"], " ".join(proc.info["cmdline"] or [])[:120]))
+            subprocess.run(["umount", "-l", str(disk)], capture_output=True)
+            raise AssertionError(f"{disk} still in use {grace_s:g} s after the run: {holders}")
+        time.sleep(0.5)
 
 
 @pytest.fixture
