@@ -144,7 +144,7 @@ def semgrep_findings(paths: list[Path], rules: Path = SEMGREP_RULES) -> dict[str
         folder.mkdir()
         original = {}  # the linked file's path -> the caller's
         for i, path in enumerate(paths):
-            link = folder / f"f{i:06d}{Path(path).suffix}"
+            link = folder / f"f{i:06d}{path.suffix}"
             try:
                 os.link(path, link)
             except OSError:  # another filesystem

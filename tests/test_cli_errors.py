@@ -118,7 +118,8 @@ def test_the_resource_check_names_the_field_and_the_cluster(override, needle):
     from pipeline.errors import InputError
     from pipeline.graph import build_graph
     cfg = load_config(str(ROOT / "configs/micro.yaml"), [override])
+    nodes = build_graph(cfg)
     with pytest.raises(InputError) as err:
-        preflight.resources(cfg, build_graph(cfg), {"CPU": 2.0})
+        preflight.resources(cfg, nodes, {"CPU": 2.0})
     assert needle in str(err.value) and "\n" not in str(err.value)
-    preflight.resources(cfg, build_graph(cfg), {"CPU": 64.0, "GPU": 8.0})  # a cluster large enough passes
+    preflight.resources(cfg, nodes, {"CPU": 64.0, "GPU": 8.0})  # a cluster large enough passes
