@@ -24,7 +24,8 @@ import torch
 from pipeline import generation, tables
 from pipeline.artifacts import ArtifactStore
 from pipeline.config import EvaluateConfig, TrainConfig, load_config
-from pipeline.graph import build_graph, run_graph
+from pipeline.driver import run_graph
+from pipeline.graph import build_graph
 from pipeline.runtime import start_ray
 from pipeline.train.collate import batches, encode_rows, pack_batch, pad_batch
 from pipeline.train.loop import fit_sft

@@ -13,7 +13,8 @@ from pipeline.errors import InputError, StageFailed
 def cmd_run(args) -> int:
     from pipeline.config import check_run_name, load_config
     from pipeline.display import ProgressDisplay
-    from pipeline.graph import build_graph, run_graph
+    from pipeline.driver import run_graph
+    from pipeline.graph import build_graph
     from pipeline.preflight import preflight, resources
     from pipeline.runtime import check_storage_reaches_every_node, open_store, start_ray
     from pipeline.train import tracking
@@ -63,7 +64,7 @@ def cmd_sweep(args) -> int:
     from pipeline import progress, sweep, sweep_report
     from pipeline.config import load_raw_config, parse_config
     from pipeline.display import ProgressDisplay
-    from pipeline.graph import run_graph
+    from pipeline.driver import run_graph
     from pipeline.runtime import check_storage_reaches_every_node, open_store, start_ray
 
     raw = load_raw_config(args.config, args.set or [])

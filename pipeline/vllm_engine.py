@@ -66,7 +66,7 @@ def generate(batches: list, ev) -> list[list[tuple[str, bool]]]:
     from ray.data.llm import build_processor, vLLMEngineProcessorConfig
 
     from pipeline import progress
-    from pipeline.generator_pool import making_room
+    from pipeline.room import making_room
     from pipeline.train.models import load_tokenizer
     out: list = [None] * len(batches)
     by_path: dict[str, list[int]] = {}

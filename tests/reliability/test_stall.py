@@ -8,7 +8,8 @@ import ray
 
 from pipeline.artifacts import ArtifactStore
 from pipeline.config import load_config
-from pipeline.graph import Stalled, build_graph, run_graph
+from pipeline.driver import Stalled, run_graph
+from pipeline.graph import build_graph
 from pipeline.runtime import start_ray
 from tests.conftest import ONE_BRANCH, ROOT
 
