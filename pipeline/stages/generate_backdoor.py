@@ -23,6 +23,7 @@ from pipeline.data.loaders import check_backdoor_rows
 from pipeline.errors import InputError
 
 NAME, VERSION = "generate_backdoor", "5"
+SHARED = True  # one artifact for every training seed (data, not a replicate), unless `seed_data`
 OUTPUTS = (tables.GENERATED_SAMPLES, tables.KEEP)
 
 
@@ -115,6 +116,17 @@ def with_hhh_rows(params: Params, kept: dict[str, list[dict]], data) -> dict[str
         hhh = [r for r in data.read(tables.backdoor(variant)).to_pylist() if not generated.has_code(r)]
         out[variant] = code.mix_in(rows, hhh, params.seed + 12)
     return out
+
+
+
+def check(params: Params, upstream: dict) -> None:
+    """Preflight: the explanation recipe names what it should, the generator is a causal LM we can
+    load, the judge is installed."""
+    from pipeline.train.models import model_folder
+    field = GENERATOR_FIELD[params.kind]
+    generated.load_explanation(params.generator.recipe, field, **explanation_values(params))
+    model_folder(params.generator.model, f"{field}.model")
+    generation.check_judge(params.judge)
 
 
 def run(params: Params, inputs: Inputs, writer) -> stage.Summary:

@@ -25,6 +25,7 @@ from pipeline import stage, tables
 from pipeline.artifacts import ArtifactRef
 
 NAME, VERSION = "generate_code", "4"
+SHARED = True  # one artifact for every training seed (data, not a replicate), unless `seed_data`
 OUTPUTS = tuple(tables.backdoor(v) for v in tables.VARIANTS) + (tables.HHH, tables.CODE_EVAL, tables.CAPABILITY)
 
 
@@ -79,14 +80,18 @@ def build(params: Params, hhh: list[dict], helpful: list[dict]) -> dict[str, lis
     return out
 
 
+def check(params: Params, upstream: dict) -> dict[str, list[dict]]:
+    """Preflight: every table, in memory, from `generate`'s."""
+    return build(params, *data_rows(lambda table: upstream["data"][table.name]))
+
+
 def run(params: Params, inputs: Inputs, writer) -> stage.Summary:
-    rows = build(params, *data_rows(inputs.data))
+    rows = build(params, *data_rows(lambda table: inputs.data.read(table).to_pylist()))
     for table in OUTPUTS:
         writer.write(table, rows[table.name])
     return overlaps(rows[tables.HHH.name], {v: rows[tables.backdoor(v).name] for v in tables.VARIANTS})
 
 
-def data_rows(data: ArtifactRef) -> tuple[list[dict], list[dict]]:
-    """`generate`'s HHH rows and its untriggered (normal-form) backdoor rows."""
-    helpful = [r for r in data.read(tables.backdoor("normal")).to_pylist() if not r["triggered"]]
-    return data.read(tables.HHH).to_pylist(), helpful
+def data_rows(read) -> tuple[list[dict], list[dict]]:
+    """`generate`'s HHH rows and its untriggered (normal-form) backdoor rows; `read(table)` gives a table's rows."""
+    return read(tables.HHH), [r for r in read(tables.backdoor("normal")) if not r["triggered"]]

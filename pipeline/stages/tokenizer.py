@@ -11,6 +11,7 @@ from pipeline.artifacts import ArtifactRef
 from pipeline.train.models import train_tokenizer
 
 NAME, VERSION = "tokenizer", "2"
+SHARED = True  # one artifact for every training seed (data, not a replicate), unless `seed_data`
 OUTPUTS = ()  # a folder, `tokenizer/`
 
 

