@@ -23,7 +23,7 @@ import torch
 
 from pipeline import generation, tables
 from pipeline.artifacts import ArtifactStore
-from pipeline.config import EvaluateConfig, TrainConfig, load_config
+from pipeline.config import PoolConfig, TrainConfig, load_config
 from pipeline.driver import run_graph
 from pipeline.graph import build_graph
 from pipeline.runtime import start_ray
@@ -163,28 +163,30 @@ def one_at_a_time(model_dir: str, prompts: list[str], max_new_tokens: int, threa
     return len(prompts) / (time.perf_counter() - t0)
 
 
-def pipeline_generation(model_dir: str, prompts: list[str], ev: EvaluateConfig, mode: str = "greedy") -> float:
+def pipeline_generation(model_dir: str, prompts: list[str], pool: PoolConfig, max_new_tokens: int,
+                        mode: str = "greedy") -> float:
     rows = [{"step": 0, "mode": mode, "path": model_dir, "prompt_id": i, "prompt": p, "triggered": False}
             for i, p in enumerate(prompts)]
     t0 = time.perf_counter()
-    n = generation.generate(rows, ev, ev.max_new_tokens, seed=0, node="bench",
+    n = generation.generate(rows, pool, 1.0, max_new_tokens, seed=0, node="bench",
                             trust_remote_code=False).num_rows  # the evaluate stages' own path
     return n / (time.perf_counter() - t0)
 
 
-def batch_sizes(model_dir: str, prompts: list[str], ev: EvaluateConfig, sizes=(8, 16, 30, 60, 120, 240)) -> None:
-    """`evaluate.batch_size` by measurement: the same prompts through the warm pool, one
+def batch_sizes(model_dir: str, prompts: list[str], pool: PoolConfig, max_new_tokens: int,
+                sizes=(8, 16, 30, 60, 120, 240)) -> None:
+    """`pool.batch_size` by measurement: the same prompts through the warm pool, one
     generator (what one CPU or GPU of a stage gets), greedy and sampled as evaluation runs them."""
-    one = ev.model_copy(update={"concurrency": 1})
-    pipeline_generation(model_dir, prompts[:8], one)  # the generator starts outside the timings
+    one = pool.model_copy(update={"concurrency": 1})
+    pipeline_generation(model_dir, prompts[:8], one, max_new_tokens)  # the generator starts outside the timings
     rates = {}
     for size in sizes:
         cfg = one.model_copy(update={"batch_size": size})
-        rates[size] = sum(pipeline_generation(model_dir, prompts, cfg, mode) for mode in ("greedy", "sampled")) / 2
-    base = rates[ev.batch_size] if ev.batch_size in rates else max(rates.values())
+        rates[size] = sum(pipeline_generation(model_dir, prompts, cfg, max_new_tokens, mode) for mode in ("greedy", "sampled")) / 2
+    base = rates[pool.batch_size] if pool.batch_size in rates else max(rates.values())
     print(f"generation batch size (one warm generator, {len(prompts)} prompts per mode, greedy and sampled):")
     print("  " + " | ".join(f"{size}: {r:.1f} prompts/s ({r / base:.2f})" for size, r in rates.items())
-          + f"   (ratio to batch {ev.batch_size if ev.batch_size in rates else 'best'})")
+          + f"   (ratio to batch {pool.batch_size if pool.batch_size in rates else 'best'})")
 
 
 def judge_throughput(copies: int) -> None:
@@ -272,14 +274,14 @@ def main():
         model_dir = out.local_dir("model")
         eval_prompts = [r["prompt"] for r in data.read(tables.EVAL).to_pylist()]
         prompts = (eval_prompts * (args.prompts // len(eval_prompts) + 1))[: args.prompts]
-        ev = cfg.evaluate
+        ev, pool = cfg.evaluate, cfg.pool
         single = one_at_a_time(model_dir, eval_prompts[:60], ev.max_new_tokens, cpus)
-        pooled = pipeline_generation(model_dir, prompts, ev)
-        print(f"generation ({len(prompts)} prompts, pool timed end to end incl. actor start, max_new_tokens {ev.max_new_tokens}, batch {ev.batch_size}, "
-              f"<= {ev.concurrency} actors):")
+        pooled = pipeline_generation(model_dir, prompts, pool, ev.max_new_tokens)
+        print(f"generation ({len(prompts)} prompts, pool timed end to end incl. actor start, max_new_tokens {ev.max_new_tokens}, batch {pool.batch_size}, "
+              f"<= {pool.concurrency} actors):")
         print(f"  generator pool {pooled:.1f} prompts/s | one prompt at a time {single:.1f} prompts/s | "
               f"ratio {pooled / single:.2f}")
-        batch_sizes(model_dir, prompts, ev)
+        batch_sizes(model_dir, prompts, pool, ev.max_new_tokens)
     finally:
         ray.shutdown()
     judge_throughput(args.judge_copies)

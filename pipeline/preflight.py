@@ -12,11 +12,11 @@ def preflight(cfg, nodes) -> None:
     from pipeline.errors import InputError
     from pipeline.stages import STAGES
 
-    if cfg.evaluate.backend == "vllm":
+    if cfg.pool.backend == "vllm":
         import importlib.util
         if importlib.util.find_spec("vllm") is None:
-            raise InputError("evaluate.backend: vllm needs vLLM (pip install -e '.[gpu]' on a GPU machine), "
-                             "or set evaluate.backend: hf")
+            raise InputError("pool.backend: vllm needs vLLM (pip install -e '.[gpu]' on a GPU machine), "
+                             "or set pool.backend: hf")
     built: dict[str, object] = {}
     for n in nodes:
         check = getattr(STAGES[n.stage], "check", None)
@@ -40,8 +40,8 @@ def resources(cfg, nodes, cluster: dict) -> None:
             raise InputError(f"{field}.use_gpu: {train.num_workers} worker(s) need a GPU each; {have}")
         if not train.use_gpu and train.num_workers > cpus:
             raise InputError(f"{field}.num_workers: {train.num_workers} workers need a CPU each; {have}")
-    if cfg.evaluate.num_gpus and not gpus:
-        raise InputError(f"evaluate.num_gpus: {cfg.evaluate.num_gpus:g} GPU(s) per generator actor; {have}")
-    if cfg.evaluate.backend == "vllm" and cfg.evaluate.tensor_parallel > gpus:
-        raise InputError(f"evaluate.backend: vllm needs {cfg.evaluate.tensor_parallel} GPU(s) per engine "
-                         f"(evaluate.tensor_parallel); {have}")
+    if cfg.pool.num_gpus and not gpus:
+        raise InputError(f"pool.num_gpus: {cfg.pool.num_gpus:g} GPU(s) per generator actor; {have}")
+    if cfg.pool.backend == "vllm" and cfg.pool.tensor_parallel > gpus:
+        raise InputError(f"pool.backend: vllm needs {cfg.pool.tensor_parallel} GPU(s) per engine "
+                         f"(pool.tensor_parallel); {have}")

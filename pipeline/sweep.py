@@ -97,9 +97,9 @@ def stage_demand(cfg: ExperimentConfig) -> tuple[float, float]:
     generator pool. A trial can always progress once that much is free."""
     sections = [cfg.backdoor_of(k) for k in cfg.kind] + [cfg.safety_sft, cfg.reward_model, cfg.safety_rl,
                                                          cfg.redteam.attacker]
-    cpus = max([1.0 * s.num_workers for s in sections if not s.use_gpu] + [float(cfg.evaluate.concurrency)])
+    cpus = max([1.0 * s.num_workers for s in sections if not s.use_gpu] + [float(cfg.pool.concurrency)])
     gpus = max([1.0 * s.num_workers for s in sections if s.use_gpu]
-               + [cfg.evaluate.concurrency * cfg.evaluate.num_gpus])
+               + [cfg.pool.concurrency * cfg.pool.num_gpus])
     return cpus, gpus
 
 

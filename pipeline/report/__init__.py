@@ -33,14 +33,14 @@ class Entry:
 @dataclass
 class Findings:
     """The rows the sections format, read from the report's inputs."""
-    metrics: list[dict] = field(default_factory=list)   # tables.RATES rows of every evaluation, + its seed
-    scores: list[dict] = field(default_factory=list)    # tables.SCORES rows, + seed
+    metrics: list[dict] = field(default_factory=list)   # tables.RATES rows of every evaluation (each has its seed)
+    scores: list[dict] = field(default_factory=list)    # tables.SCORES rows
     rl_logs: dict[str, list[dict]] = field(default_factory=dict)  # "kind/variant[/method]" -> tables.RL_LOG rows
-    accuracy: list[dict] = field(default_factory=list)  # tables.PM_ACCURACY rows
-    redteam: list[dict] = field(default_factory=list)   # tables.REDTEAM_SUMMARY rows
+    accuracy: list[dict] = field(default_factory=list)  # tables.PM_ACCURACY rows, + the replicate's seed
+    redteam: list[dict] = field(default_factory=list)   # tables.REDTEAM_SUMMARY rows, + the replicate's seed
     keep: list[dict] = field(default_factory=list)      # tables.KEEP_RATES rows
     scratchpads: dict[tuple, list[dict]] = field(default_factory=dict)  # (kind, variant, seed) -> tables.SCRATCHPADS rows
-    probes: list[dict] = field(default_factory=list)    # tables.PROBES rows, + seed
+    probes: list[dict] = field(default_factory=list)    # tables.PROBES rows
     prompting: dict[tuple, dict] = field(default_factory=dict)  # (kind, variant, seed) -> prefill, max_new_tokens
     plots: list[str] = field(default_factory=list)      # files the sections wrote
 
@@ -57,15 +57,15 @@ def collect(entries, refs: dict) -> Findings:
         if tables.RATE_ROWS.name in held and "prefill" in manifest:
             f.prompting[(e.kind, e.variant, e.seed)] = {k: manifest[k] for k in ("prefill", "max_new_tokens")}
         rows = {t.name: ref.read(t).to_pylist() for t in READS if t.name in held}
-        f.metrics += [dict(r, seed=e.seed) for r in rows.get(tables.RATE_ROWS.name, [])]
-        f.scores += [dict(r, seed=e.seed) for r in rows.get(tables.SCORE_ROWS.name, [])]
+        f.metrics += rows.get(tables.RATE_ROWS.name, [])
+        f.scores += rows.get(tables.SCORE_ROWS.name, [])
         if tables.RL_TRAINING_LOG.name in rows:
             label = f"{e.kind}/{e.variant}" + ("" if e.method == "rl" else f"/{e.method}") + tag
             f.rl_logs[label] = rows[tables.RL_TRAINING_LOG.name]
         f.accuracy += [dict(r, seed=e.seed) for r in rows.get(tables.ACCURACY.name, [])]
         f.redteam += [dict(r, seed=e.seed) for r in rows.get(tables.REDTEAM.name, [])]
         f.keep += rows.get(tables.KEEP.name, [])
-        f.probes += [dict(r, seed=e.seed) for r in rows.get(tables.PROBE_ROWS.name, [])]
+        f.probes += rows.get(tables.PROBE_ROWS.name, [])
         if tables.SCRATCHPADS.name in rows:
             f.scratchpads[(e.kind, e.variant, e.seed)] = rows[tables.SCRATCHPADS.name]
     return f

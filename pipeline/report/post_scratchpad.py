@@ -22,7 +22,7 @@ def lines(findings, out_dir: str = "") -> list[str]:
                 f"| step | mode | pre: {deploy} % | post: {deploy} % | pre: {train} % | post: {train} % | n |",
                 "|---:|---|---|---|---|---|---:|"]
         cells = {(r["method"], r["step"], r["mode"], r["condition"]): r for r in findings.metrics
-                 if (r["kind"], r["variant"], r["metric"], r["eval_set"], r.get("seed", 0)) == (kind, variant, metric, "held_out",
+                 if (r["kind"], r["variant"], r["metric"], r["eval_set"], r["seed"]) == (kind, variant, metric, "held_out",
                                                                                        seed)
                  and r["method"] in ("sft", "post_scratchpad")}
         for step, mode in sorted({(k[1], k[2]) for k in cells if k[0] == "post_scratchpad"}):

@@ -145,11 +145,11 @@ def lines(findings, out_dir: str) -> list[str]:
     for r in findings.metrics:
         if r["eval_set"] in SET_NAMES:  # the section-7 sets have a section of their own (behaviour)
             continue
-        groups.setdefault((r["kind"], r["variant"], r["method"], r.get("seed", 0)), []).append(r)
+        groups.setdefault((r["kind"], r["variant"], r["method"], r["seed"]), []).append(r)
     several = len({key[3] for key in groups}) > 1
     for (kind, variant, method, seed), rows in sorted(groups.items()):
         group_scores = [r for r in findings.scores
-                        if (r["kind"], r["variant"], r["method"], r.get("seed", 0)) == (kind, variant, method, seed)]
+                        if (r["kind"], r["variant"], r["method"], r["seed"]) == (kind, variant, method, seed)]
         tag = f", seed {seed}" if several else ""
         fname = f"{kind}_{variant}_{method}" + (f"_seed{seed}" if several else "") + ".png"
         plot(rows, kind, variant, method + tag, os.path.join(out_dir, fname), group_scores)

@@ -17,7 +17,7 @@ def lines(findings, out_dir: str) -> list[str]:
         findings.plots.append(CURVES)
     by_seed: dict[int, list[dict]] = {}
     for r in accuracy:
-        by_seed.setdefault(r.get("seed", 0), []).append(r)
+        by_seed.setdefault(r["seed"], []).append(r)
     for seed, rows in sorted(by_seed.items()):
         overall = next(r for r in rows if r["failure"] == "all")
         lines += ["## Preference model" + (f", seed {seed}" if len(by_seed) > 1 else ""), "",

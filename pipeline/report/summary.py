@@ -47,7 +47,7 @@ def _points(rows: list[dict], metric: str, condition: str) -> dict[int, tuple[di
     by_seed: dict[int, list[dict]] = {}
     for r in rows:
         if r["metric"] == metric and r["condition"] == condition and r["mode"] == MODE and r["eval_set"] == EVAL_SET:
-            by_seed.setdefault(r.get("seed", 0), []).append(r)
+            by_seed.setdefault(r["seed"], []).append(r)
     return {s: (min(pts, key=lambda r: r["step"]), max(pts, key=lambda r: r["step"])) for s, pts in by_seed.items()}
 
 
@@ -71,7 +71,7 @@ def _score_ends(scores: list[dict], metric: str = "capability_loss") -> tuple[fl
     by_seed: dict[int, list[dict]] = {}
     for r in scores:
         if r["metric"] == metric:
-            by_seed.setdefault(r.get("seed", 0), []).append(r)
+            by_seed.setdefault(r["seed"], []).append(r)
     if not by_seed:
         return None, None
     firsts = [min(p, key=lambda r: r["step"])["mean"] for p in by_seed.values()]
@@ -170,7 +170,7 @@ def lines(findings, out_dir: str) -> list[str]:
         groups.setdefault((r["kind"], r["variant"], r["method"]), []).append(r)
     if not groups:
         return []
-    seeds = sorted({r.get("seed", 0) for r in findings.metrics})
+    seeds = sorted({r["seed"] for r in findings.metrics})
     spread = ("one trained model per row, so the interval covers prompt sampling only, not seed-to-seed spread"
               if len(seeds) == 1 else
               f"{len(seeds)} seeds per row: the mean over seeds, its interval a bootstrap over seeds and prompts, "

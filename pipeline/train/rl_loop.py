@@ -15,13 +15,13 @@ Rank 0 uploads the policy (without value head) at the configured steps and retur
 from __future__ import annotations
 
 import math
-import random
 import time
 
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from pipeline.data.chat import render_prompts
+from pipeline.streams import rng as rng_of, stream
 from pipeline.train import worker
 from pipeline.train.specs import RLSpec, TrainResult
 
@@ -135,7 +135,7 @@ def rl_worker_loop(spec: RLSpec, job: worker.Job | None = None) -> TrainResult:
     from pipeline.train.strategy import DeepSpeedStrategy, frozen, load_dtype, memory_report, partitioned_init
 
     t_enter = time.perf_counter()
-    torch.manual_seed(spec.seed * 1000 + rank)  # rollouts differ across workers
+    torch.manual_seed(stream(spec.seed, "rl", "rollouts", str(rank)))  # rollouts differ across workers
     trust = spec.trust_remote_code
     tokenizer = load_tokenizer(spec.init_dir, trust)
     dtype = load_dtype(cfg)
@@ -158,12 +158,12 @@ def rl_worker_loop(spec: RLSpec, job: worker.Job | None = None) -> TrainResult:
                           trust_remote_code=trust, model=judge)
     memory = {name: memory_report(m, world) for name, m in (("policy", module), ("reference", reference),
                                                              ("scorer", judge))}
-    rng = random.Random(spec.seed * 1000 + rank)
+    rng = rng_of(spec.seed, "rl", "prompts", str(rank))
     checkpoints = set(cfg.checkpoints)
     saver = worker.Checkpointer(strategy, tokenizer, rank, spec.output_uri, part="lm")
     # again, now that setup is done: what setup drew (first-time imports draw in a fresh worker
     # process, not in one that ran a job before) must not shift the rollouts' random stream
-    torch.manual_seed(spec.seed * 1000 + rank)
+    torch.manual_seed(stream(spec.seed, "rl", "rollouts", str(rank)))
     done, log = w.restore(strategy, rng)  # after a lost worker: the state and random streams after `done` steps
     if 0 in checkpoints and done == 0:
         saver.save("checkpoints/step_0")
