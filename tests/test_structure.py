@@ -95,6 +95,8 @@ def import_graph() -> dict[str, set[str]]:
             if m and m != name:
                 out.add(m)
         edges[name] = out
+    # pipeline.stages imports every module of its package (STAGES)
+    edges["pipeline.stages"] |= {m for m in files if m.startswith("pipeline.stages.")}
     return edges
 
 

