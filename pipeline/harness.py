@@ -9,13 +9,32 @@ The driver runs a stage as a Ray task inside the artifact's lease; the harness r
     data = run_one(store, nodes["generate"], {"split": split})
     rows = data.read(tables.HHH).to_pylist()
 
-A stage that asks models (evaluation, red-teaming) needs Ray running (`ray.init`, and
-`progress.start_board()`); a training stage needs the training dispatcher too (`runtime.start_ray`).
+A stage that asks models or trains runs its work on Ray: inside `with cluster():` (a local
+cluster owned by this process; the generator pool and the training dispatcher start on first use).
 """
 from __future__ import annotations
 
+import contextlib
+
 from pipeline import stage
 from pipeline.artifacts import ArtifactRef, ArtifactStore
+
+
+@contextlib.contextmanager
+def cluster(num_cpus: int = 2):
+    """A local Ray cluster for stages run here, with the workers' environment and the progress
+    board; shut down on leaving."""
+    import ray
+
+    from pipeline import progress
+    from pipeline.runtime import worker_env
+    ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=False,
+             runtime_env={"env_vars": worker_env()})
+    progress.start_board()
+    try:
+        yield
+    finally:
+        ray.shutdown()
 
 
 def graph_nodes(cfg) -> dict:

