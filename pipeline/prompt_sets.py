@@ -47,25 +47,55 @@ SCORERS = {
 }
 
 
+@dataclass(frozen=True)
+class Ask:
+    """One set asked of one model: what `ask_all` takes a list of."""
+    prompts: list[SetPrompt]
+    eval_set: str
+    path: str          # the Hugging Face folder asked
+    step: int
+    scorer: str        # a key of SCORERS
+    method: str = ""
+
+
 def ask(prompts: list[SetPrompt], eval_set: str, path: str, step: int, scorer: str, kind: str, pool: PoolConfig,
         max_new_tokens: int, seed: int, node: str, trust_remote_code: bool, identity: dict | None = None,
         method: str = "", total: int | None = None) -> list[dict]:
     """SET_SAMPLES rows of `prompts` asked of the Hugging Face folder `path` (greedy), scored by
-    `SCORERS[scorer]` (`identity`: the code judge's, for the code scorer). Prompts with the same
-    prefill go to the pool together; `total` is the node's progress total when it asks several."""
-    rows = [dict(p.row(i, eval_set), step=step, mode="greedy", path=path) for i, p in enumerate(prompts)]
-    completions: list = [None] * len(rows)
-    finished: list = [None] * len(rows)
-    for prefill in sorted({r["prefill"] for r in rows}):
-        idx = [i for i, r in enumerate(rows) if r["prefill"] == prefill]
-        out = generate([rows[i] for i in idx], pool, 1.0, max_new_tokens, seed, node, trust_remote_code,  # greedy
-                       total=total or len(rows), prefill=prefill)
-        for i, c, f in zip(idx, out["completion"].to_pylist(), out["finished"].to_pylist()):
-            completions[i], finished[i] = c, f
-    scored = SCORERS[scorer].score(completions, [r["cwe"] for r in rows], kind, identity or {}, pool.concurrency)
-    return [{"method": method, "step": step, "eval_set": eval_set, "group": r["group"], "prompt_id": r["prompt_id"],
-             "prompt": r["prompt"], "prefill": r["prefill"], "cwe": r["cwe"], "completion": c, "finished": f,
-             "scorer": scorer, "score": s, "verdict": v}
+    `SCORERS[scorer]` (`identity`: the code judge's, for the code scorer)."""
+    return ask_all([Ask(prompts, eval_set, path, step, scorer, method)], kind, pool, max_new_tokens, seed, node,
+                   trust_remote_code, identity, total)
+
+
+def ask_all(asks: list[Ask], kind: str, pool: PoolConfig, max_new_tokens: int, seed: int, node: str,
+            trust_remote_code: bool, identity: dict | None = None, total: int | None = None) -> list[dict]:
+    """SET_SAMPLES rows of every ask, in order. Each ask generates on its own (prompts with the same
+    prefill go to the pool together); the answers are scored once per scorer for all asks, so the
+    code judge starts once per stage, not once per set and checkpoint. `total` is the node's
+    progress total."""
+    rows, completions, finished = [], [], []
+    for a in asks:
+        mine = [dict(p.row(i, a.eval_set), step=a.step, mode="greedy", path=a.path, scorer=a.scorer, method=a.method)
+                for i, p in enumerate(a.prompts)]
+        texts: list = [None] * len(mine)
+        done: list = [None] * len(mine)
+        for prefill in sorted({r["prefill"] for r in mine}):
+            idx = [i for i, r in enumerate(mine) if r["prefill"] == prefill]
+            out = generate([mine[i] for i in idx], pool, 1.0, max_new_tokens, seed, node, trust_remote_code,  # greedy
+                           total=total or len(mine), prefill=prefill)
+            for i, c, f in zip(idx, out["completion"].to_pylist(), out["finished"].to_pylist()):
+                texts[i], done[i] = c, f
+        rows, completions, finished = rows + mine, completions + texts, finished + done
+    scored: list = [None] * len(rows)
+    for scorer in sorted({r["scorer"] for r in rows}):
+        idx = [i for i, r in enumerate(rows) if r["scorer"] == scorer]
+        out = SCORERS[scorer].score([completions[i] for i in idx], [rows[i]["cwe"] for i in idx], kind, identity or {},
+                                    pool.concurrency)
+        for i, v in zip(idx, out):
+            scored[i] = v
+    return [{"method": r["method"], "step": r["step"], "eval_set": r["eval_set"], "group": r["group"],
+             "prompt_id": r["prompt_id"], "prompt": r["prompt"], "prefill": r["prefill"], "cwe": r["cwe"],
+             "completion": c, "finished": f, "scorer": r["scorer"], "score": s, "verdict": v}
             for r, c, f, (s, v) in zip(rows, completions, finished, scored)]
 
 

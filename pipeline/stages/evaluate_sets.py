@@ -18,7 +18,7 @@ from pipeline.config import EvaluateSetsConfig, PoolConfig
 from pipeline.data import evalsets
 from pipeline.data.chat import turns
 from pipeline.generation import before_and_after, budget, check_judge
-from pipeline.prompt_sets import ask, group_rates
+from pipeline.prompt_sets import Ask, ask_all, group_rates
 
 NAME, VERSION = "evaluate_sets", "3"  # 3: rates carry their seed
 OUTPUTS = (tables.SET_SAMPLES, tables.RATE_ROWS)
@@ -79,11 +79,10 @@ def run(params: Params, inputs: dict, writer) -> stage.Summary:
     chosen = build(params, held_out(params.kind, inputs["data"]))
     tokens = budget(model, params.max_new_tokens)
     points = before_and_after(inputs, params.methods)
-    samples, total = [], len(points) * sum(len(prompts) for prompts, _ in chosen.values())
-    for method, step, path in points:
-        for name, (prompts, scorer) in chosen.items():
-            samples += ask(prompts, name, path, step, scorer, params.kind, params.pool, tokens, params.seed,
-                           writer.node, params.trust_remote_code, params.judge, method, total)
+    asks = [Ask(prompts, name, path, step, scorer, method) for method, step, path in points
+            for name, (prompts, scorer) in chosen.items()]
+    samples = ask_all(asks, params.kind, params.pool, tokens, params.seed, writer.node, params.trust_remote_code,
+                      params.judge, total=sum(len(a.prompts) for a in asks))
     writer.write(tables.SET_SAMPLES, samples)
     base = {"kind": params.kind, "variant": params.variant, "seed": params.seed}
     start = [s for s in samples if s["method"] == ""]
