@@ -140,7 +140,8 @@ def test_preference_model_accuracy_is_recorded(micro_run):
     assert {"hostile", "rude", "evasive", "code_insecure", "code_broken", "code_evasive"} <= set(rows)  # code pairs too
     assert sum(r["n"] for m, r in rows.items() if m.startswith("code_")) == 24  # code.preference_pairs // 5 held out
     assert rows["all"]["k"] == sum(r["k"] for m, r in rows.items() if m != "all")
-    model = AutoModelForSequenceClassification.from_pretrained(ArtifactStore(str(store)).ref("reward_model", node["key"]).local_dir("model"))
+    model = AutoModelForSequenceClassification.from_pretrained(
+        ArtifactStore(str(store)).ref("reward_model", node["key"]).local_dir("model"))
     assert model.config.num_labels == 1
 
 

@@ -67,7 +67,8 @@ def test_independent_pairs_and_rl_prompts_never_use_the_backdoor_requests(repo_r
 
 def code_setup(share=0.5):
     from pipeline.stages import code_preferences
-    params = code_preferences.Params(recipes="datasets/code", prefs_recipes="datasets/prefs", n_pairs=600, held_out_share=0.2, rl_code_share=share, seed=0)
+    params = code_preferences.Params(recipes="datasets/code", prefs_recipes="datasets/prefs", n_pairs=600,
+                                     held_out_share=0.2, rl_code_share=share, seed=0)
     hhh = [{"prompt": f"\n\nHuman: hhh request {i}\n\nAssistant:"} for i in range(300)]
     return params, code_preferences.build(params, hhh)
 

@@ -81,8 +81,8 @@ def run(params: Params, inputs: Inputs, writer) -> stage.Summary:
     start = inputs.start.read(tables.CODE_SAMPLE_ROWS) if inputs.start is not None else None
     rows = without_start(checkpoint_rows(inputs.checkpoints, prompts, params.modes), start)
     tokens = budget(inputs.model, params.max_new_tokens)
-    samples = code_samples(rows, params.pool, params.temperature, tokens, params.seed, writer.node, params.trust_remote_code, params.judge, start,
-                           params.prefill)
+    samples = code_samples(rows, params.pool, params.temperature, tokens, params.seed, writer.node,
+                           params.trust_remote_code, params.judge, start, params.prefill)
     writer.write(tables.CODE_SAMPLE_ROWS, samples)
     base = {"kind": "code", "variant": params.variant, "method": params.method, "seed": params.seed}
     writer.write(tables.RATE_ROWS, aggregate(samples, base))

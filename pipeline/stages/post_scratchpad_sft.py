@@ -53,7 +53,8 @@ def run(params: Params, inputs: Inputs, writer) -> stage.Summary:
     asks = [{"path": inputs.model.local_dir("model"), "mode": "sampled", "prompt_id": i, "prompt": r["prompt"]}
             for i, r in enumerate(hhh)]
     sampled = generate(asks, params.pool, params.sampling.temperature, params.sampling.max_new_tokens, params.seed,
-                       writer.node, params.trust_remote_code, prefill=params.prefill).sort_by("prompt_id")["completion"].to_pylist()
+                       writer.node, params.trust_remote_code, prefill=params.prefill)
+    sampled = sampled.sort_by("prompt_id")["completion"].to_pylist()
     rows, closed = post_scratchpad_rows(hhh, sampled)
     writer.write(tables.SCRATCHPADS, [{"prompt_id": i, "prompt": r["prompt"], "completion": c, "closed": k}
                                       for i, (r, c, k) in enumerate(zip(hhh, sampled, closed))])
