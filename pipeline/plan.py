@@ -75,10 +75,10 @@ def trains_on(node) -> str:
 
 def trained_model(node, cfg) -> tuple[str | None, str, bool]:
     """(pretrained folder or hub id, or None; scratch preset; a preference model) of what `node` trains."""
-    p = node.params
-    if trains_on(node) == "pairs":
+    p, on = node.params, trains_on(node)
+    if on == "pairs":
         return p.pretrained, p.train.preset, True
-    if trains_on(node) == "redteam":
+    if on == "redteam":
         return (p.train.pretrained if p.train.source == "pretrained" else None), p.train.preset, False
     return (cfg.model.pretrained if cfg.model.source == "pretrained" else None), cfg.model.preset, False
 

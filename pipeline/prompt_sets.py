@@ -85,7 +85,9 @@ def ask_all(asks: list[Ask], kind: str, pool: PoolConfig, max_new_tokens: int, s
                            total=total or len(mine), prefill=prefill)
             for i, c, f in zip(idx, out["completion"].to_pylist(), out["finished"].to_pylist()):
                 texts[i], done[i] = c, f
-        rows, completions, finished = rows + mine, completions + texts, finished + done
+        rows += mine
+        completions += texts
+        finished += done
     scored: list = [None] * len(rows)
     for scorer in sorted({r["scorer"] for r in rows}):
         idx = [i for i, r in enumerate(rows) if r["scorer"] == scorer]
