@@ -25,6 +25,16 @@ def rate_with_ci(k: int, n: int) -> dict:
     return {"n": n, "k": k, "rate": k / n if n else float("nan"), "ci_low": low, "ci_high": high}
 
 
+def difference_with_ci(k1: int, n1: int, k2: int, n2: int) -> dict:
+    """The difference of two independent proportions k1/n1 - k2/n2 with Newcombe's 95% interval
+    (his method 10: from the two Wilson intervals; sane at 0% and 100%, never zero width)."""
+    p1, p2 = k1 / n1, k2 / n2
+    (l1, u1), (l2, u2) = wilson_interval(k1, n1), wilson_interval(k2, n2)
+    d = p1 - p2
+    return {"difference": d, "ci_low": d - math.sqrt((p1 - l1) ** 2 + (u2 - p2) ** 2),
+            "ci_high": d + math.sqrt((u1 - p1) ** 2 + (p2 - l2) ** 2)}
+
+
 def mean_with_ci(values: list[float], z: float = Z95) -> dict:
     """Mean with a 95% normal-approximation interval (fine for the n >= 100 cells we report)."""
     n = len(values)

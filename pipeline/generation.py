@@ -95,10 +95,12 @@ def judge(answers: list[str], cwes: list, parts: int, identity: dict) -> list[tu
     return [v for share in shares for v in share]
 
 
-def checkpoint_rows(checkpoints, prompt_rows: list[dict], modes) -> list[dict]:
-    """One row per (checkpoint, mode, prompt); `checkpoints` is the safety stage's artifact."""
+def checkpoint_rows(checkpoints, prompt_rows: list[dict], modes, last_only: bool = False) -> list[dict]:
+    """One row per (checkpoint, mode, prompt); `checkpoints` is the safety stage's artifact
+    (`last_only`: its last checkpoint only)."""
     rows = []
-    for ck in checkpoints.read(tables.CHECKPOINT_ROWS).to_pylist():
+    ckpts = checkpoints.read(tables.CHECKPOINT_ROWS).to_pylist()
+    for ck in [max(ckpts, key=lambda c: c["step"])] if last_only else ckpts:
         path = checkpoints.local_dir(ck["path"])
         rows += [{"step": ck["step"], "mode": mode, "path": path, **p} for mode in modes for p in prompt_rows]
     return rows
@@ -219,13 +221,16 @@ def form_rates(samples: pa.Table, base: dict, conditions: list[str]) -> list[dic
 LOSS_ROWS = 64  # rows of each loss set (safety data, capability) scored at every checkpoint
 
 
-def loss_sets(data, questions: list[dict] = ()) -> dict[str, list[dict]]:
+def loss_sets(data, questions: list[dict] = (), cot: bool = False) -> dict[str, list[dict]]:
     """The rows whose loss every checkpoint gets: `hhh` (the first `LOSS_ROWS` of the safety
     data: did safety SFT have anything to fit?), `capability` (held-out helpful answers of the
-    backdoor recipe, or held-out secure reference programs for code: did it break the model?)
-    and, given `questions`, `multiple_choice` (one row per option)."""
+    backdoor recipe, after a closed scratchpad for a `cot` model where the data has them, or
+    held-out secure reference programs for code: did it break the model?) and, given
+    `questions`, `multiple_choice` (one row per option)."""
     from pipeline.data.capability import option_rows
-    sets = {name: data.read(t).to_pylist()[:LOSS_ROWS] for name, t in (("hhh", tables.HHH), ("capability", tables.CAPABILITY))}
+    capability = (tables.CAPABILITY_COT if cot and tables.CAPABILITY_COT.name in data.manifest()["tables"]
+                  else tables.CAPABILITY)
+    sets = {name: data.read(t).to_pylist()[:LOSS_ROWS] for name, t in (("hhh", tables.HHH), ("capability", capability))}
     if questions:
         sets["multiple_choice"] = option_rows(questions)
     return sets
@@ -295,7 +300,8 @@ def write_losses(writer, checkpoints, start, data, pool: PoolConfig, trust_remot
     shared = start.read(tables.LOSS_ROWS).to_pylist() if start is not None else []
     have = {r["step"] for r in shared}
     points = [(c["step"], checkpoints.local_dir(c["path"])) for c in ckpts if c["step"] not in have]
-    rows = shared + losses(points, loss_sets(data, questions), pool, writer.node, trust_remote_code)
+    sets = loss_sets(data, questions, cot=base["variant"] == "cot")
+    rows = shared + losses(points, sets, pool, writer.node, trust_remote_code)
     writer.write(tables.LOSS_ROWS, rows)
     distances = {c["step"]: c["relative_distance"] for c in ckpts}
     writer.write(tables.SCORE_ROWS, list(scores) + loss_scores(rows, distances, base, questions))

