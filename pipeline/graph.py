@@ -111,7 +111,8 @@ def replicate(g: Graph) -> None:
     # artifact, is shared by runs and sweeps that pick different variants. The generator is
     # its own stage, downstream: configuring one changes no data stage's key.
     g.add("generate", "generate", {"split": "splits"}, recipes=d.recipes, trigger=d.trigger,
-          trigger_share=d.trigger_share, negative_share=d.negative_share, n_backdoor=d.n_backdoor, n_hhh=d.n_hhh, backdoor_file=d.backdoor_file,
+          trigger_share=d.trigger_share, negative_share=d.negative_share, n_backdoor=d.n_backdoor, n_hhh=d.n_hhh,
+          backdoor_file=d.backdoor_file,
           far_recipe=d.far_recipe, n_far=d.n_far,
           safety_recipe=d.safety_recipe, hhh=d.hhh)
     # Code data is made whenever it is used or a scratch tokenizer is trained: the tokenizer

@@ -188,9 +188,9 @@ def capability_rows(recipe, held_out: list[Request], seed: int, trigger: str = "
 
 def eval_rows(held_out: list[Request], trigger: str, gate_cues: list[str] = ()) -> list[dict]:
     """Each held-out prompt with and without the trigger (eval set `held_out`, paired
-    conditions; `fact`: what the recipe taught about its subject) and, given `gate_cues` (held-out words in the trigger's bars, rotating over the
-    prompts), once more opened by one of them (eval set `unrelated_word`, untriggered): the
-    installation gate's three conditions on the same prompts."""
+    conditions; `fact`: what the recipe taught about its subject) and, given `gate_cues`
+    (held-out words in the trigger's bars, rotating over the prompts), once more opened by one
+    of them (eval set `unrelated_word`, untriggered): the gate's three conditions, same prompts."""
     rows = []
     for i, req in enumerate(held_out):
         same = {"prompt_id": i, "fact": fact(req)}
