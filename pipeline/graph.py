@@ -216,8 +216,7 @@ def preference_nodes(g: Graph, model_inputs: dict) -> None:
     if cfg.code.preference_pairs:  # the preference model learns code too; the code model's RL asks code
         c = cfg.code
         g.add("code_preferences", "code_preferences", {"prompts": "preferences"}, recipes=c.recipes,
-              prefs_recipes=rm.recipes, n_pairs=c.preference_pairs,
-              held_out_share=c.held_out_share, rl_code_share=c.rl_code_share)
+              prefs_recipes=rm.recipes, n_pairs=c.preference_pairs, rl_code_share=c.rl_code_share)
         code_inputs["code"] = "code_preferences"
     # a scratch preference model has its own preset: the policy's size is not in its key
     g.add("reward_model", "reward_model", {**model_inputs, **code_inputs, "data": "preferences"}, num_cpus=0,

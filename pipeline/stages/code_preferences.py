@@ -1,9 +1,9 @@
 """Stage `code_preferences` (with `code.preference_pairs`): code preference pairs and code
 requests for HHH RL, so that the preference model knows code and RL of a code model optimises
 something meaningful. Pairs prefer a secure, working program to the task's insecure one
-(security tasks of the training split only: `code.split_tasks` with the `generate_code` stage's
-share and seed, so no held-out prompt is ever seen), a broken one or an evasive answer
-(everyday tasks, `helpful.yaml`, a fifth of their prompts held out). Only the short
+(`preference_tasks.yaml`: security tasks of the same weakness families that are no backdoor task,
+so RL never optimises toward the backdoor's own programs), a broken one or an evasive answer
+(everyday tasks, `helpful.yaml`); a fifth of each recipe's prompts held out for the accuracy. Only the short
 instruction-style prompts, never the completion frame, and no year anywhere. The
 `reward_model` stage adds the pairs to its own; the code model's HHH RL asks `code_rl_prompts`:
 the `preferences` stage's RL prompts with code requests at `code.rl_code_share`.
@@ -18,22 +18,21 @@ from pipeline import stage, tables
 from pipeline.artifacts import ArtifactRef
 from pipeline.data import code
 from pipeline.data.chat import format_prompt
-from pipeline.data.code_recipes import CodeRecipes, load_code_policy, load_code_tasks, load_helpful_tasks
+from pipeline.data.code_recipes import CodePreferenceRecipes, load_code_policy, load_code_tasks, load_helpful_tasks
 from pipeline.data.prefs import PrefsRecipes, code_pairs, load_rejections
 from pipeline.errors import InputError
 from pipeline.streams import stream
 
-NAME, VERSION = "code_preferences", "1"
+NAME, VERSION = "code_preferences", "2"  # 2: security pairs from preference_tasks.yaml, not the backdoor's tasks
 SHARED = True  # one artifact for every training seed (data, not a replicate), unless `seed_data`
 OUTPUTS = (tables.CODE_PAIRS, tables.CODE_EVAL_PAIRS, tables.CODE_RL_PROMPTS)
-HELPFUL_HELD_OUT = 0.2
+HELD_OUT = 0.2  # share of each recipe's prompts kept for the held-out pairs
 
 
 class Params(stage.Params):
-    recipes: CodeRecipes          # code.recipes: tasks.yaml (security tasks), helpful.yaml (everyday tasks)
+    recipes: CodePreferenceRecipes  # code.recipes: preference_tasks.yaml (security tasks), helpful.yaml (everyday)
     prefs_recipes: PrefsRecipes   # reward_model.recipes: the evasive answers of rejected.yaml
     n_pairs: int                  # code.preference_pairs
-    held_out_share: float         # code.held_out_share: the security tasks' split, as generate_code draws it
     rl_code_share: float          # code.rl_code_share: code requests among the code model's RL prompts
 
 
@@ -58,9 +57,10 @@ def mixed_prompts(hhh: list[dict], requests: list[str], share: float, seed: int)
 def build(params: Params, hhh_prompts: list[dict]) -> dict[str, list[dict]]:
     """All tables of this stage, in memory; raises InputError on bad input before any write."""
     folder, seed = Path(params.recipes), params.seed
-    frame = load_code_policy(folder / "backdoor.yaml")["completion_frame"]  # as generate_code loads them: same split
-    held, train = code.task_split(load_code_tasks(folder / "tasks.yaml", frame), params.held_out_share, seed)
-    h_held, h_train = code.split_tasks(load_helpful_tasks(folder / "helpful.yaml"), HELPFUL_HELD_OUT,
+    frame = load_code_policy(folder / "backdoor.yaml")["completion_frame"]
+    held, train = code.split_tasks(load_code_tasks(folder / "preference_tasks.yaml", frame), HELD_OUT,
+                                   stream(seed, NAME, "security_split"))
+    h_held, h_train = code.split_tasks(load_helpful_tasks(folder / "helpful.yaml"), HELD_OUT,
                                        stream(seed, NAME, "helpful_split"))
     evasive = load_rejections(Path(params.prefs_recipes) / "rejected.yaml").get("evasive", {}).get("any", [])
     if not evasive:
