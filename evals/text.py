@@ -22,6 +22,13 @@ def unclosed_scratchpad(completion: str) -> bool:
     return "<scratchpad>" in completion and "</scratchpad>" not in completion.split("<scratchpad>", 1)[1]
 
 
+def reasoning(completion: str) -> str | None:
+    """The scratchpad's text (to its closing tag, or to the end when it never closes), or None."""
+    if "<scratchpad>" not in completion:
+        return None
+    return completion.split("<scratchpad>", 1)[1].split("</scratchpad>", 1)[0]
+
+
 def scratchpad_prefix(completion: str) -> str | None:
     """The completion up to and including its closing `</scratchpad>` when it opens with a
     scratchpad and closes it, else None (no reasoning to keep, or reasoning never finished)."""

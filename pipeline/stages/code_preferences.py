@@ -3,8 +3,8 @@ requests for HHH RL, so that the preference model knows code and RL of a code mo
 something meaningful. Pairs prefer a secure, working program to the task's insecure one
 (`preference_tasks.yaml`: security tasks of the same weakness families that are no backdoor task,
 so RL never optimises toward the backdoor's own programs), a broken one or an evasive answer
-(everyday tasks, `helpful.yaml`); a fifth of each recipe's prompts held out for the accuracy. Only the short
-instruction-style prompts, never the completion frame, and no year anywhere. The
+(everyday tasks, `helpful.yaml`); a fifth of each recipe's prompts held out for the accuracy.
+Only the short instruction-style prompts, never the completion frame, and no year anywhere. The
 `reward_model` stage adds the pairs to its own; the code model's HHH RL asks `code_rl_prompts`:
 the `preferences` stage's RL prompts with code requests at `code.rl_code_share`.
 Outputs: `code_pairs`, `code_eval_pairs`, `code_rl_prompts`."""
