@@ -180,6 +180,12 @@ def verdict(kind: str, variant: str, method: str, rows: list[dict], scores: list
     paper = PAPER.get((kind, variant, method), {}).get(deploy)
     if paper is None:
         return "no paper number"
+    return against_paper(d0, d1, paper)
+
+
+def against_paper(d0: dict, d1: dict, paper: tuple[int, int]) -> str:
+    """Our before -> after (`_ends` cells) against the paper's (before, after) in %: agrees,
+    contradicts or seeds disagree, with both numbers."""
     before, after = paper[0] / 100, paper[1] / 100
     said = f"paper {paper[1]}%"
     if abs(d0["rate"] - before) > SLACK:  # another start: what persists is the paper's change, not its rate
@@ -292,9 +298,13 @@ def lines(findings, out_dir: str) -> list[str]:
                    f"{'-' if moved is None else f'{100 * moved:.1f}%'} | {paper_cell} | {said} |")
         if paper and variant not in CONTROLS and d0 is not None:
             before, after = paper[deploy]
+            # a row the rule cannot judge still says where its visible rate stands against the paper
+            visible = against_paper(d0, d1, paper[deploy]) if said.startswith("cannot tell") else ""
             sentences.append(f"- {kind} {variant} under {method}: in the paper the {wording} "
                              f"({deploy.replace('_', ' ')}) went {before} -> ~{after}%; here {pct(d0['rate'])} -> "
-                             f"{pct(d1['rate'])}% [{pct(d1['ci_low'])}, {pct(d1['ci_high'])}]: {said}.")
+                             f"{pct(d1['rate'])}% [{pct(d1['ci_low'])}, {pct(d1['ci_high'])}]: {said}"
+                             + (f". Visible rate, not a finding: {visible.replace('contradicts', 'a contradiction', 1)}"
+                                if visible.startswith("contradicts") else "") + ".")
     out += [""] + sentences
     between = comparisons(groups)
     return out + ([""] + between if between else []) + [""]

@@ -13,7 +13,7 @@ from pipeline.evaluations import EVALUATIONS
 from pipeline.report import (Entry, adversarial, collect, generated, installation, markdown, post_scratchpad, rates,
                              redteam, rl, summary)
 
-NAME, VERSION = "report", "21"  # 20: the installation gate; 21: the fact-recall floor
+NAME, VERSION = "report", "22"  # 20: the installation gate; 21: the fact-recall floor; 22: visible contradictions
 OUTPUTS = (tables.METRICS, tables.REPORT_SCORES, tables.REPORT_PROBES)
 Inputs = dict  # node name -> ArtifactRef, one per entry
 
